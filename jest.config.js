@@ -1,0 +1,15 @@
+/** Jest in ESM mode with ts-jest; run through `npm test` (NODE_OPTIONS=--experimental-vm-modules). */
+export default {
+  testEnvironment: 'node',
+  extensionsToTreatAsEsm: ['.ts'],
+  moduleNameMapper: {
+    '^(\\.{1,2}/.*)\\.js$': '$1'
+  },
+  transform: {
+    '^.+\\.ts$': ['ts-jest', { useESM: true, tsconfig: 'tsconfig.json' }]
+  },
+  testMatch: ['**/__tests__/**/*.test.ts'],
+  testTimeout: 60000,
+  // End-to-end scenarios start their own sandbox on ephemeral ports; two workers match the machine.
+  maxWorkers: 2
+}
