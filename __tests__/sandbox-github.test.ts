@@ -1,0 +1,804 @@
+/**
+ * The GitHub simulator driven through a real Octokit, as the action drives GitHub: sealed-box
+ * secrets in every scope, variables, workflows and their files, dispatch and runs, conditional
+ * requests and the rate limit, permissions, and the OpenAPI contract (no violations for valid traffic).
+ */
+import { Octokit } from '@octokit/rest'
+import sodium from 'libsodium-wrappers'
+import { RequestLog } from '../sandbox/log.js'
+import { GitHubSim, type SimRun } from '../sandbox/github.js'
+
+const TOKEN = 'github_pat_sandbox_full_access'
+const NO_SECRETS = 'github_pat_sandbox_no_secrets'
+const APP_NO_VARIABLES = 'ghs_sandbox_app_no_variables'
+const owner = 'acme'
+const repo = 'storefront'
+const full = `${owner}/${repo}`
+
+const DEPLOY_YAML = `name: Deploy
+run-name: Deploy (\${{ inputs.reason }})
+on:
+  workflow_dispatch:
+    inputs:
+      reason:
+        description: why
+        default: scheduled
+      target:
+        type: choice
+        options: [staging, production]
+        required: true
+        default: staging
+      ticket:
+        description: required, no default
+        required: false
+jobs:
+  deploy:
+    runs-on: ubuntu-latest
+    environment: production
+    steps:
+      - uses: actions/checkout@v4
+      - name: Deploy the app
+        run: ./deploy.sh
+`
+
+const CI_YAML = `name: CI
+on: push
+jobs:
+  test:
+    runs-on: ubuntu-latest
+    steps:
+      - run: npm test
+`
+
+interface HttpError {
+  status: number
+  message: string
+  response?: { headers: Record<string, string | undefined>; data: unknown }
+}
+
+async function failure(promise: Promise<unknown>): Promise<HttpError> {
+  try {
+    await promise
+  } catch (error) {
+    return error as HttpError
+  }
+  throw new Error('expected the request to fail')
+}
+
+async function seal(publicKey: string, value: string): Promise<string> {
+  await sodium.ready
+  const key = sodium.from_base64(publicKey, sodium.base64_variants.ORIGINAL)
+  return sodium.to_base64(
+    sodium.crypto_box_seal(sodium.from_string(value), key),
+    sodium.base64_variants.ORIGINAL
+  )
+}
+
+async function waitFor(predicate: () => boolean, timeoutMs = 5000): Promise<void> {
+  const until = Date.now() + timeoutMs
+  while (!predicate()) {
+    if (Date.now() > until) throw new Error('timed out waiting')
+    await new Promise(resolve => setTimeout(resolve, 10))
+  }
+}
+
+let log: RequestLog
+let sim: GitHubSim
+let octokit: Octokit
+let deployId: number
+
+beforeEach(async () => {
+  log = new RequestLog()
+  sim = new GitHubSim(log)
+  sim.addToken(TOKEN)
+  sim.addToken(NO_SECRETS, { secrets: false })
+  sim.addToken(APP_NO_VARIABLES, { variables: false })
+  sim.addOrg(owner)
+  sim.addRepo(full, {
+    branches: ['release'],
+    tags: ['v1.0.0'],
+    environments: ['production'],
+    id: 4242
+  })
+  sim.addRepo(`${owner}/other`, { id: 4343 })
+  deployId = sim.addWorkflow(full, {
+    path: '.github/workflows/deploy.yml',
+    name: 'Deploy',
+    content: DEPLOY_YAML
+  })
+  sim.addWorkflow(full, { path: '.github/workflows/ci.yml', name: 'CI', content: CI_YAML })
+  sim.runBehavior = { queuedMs: 20, runningMs: 40, conclusion: 'success' }
+  await sim.start()
+  octokit = new Octokit({ auth: TOKEN, baseUrl: sim.url })
+})
+
+afterEach(async () => {
+  await sim.stop()
+})
+
+describe('secrets', () => {
+  it('decrypts a sealed repository secret: 201 when created, 204 when updated', async () => {
+    const { data: key } = await octokit.rest.actions.getRepoPublicKey({ owner, repo })
+    expect(typeof key.key_id).toBe('string')
+    expect(sodium.from_base64(key.key, sodium.base64_variants.ORIGINAL)).toHaveLength(32)
+
+    const first = await octokit.rest.actions.createOrUpdateRepoSecret({
+      owner,
+      repo,
+      secret_name: 'r2_token',
+      encrypted_value: await seal(key.key, 'first-value'),
+      key_id: key.key_id
+    })
+    expect(first.status).toBe(201)
+    const second = await octokit.rest.actions.createOrUpdateRepoSecret({
+      owner,
+      repo,
+      secret_name: 'R2_TOKEN',
+      encrypted_value: await seal(key.key, 'second-value'),
+      key_id: key.key_id
+    })
+    expect(second.status).toBe(204)
+
+    expect(sim.getSecret({ kind: 'repo', repo: full }, 'R2_TOKEN')).toBe('second-value')
+    expect(sim.secretWrites.map(w => [w.name, w.plaintext, w.status])).toEqual([
+      ['R2_TOKEN', 'first-value', 201],
+      ['R2_TOKEN', 'second-value', 204]
+    ])
+    const { data: meta } = await octokit.rest.actions.getRepoSecret({
+      owner,
+      repo,
+      secret_name: 'r2_token'
+    })
+    expect(meta.name).toBe('R2_TOKEN')
+    expect(log.violations).toEqual([])
+  })
+
+  it('answers 422 to a ciphertext that does not open, a stale key id and a bad name', async () => {
+    const { data: key } = await octokit.rest.actions.getRepoPublicKey({ owner, repo })
+    const garbage = Buffer.alloc(64, 7).toString('base64')
+    const bad = await failure(
+      octokit.rest.actions.createOrUpdateRepoSecret({
+        owner,
+        repo,
+        secret_name: 'X',
+        encrypted_value: garbage,
+        key_id: key.key_id
+      })
+    )
+    expect(bad.status).toBe(422)
+
+    const sealed = await seal(key.key, 'value')
+    sim.rotatePublicKey({ kind: 'repo', repo: full })
+    const stale = await failure(
+      octokit.rest.actions.createOrUpdateRepoSecret({
+        owner,
+        repo,
+        secret_name: 'X',
+        encrypted_value: sealed,
+        key_id: key.key_id
+      })
+    )
+    expect(stale.status).toBe(422)
+
+    const { data: fresh } = await octokit.rest.actions.getRepoPublicKey({ owner, repo })
+    expect(fresh.key_id).not.toBe(key.key_id)
+    for (const name of ['GITHUB_TOKEN', '1PASSWORD', 'MY-SECRET']) {
+      const err = await failure(
+        octokit.rest.actions.createOrUpdateRepoSecret({
+          owner,
+          repo,
+          secret_name: name,
+          encrypted_value: await seal(fresh.key, 'v'),
+          key_id: fresh.key_id
+        })
+      )
+      expect(err.status).toBe(422)
+    }
+    const tooLarge = await failure(
+      octokit.rest.actions.createOrUpdateRepoSecret({
+        owner,
+        repo,
+        secret_name: 'BIG',
+        encrypted_value: await seal(fresh.key, 'x'.repeat(48 * 1024 + 1)),
+        key_id: fresh.key_id
+      })
+    )
+    expect(tooLarge.status).toBe(422)
+    expect(sim.secretWrites).toEqual([])
+    expect(log.violations).toEqual([])
+  })
+
+  it('writes environment, organization and Dependabot secrets, and layers them for a run', async () => {
+    const env = await octokit.rest.actions.getEnvironmentPublicKey({
+      owner,
+      repo,
+      environment_name: 'production'
+    })
+    const envPut = await octokit.rest.actions.createOrUpdateEnvironmentSecret({
+      owner,
+      repo,
+      environment_name: 'production',
+      secret_name: 'R2_TOKEN',
+      encrypted_value: await seal(env.data.key, 'env-value'),
+      key_id: env.data.key_id
+    })
+    expect(envPut.status).toBe(201)
+
+    const org = await octokit.rest.actions.getOrgPublicKey({ org: owner })
+    const orgPut = await octokit.rest.actions.createOrUpdateOrgSecret({
+      org: owner,
+      secret_name: 'R2_TOKEN',
+      encrypted_value: await seal(org.data.key, 'org-value'),
+      key_id: org.data.key_id,
+      visibility: 'selected',
+      selected_repository_ids: [4242]
+    })
+    expect(orgPut.status).toBe(201)
+    await octokit.rest.actions.createOrUpdateOrgSecret({
+      org: owner,
+      secret_name: 'SHARED',
+      encrypted_value: await seal(org.data.key, 'shared'),
+      key_id: org.data.key_id,
+      visibility: 'all'
+    })
+    const { data: orgMeta } = await octokit.rest.actions.getOrgSecret({
+      org: owner,
+      secret_name: 'R2_TOKEN'
+    })
+    expect(orgMeta.visibility).toBe('selected')
+    const { data: selected } = await octokit.rest.actions.listSelectedReposForOrgSecret({
+      org: owner,
+      secret_name: 'R2_TOKEN'
+    })
+    expect(selected.repositories.map(r => r.id)).toEqual([4242])
+    await octokit.rest.actions.setSelectedReposForOrgSecret({
+      org: owner,
+      secret_name: 'R2_TOKEN',
+      selected_repository_ids: [4242, 4343]
+    })
+
+    const dependabot = await octokit.rest.dependabot.getRepoPublicKey({ owner, repo })
+    const dependabotPut = await octokit.rest.dependabot.createOrUpdateRepoSecret({
+      owner,
+      repo,
+      secret_name: 'R2_TOKEN',
+      encrypted_value: await seal(dependabot.data.key, 'dependabot-value'),
+      key_id: dependabot.data.key_id
+    })
+    expect(dependabotPut.status).toBe(201)
+    expect(sim.getSecret({ kind: 'dependabot', repo: full }, 'R2_TOKEN')).toBe('dependabot-value')
+
+    // org < repo < environment; Dependabot secrets are not given to Actions runs.
+    expect(sim.secretsForRun(`${owner}/other`)).toEqual({ R2_TOKEN: 'org-value', SHARED: 'shared' })
+    sim.setSecret({ kind: 'repo', repo: full }, 'r2_token', 'repo-value')
+    expect(sim.secretsForRun(full)).toEqual({ R2_TOKEN: 'repo-value', SHARED: 'shared' })
+    expect(sim.secretsForRun(full, 'production')).toEqual({
+      R2_TOKEN: 'env-value',
+      SHARED: 'shared'
+    })
+
+    expect(sim.secretWrites.map(w => [w.scope.kind, w.name, w.status])).toEqual([
+      ['env', 'R2_TOKEN', 201],
+      ['org', 'R2_TOKEN', 201],
+      ['org', 'SHARED', 201],
+      ['dependabot', 'R2_TOKEN', 201]
+    ])
+    await octokit.rest.actions.deleteOrgSecret({ org: owner, secret_name: 'SHARED' })
+    expect(sim.getSecret({ kind: 'org', org: owner }, 'SHARED')).toBeUndefined()
+    expect(log.violations).toEqual([])
+  })
+
+  it('refuses a token without the permission (403) and an unknown token (401)', async () => {
+    const limited = new Octokit({ auth: NO_SECRETS, baseUrl: sim.url })
+    const forbidden = await failure(limited.rest.actions.getRepoPublicKey({ owner, repo }))
+    expect(forbidden.status).toBe(403)
+    expect(forbidden.message).toContain('Resource not accessible by personal access token')
+    expect(forbidden.response?.headers['x-accepted-github-permissions']).toBe('secrets=read')
+
+    const app = new Octokit({ auth: APP_NO_VARIABLES, baseUrl: sim.url })
+    const appForbidden = await failure(app.rest.actions.getRepoVariable({ owner, repo, name: 'X' }))
+    expect(appForbidden.status).toBe(403)
+    expect(appForbidden.message).toContain('Resource not accessible by integration')
+
+    const stranger = new Octokit({ auth: 'ghp_unknown', baseUrl: sim.url })
+    expect((await failure(stranger.rest.repos.get({ owner, repo }))).status).toBe(401)
+    expect(
+      (await failure(new Octokit({ baseUrl: sim.url }).rest.repos.get({ owner, repo }))).status
+    ).toBe(401)
+    expect(log.violations).toEqual([])
+  })
+})
+
+describe('variables', () => {
+  it('creates (201), refuses a duplicate (409), updates (204), reads and deletes', async () => {
+    const created = await octokit.rest.actions.createRepoVariable({
+      owner,
+      repo,
+      name: 'r2_rotation_state',
+      value: '{"phase":"minting"}'
+    })
+    expect(created.status).toBe(201)
+    const duplicate = await failure(
+      octokit.rest.actions.createRepoVariable({
+        owner,
+        repo,
+        name: 'R2_ROTATION_STATE',
+        value: '{}'
+      })
+    )
+    expect(duplicate.status).toBe(409)
+    const updated = await octokit.rest.actions.updateRepoVariable({
+      owner,
+      repo,
+      name: 'R2_ROTATION_STATE',
+      value: '{"phase":"done"}'
+    })
+    expect(updated.status).toBe(204)
+    const { data } = await octokit.rest.actions.getRepoVariable({
+      owner,
+      repo,
+      name: 'R2_ROTATION_STATE'
+    })
+    expect(data.value).toBe('{"phase":"done"}')
+    expect(sim.getVariable(full, 'R2_ROTATION_STATE')).toBe('{"phase":"done"}')
+    const { data: list } = await octokit.rest.actions.listRepoVariables({ owner, repo })
+    expect(list.total_count).toBe(1)
+    await octokit.rest.actions.deleteRepoVariable({ owner, repo, name: 'R2_ROTATION_STATE' })
+    expect(
+      (
+        await failure(
+          octokit.rest.actions.getRepoVariable({ owner, repo, name: 'R2_ROTATION_STATE' })
+        )
+      ).status
+    ).toBe(404)
+    expect(log.violations).toEqual([])
+  })
+})
+
+describe('workflows and contents', () => {
+  it('finds a workflow by file name and id, and serves its file base64-encoded', async () => {
+    const { data: repoData } = await octokit.rest.repos.get({ owner, repo })
+    expect(repoData.default_branch).toBe('main')
+    const { data: byName } = await octokit.rest.actions.getWorkflow({
+      owner,
+      repo,
+      workflow_id: 'deploy.yml'
+    })
+    expect(byName).toMatchObject({
+      id: deployId,
+      name: 'Deploy',
+      path: '.github/workflows/deploy.yml',
+      state: 'active'
+    })
+    const { data: byId } = await octokit.rest.actions.getWorkflow({
+      owner,
+      repo,
+      workflow_id: deployId
+    })
+    expect(byId.id).toBe(deployId)
+    const { data: list } = await octokit.rest.actions.listRepoWorkflows({ owner, repo })
+    expect(list.total_count).toBe(2)
+
+    const { data: file } = await octokit.rest.repos.getContent({
+      owner,
+      repo,
+      path: byName.path,
+      ref: 'main'
+    })
+    if (Array.isArray(file) || file.type !== 'file') throw new Error('expected a file')
+    expect(file.encoding).toBe('base64')
+    expect(Buffer.from(file.content, 'base64').toString('utf8')).toBe(DEPLOY_YAML)
+    expect(file.sha).toMatch(/^[0-9a-f]{40}$/)
+
+    const { data: dir } = await octokit.rest.repos.getContent({
+      owner,
+      repo,
+      path: '.github/workflows'
+    })
+    expect(Array.isArray(dir) && dir.map(e => e.name)).toEqual(['ci.yml', 'deploy.yml'])
+    expect(
+      (await failure(octokit.rest.repos.getContent({ owner, repo, path: 'nope.txt' }))).status
+    ).toBe(404)
+    expect(log.violations).toEqual([])
+  })
+})
+
+describe('dispatch and runs', () => {
+  it('dispatches with return_run_details (200 and the run id) and without (204)', async () => {
+    const dispatched: SimRun[] = []
+    sim.hooks.onDispatch = run => dispatched.push({ ...run })
+    const withDetails = await octokit.request(
+      'POST /repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches',
+      {
+        owner,
+        repo,
+        workflow_id: 'deploy.yml',
+        ref: 'main',
+        inputs: { reason: 'rotation', target: 'production' },
+        return_run_details: true
+      }
+    )
+    expect(withDetails.status).toBe(200)
+    const details = withDetails.data as unknown as {
+      workflow_run_id: number
+      run_url: string
+      html_url: string
+    }
+    expect(details.run_url).toBe(`${sim.url}/repos/${full}/actions/runs/${details.workflow_run_id}`)
+    expect(dispatched).toHaveLength(1)
+    expect(dispatched[0]).toMatchObject({
+      id: details.workflow_run_id,
+      status: 'queued',
+      environment: 'production',
+      inputs: { reason: 'rotation', target: 'production' }
+    })
+
+    const plain = await octokit.rest.actions.createWorkflowDispatch({
+      owner,
+      repo,
+      workflow_id: deployId,
+      ref: 'refs/tags/v1.0.0'
+    })
+    expect(plain.status).toBe(204)
+    expect(sim.runs.size).toBe(2)
+
+    const { data: run } = await octokit.rest.actions.getWorkflowRun({
+      owner,
+      repo,
+      run_id: details.workflow_run_id
+    })
+    expect(run).toMatchObject({
+      event: 'workflow_dispatch',
+      head_branch: 'main',
+      display_title: 'Deploy (rotation)',
+      run_attempt: 1
+    })
+    expect(log.violations).toEqual([])
+  })
+
+  it('validates a dispatch as GitHub does', async () => {
+    const dispatch = (
+      body: { ref: string; inputs?: Record<string, string> },
+      workflow_id: string | number = 'deploy.yml'
+    ) => failure(octokit.rest.actions.createWorkflowDispatch({ owner, repo, workflow_id, ...body }))
+
+    const noRef = await dispatch({ ref: 'nope' })
+    expect(noRef.status).toBe(422)
+    expect(noRef.message).toContain('No ref found for: nope')
+    const unexpected = await dispatch({ ref: 'main', inputs: { bogus: 'x', other: 'y' } })
+    expect(unexpected.status).toBe(422)
+    expect(unexpected.message).toContain('Unexpected inputs provided: ["bogus","other"]')
+    expect((await dispatch({ ref: 'main', inputs: { target: 'moon' } })).status).toBe(422)
+    expect((await dispatch({ ref: 'main' }, 'ci.yml')).status).toBe(422)
+    expect((await dispatch({ ref: 'main' }, 'missing.yml')).status).toBe(404)
+
+    const required = sim.addWorkflow(full, {
+      path: '.github/workflows/strict.yml',
+      name: 'Strict',
+      content:
+        'on:\n  workflow_dispatch:\n    inputs:\n      token_id:\n        required: true\njobs:\n  deploy:\n    runs-on: ubuntu-latest\n'
+    })
+    expect((await dispatch({ ref: 'main' }, required)).message).toContain(
+      "Required input 'token_id' not provided"
+    )
+    const disabled = sim.addWorkflow(full, {
+      path: '.github/workflows/off.yml',
+      name: 'Off',
+      content: 'on: workflow_dispatch\njobs:\n  deploy:\n    runs-on: ubuntu-latest\n',
+      state: 'disabled_manually'
+    })
+    expect((await dispatch({ ref: 'main' }, disabled)).status).toBe(422)
+    expect(sim.runs.size).toBe(0)
+    expect(log.violations).toEqual([])
+
+    // More than 25 inputs break the request schema itself: 422, and a contract violation is recorded.
+    const many = Object.fromEntries(Array.from({ length: 26 }, (_, i) => [`i${i}`, 'x']))
+    expect((await dispatch({ ref: 'main', inputs: many })).status).toBe(422)
+    expect(log.violations).toHaveLength(1)
+  })
+
+  it('rejects return_run_details like GitHub Enterprise Server 3.20 and older', async () => {
+    const ghes = new GitHubSim(new RequestLog(), { rejectReturnRunDetails: true })
+    ghes.addToken(TOKEN)
+    ghes.addRepo(full)
+    ghes.addWorkflow(full, {
+      path: '.github/workflows/deploy.yml',
+      name: 'Deploy',
+      content: DEPLOY_YAML
+    })
+    await ghes.start()
+    try {
+      const client = new Octokit({ auth: TOKEN, baseUrl: ghes.url })
+      const route = 'POST /repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches' as const
+      const err = await failure(
+        client.request(route, {
+          owner,
+          repo,
+          workflow_id: 'deploy.yml',
+          ref: 'main',
+          return_run_details: true
+        })
+      )
+      expect(err.status).toBe(422)
+      expect(err.message).toContain('"return_run_details" is not a permitted key')
+      expect(
+        (await client.request(route, { owner, repo, workflow_id: 'deploy.yml', ref: 'main' }))
+          .status
+      ).toBe(204)
+    } finally {
+      await ghes.stop()
+    }
+  })
+
+  it('moves a run from queued through in_progress to completed success on timers, after beforeComplete', async () => {
+    const order: string[] = []
+    sim.hooks.beforeComplete = async run => {
+      order.push(`deploy ${run.status}`)
+      await new Promise(resolve => setTimeout(resolve, 20))
+    }
+    await octokit.rest.actions.createWorkflowDispatch({
+      owner,
+      repo,
+      workflow_id: 'deploy.yml',
+      ref: 'release'
+    })
+    const [run] = [...sim.runs.values()]
+    await waitFor(() => run!.status === 'completed')
+    expect(run!.conclusion).toBe('success')
+    expect(order).toEqual(['deploy in_progress'])
+    expect(log.events().map(e => e.name)).toEqual([
+      'run.created',
+      'run.in_progress',
+      'run.completed'
+    ])
+    expect(log.events('run.completed')[0]!.detail).toMatchObject({
+      run_id: run!.id,
+      conclusion: 'success'
+    })
+
+    const { data } = await octokit.rest.actions.getWorkflowRun({ owner, repo, run_id: run!.id })
+    expect(data).toMatchObject({
+      status: 'completed',
+      conclusion: 'success',
+      head_branch: 'release'
+    })
+    const { data: jobs } = await octokit.rest.actions.listJobsForWorkflowRun({
+      owner,
+      repo,
+      run_id: run!.id
+    })
+    expect(jobs.jobs.map(j => [j.name, j.status, j.conclusion])).toEqual([
+      ['deploy', 'completed', 'success']
+    ])
+    expect(log.violations).toEqual([])
+  })
+
+  it('fails a run as queued, with a failed step, and fails it when the deploy hook throws', async () => {
+    sim.queueRun({ conclusion: 'failure' })
+    await octokit.rest.actions.createWorkflowDispatch({
+      owner,
+      repo,
+      workflow_id: 'deploy.yml',
+      ref: 'main'
+    })
+    const failed = [...sim.runs.values()][0]!
+    await waitFor(() => failed.status === 'completed')
+    expect(failed.conclusion).toBe('failure')
+    const { data } = await octokit.rest.actions.listJobsForWorkflowRun({
+      owner,
+      repo,
+      run_id: failed.id
+    })
+    const steps = data.jobs[0]!.steps!.map(s => [s.name, s.conclusion])
+    expect(steps).toEqual([
+      ['Set up job', 'success'],
+      ['Run actions/checkout@v4', 'success'],
+      ['Deploy the app', 'failure'],
+      ['Complete job', 'success']
+    ])
+
+    sim.hooks.beforeComplete = () => {
+      throw new Error('app did not come up')
+    }
+    await octokit.rest.actions.createWorkflowDispatch({
+      owner,
+      repo,
+      workflow_id: 'deploy.yml',
+      ref: 'main'
+    })
+    const broken = [...sim.runs.values()][1]!
+    await waitFor(() => broken.status === 'completed')
+    expect(broken.conclusion).toBe('failure')
+    expect(log.violations).toEqual([])
+  })
+
+  it('holds a waiting run until approved, cancels, re-runs and serves attempts', async () => {
+    sim.queueRun({ waitingMs: Infinity })
+    sim.queueRun({ neverStarts: true })
+    await octokit.rest.actions.createWorkflowDispatch({
+      owner,
+      repo,
+      workflow_id: 'deploy.yml',
+      ref: 'main'
+    })
+    await octokit.rest.actions.createWorkflowDispatch({
+      owner,
+      repo,
+      workflow_id: 'deploy.yml',
+      ref: 'main'
+    })
+    const [waiting, stuck] = [...sim.runs.values()]
+    await waitFor(() => waiting!.status === 'waiting')
+    const { data: pending } = await octokit.rest.actions.getPendingDeploymentsForRun({
+      owner,
+      repo,
+      run_id: waiting!.id
+    })
+    expect(pending.map(p => p.environment.name)).toEqual(['production'])
+    const { data: waitingJobs } = await octokit.rest.actions.listJobsForWorkflowRun({
+      owner,
+      repo,
+      run_id: waiting!.id
+    })
+    expect(waitingJobs.jobs[0]!.status).toBe('waiting')
+    sim.approve(waiting!.id)
+    await waitFor(() => waiting!.status === 'completed')
+
+    expect(stuck!.status).toBe('queued')
+    const cancelled = await octokit.rest.actions.cancelWorkflowRun({
+      owner,
+      repo,
+      run_id: stuck!.id
+    })
+    expect(cancelled.status).toBe(202)
+    expect(stuck).toMatchObject({ status: 'completed', conclusion: 'cancelled' })
+    expect(
+      (await failure(octokit.rest.actions.cancelWorkflowRun({ owner, repo, run_id: stuck!.id })))
+        .status
+    ).toBe(409)
+
+    sim.rerun(stuck!.id, { conclusion: 'success' })
+    expect(stuck).toMatchObject({ status: 'queued', attempt: 2 })
+    await waitFor(() => stuck!.status === 'completed')
+    const { data: first } = await octokit.rest.actions.getWorkflowRunAttempt({
+      owner,
+      repo,
+      run_id: stuck!.id,
+      attempt_number: 1
+    })
+    const { data: second } = await octokit.rest.actions.getWorkflowRunAttempt({
+      owner,
+      repo,
+      run_id: stuck!.id,
+      attempt_number: 2
+    })
+    expect([first.conclusion, second.conclusion]).toEqual(['cancelled', 'success'])
+    expect(second.previous_attempt_url).toContain('/attempts/1')
+    const { data: all } = await octokit.rest.actions.listJobsForWorkflowRun({
+      owner,
+      repo,
+      run_id: stuck!.id,
+      filter: 'all'
+    })
+    expect(all.total_count).toBe(2)
+    expect(log.violations).toEqual([])
+  })
+
+  it('lists runs with the event, branch, status and created filters', async () => {
+    const since = new Date(Date.now() - 1000).toISOString().replace(/\.\d{3}Z$/, 'Z')
+    sim.queueRun({ neverStarts: true })
+    await octokit.rest.actions.createWorkflowDispatch({
+      owner,
+      repo,
+      workflow_id: 'deploy.yml',
+      ref: 'main'
+    })
+    sim.queueRun({ neverStarts: true })
+    await octokit.rest.actions.createWorkflowDispatch({
+      owner,
+      repo,
+      workflow_id: 'deploy.yml',
+      ref: 'release'
+    })
+
+    const list = (params: Record<string, string | number>) =>
+      octokit.rest.actions
+        .listWorkflowRuns({ owner, repo, workflow_id: 'deploy.yml', ...params })
+        .then(r => r.data)
+    expect((await list({ event: 'workflow_dispatch', created: `>=${since}` })).total_count).toBe(2)
+    expect((await list({ branch: 'release' })).workflow_runs.map(r => r.head_branch)).toEqual([
+      'release'
+    ])
+    expect((await list({ status: 'queued', per_page: 1 })).workflow_runs).toHaveLength(1)
+    expect((await list({ status: 'success' })).total_count).toBe(0)
+    expect((await list({ created: '<2020-01-01' })).total_count).toBe(0)
+    const { data: forRepo } = await octokit.rest.actions.listWorkflowRunsForRepo({
+      owner,
+      repo,
+      created: `${since}..*`
+    })
+    expect(forRepo.workflow_runs.map(r => r.head_branch)).toEqual(['release', 'main'])
+    expect(log.violations).toEqual([])
+  })
+})
+
+describe('conditional requests and the rate limit', () => {
+  it('answers 304 to a matching If-None-Match without spending the rate limit', async () => {
+    sim.queueRun({ neverStarts: true })
+    await octokit.rest.actions.createWorkflowDispatch({
+      owner,
+      repo,
+      workflow_id: 'deploy.yml',
+      ref: 'main'
+    })
+    const [run] = [...sim.runs.values()]
+    const first = await octokit.rest.actions.getWorkflowRun({ owner, repo, run_id: run!.id })
+    expect(first.headers.etag).toMatch(/^W\/"[0-9a-f]{64}"$/)
+    expect(first.headers['x-ratelimit-limit']).toBe('5000')
+    const remaining = first.headers['x-ratelimit-remaining']
+
+    const notModified = await failure(
+      octokit.rest.actions.getWorkflowRun({
+        owner,
+        repo,
+        run_id: run!.id,
+        headers: { 'if-none-match': first.headers.etag }
+      })
+    )
+    expect(notModified.status).toBe(304)
+    expect(notModified.response?.headers['x-ratelimit-remaining']).toBe(remaining)
+    const entries = log.requests({ service: 'github', method: 'GET' })
+    expect(entries.map(e => [e.status, e.counted])).toEqual([
+      [200, true],
+      [304, false]
+    ])
+
+    const jobs = await octokit.rest.actions.listJobsForWorkflowRun({ owner, repo, run_id: run!.id })
+    const jobs304 = await failure(
+      octokit.rest.actions.listJobsForWorkflowRun({
+        owner,
+        repo,
+        run_id: run!.id,
+        headers: { 'if-none-match': jobs.headers.etag }
+      })
+    )
+    expect(jobs304.status).toBe(304)
+
+    // A change of state changes the ETag.
+    await octokit.rest.actions.cancelWorkflowRun({ owner, repo, run_id: run!.id })
+    const changed = await octokit.rest.actions.getWorkflowRun({
+      owner,
+      repo,
+      run_id: run!.id,
+      headers: { 'if-none-match': first.headers.etag }
+    })
+    expect(changed.status).toBe(200)
+
+    const { data: limits } = await octokit.rest.rateLimit.get()
+    expect(limits.resources.core.limit).toBe(5000)
+    expect(limits.resources.core.used).toBe(log.requests().filter(e => e.counted).length)
+    expect(log.violations).toEqual([])
+  })
+
+  it('answers 403 once the rate limit is spent', async () => {
+    sim.setRateLimitRemaining(TOKEN, 1)
+    const last = await octokit.rest.repos.get({ owner, repo })
+    expect(last.headers['x-ratelimit-remaining']).toBe('0')
+    const limited = await failure(octokit.rest.repos.get({ owner, repo }))
+    expect(limited.status).toBe(403)
+    expect(limited.response?.headers['x-ratelimit-remaining']).toBe('0')
+    expect(log.violations).toEqual([])
+  })
+})
+
+describe('the contract', () => {
+  it('answers 404 to a route outside the OpenAPI excerpt and records a violation', async () => {
+    const err = await failure(
+      octokit.request('GET /repos/{owner}/{repo}/branches', { owner, repo })
+    )
+    expect(err.status).toBe(404)
+    expect(err.response?.data).toMatchObject({ message: 'Not Found' })
+    expect(log.violations).toHaveLength(1)
+    expect(log.violations[0]).toContain('no such operation')
+  })
+})

@@ -1,0 +1,743 @@
+/**
+ * A local simulator of Cloudflare's API token endpoints (`/client/v4/user/tokens…` and
+ * `/client/v4/accounts/{account_id}/tokens…`): create, list, get, update, delete, roll, verify and
+ * permission groups, with the `{success, errors, messages, result, result_info}` envelope.
+ *
+ * Every request is routed and validated against sandbox/openapi/cloudflare-tokens-openapi.json and
+ * every answer is validated too; each mismatch is recorded in the RequestLog as a violation, and
+ * a request the description rejects gets a 400, as the real API would give.
+ *
+ * Error answers, and where they come from (the real API documents few of them):
+ * - no Authorization header: 400, 9106 "Missing X-Auth-Key, X-Auth-Email or Authorization headers"
+ *   (observed on api.cloudflare.com by many public clients);
+ * - an Authorization header that is not `Bearer <token>`: 400, 6003 "Invalid request headers" with
+ *   error_chain 6111 "Invalid format for Authorization header" (observed likewise);
+ * - a token that may not be used here (unknown, deleted, rolled, disabled, expired, not yet valid,
+ *   or owned elsewhere): on verify 401, 1000 "Invalid API Token"; elsewhere 403, 9109 "Invalid
+ *   access token" (both observed; `/user/tokens/verify` answers 1000 for account-owned tokens);
+ * - a valid token without the needed permission group: 403, 9109 "Unauthorized to access requested
+ *   resource" (what token creation answers without "API Tokens Write",
+ *   cloudflare/terraform-provider-cloudflare#3227);
+ * - create with `policies[].id`: 400, 1001 "Reusing existing policies is not supported by token
+ *   creation" (cloudflare/cloudflare-docs#352);
+ * - other bad requests (invalid body, unknown permission group, over the token quota): 400, 1001,
+ *   the token service's generic bad-request code. The quota code is not documented: 1001 is this
+ *   simulator's choice.
+ * - a token id that does not exist for this owner (user endpoints never see account-owned tokens
+ *   and vice versa): 404, 7003 "Could not route to …, perhaps your object identifier is invalid?",
+ *   Cloudflare's wording for an unknown object identifier. The real code is not documented.
+ * - a path that matches no operation: 400, 7003 + 7000 "No route for that URI".
+ */
+import { randomBytes, randomInt } from 'node:crypto'
+import type { RequestLog } from './log.js'
+import { OpenApiValidator, type MatchedOperation } from './openapi.js'
+import { Service, type IncomingRequest, type OutgoingResponse } from './service.js'
+
+export interface CfPermissionGroupRef {
+  id: string
+  name?: string
+}
+
+export interface CfPolicy {
+  id: string
+  effect: 'allow' | 'deny'
+  permission_groups: CfPermissionGroupRef[]
+  resources: Record<string, unknown>
+}
+
+export type CfOwner = { kind: 'user' } | { kind: 'account'; accountId: string }
+
+export interface CfTokenRecord {
+  id: string
+  value: string
+  name: string
+  status: 'active' | 'disabled' | 'expired'
+  issued_on: string
+  modified_on: string
+  last_used_on: string | null
+  expires_on?: string
+  not_before?: string
+  policies: CfPolicy[]
+  condition?: unknown
+  owner: CfOwner
+}
+
+export interface SeedToken {
+  name: string
+  /** Default: user-owned. */
+  owner?: CfOwner
+  /** Default: a fresh `cfut_`/`cfat_` value. */
+  value?: string
+  policies: Array<Omit<CfPolicy, 'id'> & { id?: string }>
+  condition?: unknown
+  status?: 'active' | 'disabled'
+  issued_on?: string
+  expires_on?: string
+  not_before?: string
+}
+
+const USER_SCOPE = 'com.cloudflare.api.user'
+const ACCOUNT_SCOPE = 'com.cloudflare.api.account'
+const ZONE_SCOPE = 'com.cloudflare.api.account.zone'
+const R2_BUCKET_SCOPE = 'com.cloudflare.edge.r2.bucket'
+
+/**
+ * The permission groups the simulator knows, with Cloudflare's public ids. Token permissions:
+ * cloudflare-docs "API Tokens Permissions" list; Account API Tokens Read/Write as seen in public
+ * account-token tooling; the R2 groups as in /work/shared/design/api-facts.md.
+ */
+export const PERMISSION_GROUPS: ReadonlyArray<{ id: string; name: string; scopes: string[] }> = [
+  { id: '0cc3a61731504c89b99ec1be78b77aa0', name: 'API Tokens Read', scopes: [USER_SCOPE] },
+  { id: '686d18d5ac6c441c867cbf6771e58a0a', name: 'API Tokens Write', scopes: [USER_SCOPE] },
+  { id: '3518d0f75557482e952c6762d3e64903', name: 'Memberships Read', scopes: [USER_SCOPE] },
+  { id: '8acbe5bb0d54464ab867149d7f7cf8ac', name: 'User Details Read', scopes: [USER_SCOPE] },
+  {
+    id: 'eb56a6953c034b9d97dd838155666f06',
+    name: 'Account API Tokens Read',
+    scopes: [ACCOUNT_SCOPE]
+  },
+  {
+    id: '5bc3f8b21c554832afc660159ab75fa4',
+    name: 'Account API Tokens Write',
+    scopes: [ACCOUNT_SCOPE]
+  },
+  {
+    id: 'c1fde68c7bcc44588cbb6ddbc16d6480',
+    name: 'Account Settings Read',
+    scopes: [ACCOUNT_SCOPE]
+  },
+  {
+    id: 'bf7481a1826f439697cb59a20b22293e',
+    name: 'Workers R2 Storage Write',
+    scopes: [ACCOUNT_SCOPE]
+  },
+  {
+    id: 'b4992e1108244f5d8bfbd5744320c2e1',
+    name: 'Workers R2 Storage Read',
+    scopes: [ACCOUNT_SCOPE]
+  },
+  {
+    id: '2efd5506f9c8494dacb1fa10a3e7d5b6',
+    name: 'Workers R2 Storage Bucket Item Write',
+    scopes: [R2_BUCKET_SCOPE]
+  },
+  {
+    id: '6a018a9f2fc74eb6b293b0c548f38b39',
+    name: 'Workers R2 Storage Bucket Item Read',
+    scopes: [R2_BUCKET_SCOPE]
+  },
+  { id: '1a71c399035b4950a1bd1466bbe4f420', name: 'Workers Scripts Read', scopes: [ACCOUNT_SCOPE] },
+  {
+    id: 'e086da7e2179491d91ee5f35b3ca210a',
+    name: 'Workers Scripts Write',
+    scopes: [ACCOUNT_SCOPE]
+  },
+  {
+    id: '8b47d2786a534c08a1f94ee8f9f599ef',
+    name: 'Workers KV Storage Read',
+    scopes: [ACCOUNT_SCOPE]
+  },
+  {
+    id: 'f7f0eda5697f475c90846e879bab8666',
+    name: 'Workers KV Storage Write',
+    scopes: [ACCOUNT_SCOPE]
+  },
+  { id: 'c8fed203ed3043cba015a93ad1616f1f', name: 'Zone Read', scopes: [ZONE_SCOPE] },
+  { id: '82e64a83756745bbbb1c9c2701bf816b', name: 'DNS Read', scopes: [ZONE_SCOPE] },
+  { id: '4755a26eedb94da69e1066d98aa820be', name: 'DNS Write', scopes: [ZONE_SCOPE] }
+]
+
+/** The error codes the simulator answers with (see the file comment for their sources). */
+export const CF_ERROR_CODES = {
+  invalidApiToken: 1000,
+  badRequest: 1001,
+  reusedPolicy: 1001,
+  quotaExceeded: 1001,
+  invalidHeaders: 6003,
+  malformedJson: 6007,
+  invalidAuthorizationFormat: 6111,
+  noRoute: 7000,
+  unknownObject: 7003,
+  missingAuth: 9106,
+  unauthorized: 9109
+} as const
+
+/** Token quotas (developers.cloudflare.com/fundamentals/api/reference/limits, cloudflare-docs#20525). */
+export const TOKEN_QUOTA = { user: 50, account: 500 } as const
+
+const API_PREFIX = '/client/v4'
+
+function groupIdByName(name: string): string {
+  const group = PERMISSION_GROUPS.find(g => g.name === name)
+  if (!group) throw new Error(`unknown permission group ${name}`)
+  return group.id
+}
+
+/** The groups each management call needs (the spec's `x-api-token-group`). */
+const MANAGEMENT_GROUPS = {
+  user: {
+    read: [groupIdByName('API Tokens Read'), groupIdByName('API Tokens Write')],
+    write: [groupIdByName('API Tokens Write')]
+  },
+  account: {
+    read: [groupIdByName('Account API Tokens Read'), groupIdByName('Account API Tokens Write')],
+    write: [groupIdByName('Account API Tokens Write')]
+  }
+} as const
+
+type Action =
+  'list' | 'create' | 'permissionGroups' | 'verify' | 'delete' | 'get' | 'update' | 'roll'
+
+const OPERATIONS: Record<string, { scope: 'user' | 'account'; action: Action }> = {
+  'user-api-tokens-list-tokens': { scope: 'user', action: 'list' },
+  'user-api-tokens-create-token': { scope: 'user', action: 'create' },
+  'permission-groups-list-permission-groups': { scope: 'user', action: 'permissionGroups' },
+  'user-api-tokens-verify-token': { scope: 'user', action: 'verify' },
+  'user-api-tokens-delete-token': { scope: 'user', action: 'delete' },
+  'user-api-tokens-token-details': { scope: 'user', action: 'get' },
+  'user-api-tokens-update-token': { scope: 'user', action: 'update' },
+  'user-api-tokens-roll-token': { scope: 'user', action: 'roll' },
+  'account-api-tokens-list-tokens': { scope: 'account', action: 'list' },
+  'account-api-tokens-create-token': { scope: 'account', action: 'create' },
+  'account-api-tokens-list-permission-groups': { scope: 'account', action: 'permissionGroups' },
+  'account-api-tokens-verify-token': { scope: 'account', action: 'verify' },
+  'account-api-tokens-delete-token': { scope: 'account', action: 'delete' },
+  'account-api-tokens-token-details': { scope: 'account', action: 'get' },
+  'account-api-tokens-update-token': { scope: 'account', action: 'update' },
+  'account-api-tokens-roll-token': { scope: 'account', action: 'roll' }
+}
+
+const WRITE_ACTIONS: ReadonlySet<Action> = new Set(['create', 'update', 'delete', 'roll'])
+
+/**
+ * OpenAPI 3.0 says a property that is both `readOnly` and `required` is required in responses
+ * only; openapi-backend enforces it in requests too. `policies[].id` is such a property, and the
+ * real API even rejects it on create (code 1001), so that one error is not a contract violation.
+ */
+const READ_ONLY_REQUIRED = /^\/requestBody\/policies\/\d+ must have required property 'id'$/
+
+interface PolicyInput {
+  id?: string
+  effect: 'allow' | 'deny'
+  permission_groups: CfPermissionGroupRef[]
+  resources: Record<string, unknown>
+}
+
+interface TokenBodyInput {
+  name: string
+  policies: PolicyInput[]
+  condition?: unknown
+  expires_on?: string
+  not_before?: string
+  status?: 'active' | 'disabled' | 'expired'
+}
+
+interface ErrorItem {
+  code: number
+  message: string
+  error_chain?: Array<{ code: number; message: string }>
+}
+
+type Outcome = { status: number; body: Record<string, unknown> }
+
+function success(result: unknown, extra: Record<string, unknown> = {}): Outcome {
+  return { status: 200, body: { success: true, errors: [], messages: [], result, ...extra } }
+}
+
+function failure(status: number, ...errors: ErrorItem[]): Outcome {
+  return { status, body: { success: false, errors, messages: [], result: null } }
+}
+
+/** Cloudflare timestamps carry whole seconds (`2018-07-01T05:20:00Z`). */
+function timestamp(ms = Date.now()): string {
+  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z')
+}
+
+function hexId(): string {
+  return randomBytes(16).toString('hex')
+}
+
+const BASE62 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'
+
+/** New token values: `cfut_` (user) or `cfat_` (account) and 40 random characters. */
+function tokenValue(owner: CfOwner): string {
+  let body = ''
+  for (let i = 0; i < 40; i++) body += BASE62[randomInt(BASE62.length)]
+  return `${owner.kind === 'user' ? 'cfut_' : 'cfat_'}${body}`
+}
+
+function sameOwner(a: CfOwner, b: CfOwner): boolean {
+  if (a.kind === 'user' || b.kind === 'user') return a.kind === b.kind
+  return a.accountId === b.accountId
+}
+
+function describeOwner(owner: CfOwner): string {
+  return owner.kind === 'user' ? '/user/tokens' : `/accounts/${owner.accountId}/tokens`
+}
+
+export class CloudflareSim {
+  /** The simulated user's id (32 hex), the resource `com.cloudflare.api.user.<userId>`. */
+  readonly userId: string
+  readonly service: Service
+  /** Live tokens by id; a deleted token is removed at once. */
+  readonly tokens = new Map<string, CfTokenRecord>()
+  readonly deletedTokens: CfTokenRecord[] = []
+  private readonly byValue = new Map<string, CfTokenRecord>()
+  private validator?: OpenApiValidator
+
+  constructor(
+    private readonly log: RequestLog,
+    options: { userId?: string } = {}
+  ) {
+    this.userId = options.userId ?? hexId()
+    this.service = new Service('cloudflare', log, req => this.handle(req))
+  }
+
+  get apiUrl(): string {
+    return `${this.service.url}${API_PREFIX}`
+  }
+
+  async start(): Promise<string> {
+    this.validator = await OpenApiValidator.load('cloudflare-tokens')
+    await this.service.start()
+    return this.apiUrl
+  }
+
+  async stop(): Promise<void> {
+    await this.service.stop()
+  }
+
+  /** Seed a token directly, without HTTP, quota or permission checks, and without a log event. */
+  addToken(seed: SeedToken): CfTokenRecord {
+    const owner = seed.owner ?? { kind: 'user' }
+    const unknown = this.unknownPermissionGroups(seed.policies, owner)
+    if (unknown.length > 0)
+      throw new Error(`seed ${seed.name}: unknown permission groups ${unknown.join(', ')}`)
+    if (seed.value !== undefined && this.byValue.has(seed.value)) {
+      throw new Error(`seed ${seed.name}: the value is already in use`)
+    }
+    const issued = seed.issued_on ?? timestamp()
+    return this.insert({
+      id: hexId(),
+      value: seed.value ?? tokenValue(owner),
+      name: seed.name,
+      status: seed.status ?? 'active',
+      issued_on: issued,
+      modified_on: issued,
+      last_used_on: null,
+      ...(seed.expires_on !== undefined ? { expires_on: seed.expires_on } : {}),
+      ...(seed.not_before !== undefined ? { not_before: seed.not_before } : {}),
+      policies: seed.policies.map(p => this.storedPolicy(p, p.id ?? hexId())),
+      ...(seed.condition !== undefined ? { condition: structuredClone(seed.condition) } : {}),
+      owner
+    })
+  }
+
+  findById(id: string): CfTokenRecord | undefined {
+    const token = this.tokens.get(id)
+    return token && this.refresh(token)
+  }
+
+  /** The token if it may be used right now (exists, active, not expired, not before not_before); updates last_used_on. */
+  authenticate(value: string): CfTokenRecord | undefined {
+    const token = this.usable(value)
+    if (token) token.last_used_on = timestamp()
+    return token
+  }
+
+  permissionGroupName(id: string): string | undefined {
+    return PERMISSION_GROUPS.find(g => g.id === id)?.name
+  }
+
+  private insert(token: CfTokenRecord): CfTokenRecord {
+    this.tokens.set(token.id, token)
+    this.byValue.set(token.value, token)
+    return this.refresh(token)
+  }
+
+  /** Reports an `active` token whose `expires_on` has passed as `expired`. */
+  private refresh(token: CfTokenRecord): CfTokenRecord {
+    if (
+      token.status === 'active' &&
+      token.expires_on !== undefined &&
+      Date.parse(token.expires_on) <= Date.now()
+    ) {
+      token.status = 'expired'
+    }
+    return token
+  }
+
+  /** Like authenticate, without touching last_used_on. */
+  private usable(value: string): CfTokenRecord | undefined {
+    const token = this.byValue.get(value)
+    if (!token || this.refresh(token).status !== 'active') return undefined
+    if (token.not_before !== undefined && Date.parse(token.not_before) > Date.now())
+      return undefined
+    return token
+  }
+
+  private storedPolicy(policy: Omit<PolicyInput, 'id'>, id: string): CfPolicy {
+    return {
+      id,
+      effect: policy.effect,
+      // The API answers with each group's canonical name, whatever name the request carried.
+      permission_groups: policy.permission_groups.map(g => ({
+        id: g.id,
+        name: this.permissionGroupName(g.id) ?? g.id
+      })),
+      // Opaque: returned exactly as sent.
+      resources: structuredClone(policy.resources)
+    }
+  }
+
+  /** Groups that do not exist, or that an account-owned token may not carry (user-level ones). */
+  private unknownPermissionGroups(
+    policies: ReadonlyArray<Pick<PolicyInput, 'permission_groups'>>,
+    owner: CfOwner
+  ): string[] {
+    const available = this.availableGroups(owner)
+    return policies
+      .flatMap(p => p.permission_groups.map(g => g.id))
+      .filter(id => !available.some(g => g.id === id))
+  }
+
+  private availableGroups(
+    owner: CfOwner
+  ): ReadonlyArray<{ id: string; name: string; scopes: string[] }> {
+    return owner.kind === 'user'
+      ? PERMISSION_GROUPS
+      : PERMISSION_GROUPS.filter(g => !g.scopes.includes(USER_SCOPE))
+  }
+
+  /** Whether an allow policy (and no deny policy) grants one of `groups` on one of `resources`. */
+  private grants(
+    token: CfTokenRecord,
+    groups: readonly string[],
+    resources: readonly string[]
+  ): boolean {
+    let allowed = false
+    for (const policy of token.policies) {
+      const coversGroup = policy.permission_groups.some(g => groups.includes(g.id))
+      const coversResource = resources.some(r => policy.resources[r] === '*')
+      if (!coversGroup || !coversResource) continue
+      if (policy.effect === 'deny') return false
+      allowed = true
+    }
+    return allowed
+  }
+
+  private mayManage(caller: CfTokenRecord, owner: CfOwner, need: 'read' | 'write'): boolean {
+    if (owner.kind === 'user') {
+      return this.grants(caller, MANAGEMENT_GROUPS.user[need], [
+        `${USER_SCOPE}.${this.userId}`,
+        `${USER_SCOPE}.*`
+      ])
+    }
+    return this.grants(caller, MANAGEMENT_GROUPS.account[need], [
+      `${ACCOUNT_SCOPE}.${owner.accountId}`,
+      `${ACCOUNT_SCOPE}.*`
+    ])
+  }
+
+  private toApi(token: CfTokenRecord): Record<string, unknown> {
+    this.refresh(token)
+    return {
+      id: token.id,
+      name: token.name,
+      status: token.status,
+      issued_on: token.issued_on,
+      modified_on: token.modified_on,
+      // The description types last_used_on as a string: a never-used token has none.
+      ...(token.last_used_on !== null ? { last_used_on: token.last_used_on } : {}),
+      ...(token.expires_on !== undefined ? { expires_on: token.expires_on } : {}),
+      ...(token.not_before !== undefined ? { not_before: token.not_before } : {}),
+      policies: structuredClone(token.policies),
+      ...(token.condition !== undefined ? { condition: structuredClone(token.condition) } : {})
+    }
+  }
+
+  private handle(req: IncomingRequest): OutgoingResponse {
+    const validator = this.validator
+    if (!validator) throw new Error('CloudflareSim.start() was not awaited')
+    const where = `cloudflare ${req.method} ${req.path}`
+    const path = req.path.startsWith(`${API_PREFIX}/`)
+      ? req.path.slice(API_PREFIX.length)
+      : undefined
+    const matched = path === undefined ? undefined : validator.match(req.method, path)
+    const operation = matched && OPERATIONS[matched.operationId]
+    if (!matched || !operation || path === undefined) {
+      this.log.violation(`${where}: no operation of the Cloudflare token API matches`)
+      return failure(
+        400,
+        {
+          code: CF_ERROR_CODES.unknownObject,
+          message: `Could not route to ${req.path}, perhaps your object identifier is invalid?`
+        },
+        { code: CF_ERROR_CODES.noRoute, message: 'No route for that URI' }
+      )
+    }
+    const outcome = this.perform(validator, matched, operation, path, req)
+    const errors = validator.validateResponse(matched, outcome.status, outcome.body)
+    if (errors.length > 0)
+      this.log.violation(`${where}: response ${outcome.status}: ${errors.join('; ')}`)
+    return outcome
+  }
+
+  private perform(
+    validator: OpenApiValidator,
+    matched: MatchedOperation,
+    operation: { scope: 'user' | 'account'; action: Action },
+    path: string,
+    req: IncomingRequest
+  ): Outcome {
+    const where = `cloudflare ${req.method} ${req.path}`
+    if (req.raw.length > 0 && req.json === undefined) {
+      this.log.violation(`${where}: request: the body is not valid JSON`)
+      return failure(400, {
+        code: CF_ERROR_CODES.malformedJson,
+        message: 'Malformed JSON in request body'
+      })
+    }
+    const invalid = validator
+      .validateRequest(matched, {
+        method: req.method,
+        path,
+        query: req.query,
+        headers: req.headers,
+        body: req.json
+      })
+      .filter(e => !READ_ONLY_REQUIRED.test(e))
+    if (invalid.length > 0) {
+      this.log.violation(`${where}: request: ${invalid.join('; ')}`)
+      return failure(400, {
+        code: CF_ERROR_CODES.badRequest,
+        message: `Invalid request: ${invalid.join('; ')}`
+      })
+    }
+
+    const owner: CfOwner =
+      operation.scope === 'user'
+        ? { kind: 'user' }
+        : { kind: 'account', accountId: matched.params['account_id'] ?? '' }
+    const auth = this.authorize(req.headers.authorization, owner, operation.action === 'verify')
+    if ('rejected' in auth) return auth.rejected
+    const caller = auth.token
+
+    if (operation.action === 'verify') {
+      return {
+        status: 200,
+        body: {
+          success: true,
+          errors: [],
+          messages: [{ code: 10000, message: 'This API Token is valid and active', type: null }],
+          result: {
+            id: caller.id,
+            status: caller.status,
+            ...(caller.expires_on !== undefined ? { expires_on: caller.expires_on } : {}),
+            ...(caller.not_before !== undefined ? { not_before: caller.not_before } : {})
+          }
+        }
+      }
+    }
+    if (!this.mayManage(caller, owner, WRITE_ACTIONS.has(operation.action) ? 'write' : 'read')) {
+      return failure(403, {
+        code: CF_ERROR_CODES.unauthorized,
+        message: 'Unauthorized to access requested resource'
+      })
+    }
+
+    switch (operation.action) {
+      case 'list':
+        return this.list(owner, req.query)
+      case 'create':
+        return this.create(owner, req.json as TokenBodyInput)
+      case 'permissionGroups':
+        return this.listPermissionGroups(owner, req.query)
+      case 'get':
+      case 'update':
+      case 'delete':
+      case 'roll': {
+        const id = matched.params['token_id'] ?? ''
+        const token = this.tokens.get(id)
+        if (!token || !sameOwner(token.owner, owner)) {
+          return failure(404, {
+            code: CF_ERROR_CODES.unknownObject,
+            message: `Could not route to ${describeOwner(owner)}/${id}, perhaps your object identifier is invalid?`
+          })
+        }
+        if (operation.action === 'get') return success(this.toApi(token))
+        if (operation.action === 'update') return this.update(token, req.json as TokenBodyInput)
+        if (operation.action === 'delete') return this.remove(token)
+        return this.roll(token)
+      }
+    }
+  }
+
+  /** Authenticates the caller for an endpoint of `owner`; a successful authentication updates last_used_on. */
+  private authorize(
+    header: string | undefined,
+    owner: CfOwner,
+    verifying: boolean
+  ): { token: CfTokenRecord } | { rejected: Outcome } {
+    if (header === undefined || header === '') {
+      return {
+        rejected: failure(400, {
+          code: CF_ERROR_CODES.missingAuth,
+          message: 'Missing X-Auth-Key, X-Auth-Email or Authorization headers'
+        })
+      }
+    }
+    const bearer = /^Bearer ([^\s]+)$/.exec(header)
+    if (!bearer?.[1]) {
+      return {
+        rejected: failure(400, {
+          code: CF_ERROR_CODES.invalidHeaders,
+          message: 'Invalid request headers',
+          error_chain: [
+            {
+              code: CF_ERROR_CODES.invalidAuthorizationFormat,
+              message: 'Invalid format for Authorization header'
+            }
+          ]
+        })
+      }
+    }
+    const token = this.usable(bearer[1])
+    // A user-owned token may manage account tokens (with the account groups), but only account-owned
+    // tokens of that account pass the account verify, and user endpoints never accept account tokens.
+    const accepted =
+      token !== undefined &&
+      (owner.kind === 'user'
+        ? token.owner.kind === 'user'
+        : token.owner.kind === 'account'
+          ? token.owner.accountId === owner.accountId
+          : !verifying)
+    if (!token || !accepted) {
+      return {
+        rejected: verifying
+          ? failure(401, { code: CF_ERROR_CODES.invalidApiToken, message: 'Invalid API Token' })
+          : failure(403, { code: CF_ERROR_CODES.unauthorized, message: 'Invalid access token' })
+      }
+    }
+    token.last_used_on = timestamp()
+    return { token }
+  }
+
+  private list(owner: CfOwner, query: URLSearchParams): Outcome {
+    const page = Math.max(1, Math.floor(Number(query.get('page') ?? 1)))
+    const perPage = Math.floor(Number(query.get('per_page') ?? 20))
+    const includeExpired = query.get('include_expired') === 'true'
+    const all = [...this.tokens.values()]
+      .filter(t => sameOwner(t.owner, owner))
+      .map(t => this.refresh(t))
+      .filter(t => includeExpired || t.status !== 'expired')
+    if (query.get('direction') === 'desc') all.reverse()
+    const items = all.slice((page - 1) * perPage, page * perPage)
+    return success(
+      items.map(t => this.toApi(t)),
+      { result_info: { page, per_page: perPage, count: items.length, total_count: all.length } }
+    )
+  }
+
+  private listPermissionGroups(owner: CfOwner, query: URLSearchParams): Outcome {
+    const name = query.get('name')
+    const scope = query.get('scope')
+    const groups = this.availableGroups(owner).filter(
+      g => (name === null || g.name === name) && (scope === null || g.scopes.includes(scope))
+    )
+    return success(
+      groups.map(g => ({ id: g.id, name: g.name, scopes: [...g.scopes] })),
+      {
+        result_info: {
+          page: 1,
+          per_page: groups.length,
+          count: groups.length,
+          total_count: groups.length
+        }
+      }
+    )
+  }
+
+  private badRequest(message: string): Outcome {
+    return failure(400, { code: CF_ERROR_CODES.badRequest, message })
+  }
+
+  private create(owner: CfOwner, body: TokenBodyInput): Outcome {
+    if (body.policies.some(p => p.id !== undefined)) {
+      return failure(400, {
+        code: CF_ERROR_CODES.reusedPolicy,
+        message: 'Reusing existing policies is not supported by token creation'
+      })
+    }
+    const unknown = this.unknownPermissionGroups(body.policies, owner)
+    if (unknown.length > 0)
+      return this.badRequest(`Unknown permission groups: ${unknown.join(', ')}`)
+    const quota = owner.kind === 'user' ? TOKEN_QUOTA.user : TOKEN_QUOTA.account
+    const held = [...this.tokens.values()].filter(t => sameOwner(t.owner, owner)).length
+    if (held >= quota) {
+      return failure(400, {
+        code: CF_ERROR_CODES.quotaExceeded,
+        message: `Token quota exceeded: at most ${quota} ${owner.kind} API tokens`
+      })
+    }
+    const now = timestamp()
+    const token = this.insert({
+      id: hexId(),
+      value: tokenValue(owner),
+      name: body.name,
+      status: 'active',
+      issued_on: now,
+      modified_on: now,
+      last_used_on: null,
+      ...(body.expires_on !== undefined ? { expires_on: body.expires_on } : {}),
+      ...(body.not_before !== undefined ? { not_before: body.not_before } : {}),
+      policies: body.policies.map(p => this.storedPolicy(p, hexId())),
+      ...(body.condition !== undefined ? { condition: structuredClone(body.condition) } : {}),
+      owner
+    })
+    this.log.event('cloudflare', 'token.created', { id: token.id, name: token.name })
+    // The only answer, with roll, that carries the value.
+    return success({ ...this.toApi(token), value: token.value })
+  }
+
+  /** PUT replaces name and policies; status, expiry, not_before and condition change when sent. */
+  private update(token: CfTokenRecord, body: TokenBodyInput): Outcome {
+    if (body.status === 'expired')
+      return this.badRequest('status may only be set to active or disabled')
+    const unknown = this.unknownPermissionGroups(body.policies, token.owner)
+    if (unknown.length > 0)
+      return this.badRequest(`Unknown permission groups: ${unknown.join(', ')}`)
+    const kept = new Set(token.policies.map(p => p.id))
+    token.name = body.name
+    // A policy sent back with its id keeps it; a new one gets a fresh id.
+    token.policies = body.policies.map(p =>
+      this.storedPolicy(p, p.id !== undefined && kept.has(p.id) ? p.id : hexId())
+    )
+    if (body.expires_on !== undefined) token.expires_on = body.expires_on
+    if (body.not_before !== undefined) token.not_before = body.not_before
+    if (body.condition !== undefined) token.condition = structuredClone(body.condition)
+    token.status = body.status ?? (token.status === 'expired' ? 'active' : token.status)
+    token.modified_on = timestamp()
+    this.refresh(token)
+    this.log.event('cloudflare', 'token.updated', { id: token.id, name: token.name })
+    return success(this.toApi(token))
+  }
+
+  private remove(token: CfTokenRecord): Outcome {
+    this.tokens.delete(token.id)
+    this.byValue.delete(token.value)
+    this.deletedTokens.push(token)
+    this.log.event('cloudflare', 'token.deleted', { id: token.id, name: token.name })
+    return success({ id: token.id })
+  }
+
+  /** The old value stops working at once (which is why the action never rolls). */
+  private roll(token: CfTokenRecord): Outcome {
+    this.byValue.delete(token.value)
+    token.value = tokenValue(token.owner)
+    token.modified_on = timestamp()
+    this.byValue.set(token.value, token)
+    this.log.event('cloudflare', 'token.rolled', { id: token.id, name: token.name })
+    return success(token.value)
+  }
+}

@@ -1,0 +1,2209 @@
+/**
+ * A GitHub REST API simulator for the sandbox: repositories, environments, sealed-box secrets
+ * (repository, environment, organization, Dependabot) with real libsodium key pairs, Actions
+ * variables, workflows and their files, workflow dispatch and runs that move through their states
+ * on timers, jobs, conditional requests (ETag) and the primary rate limit.
+ *
+ * Every request is routed and validated through the official OpenAPI excerpt
+ * (sandbox/openapi/github-actions-openapi.json) and so is every answer; a mismatch is recorded in
+ * the RequestLog as a violation, so both a drifting simulator and an action that sends what GitHub
+ * would reject fail the tests. Secret values are kept in memory only and never printed.
+ */
+import { createHash, randomBytes } from 'node:crypto'
+import sodium from 'libsodium-wrappers'
+import { parse as parseYaml } from 'yaml'
+import type { RequestLog } from './log.js'
+import { OpenApiValidator, type MatchedOperation } from './openapi.js'
+import { Service, type IncomingRequest, type OutgoingResponse } from './service.js'
+
+export type SecretScope =
+  | { kind: 'repo'; repo: string }
+  | { kind: 'env'; repo: string; environment: string }
+  | { kind: 'org'; org: string }
+  | { kind: 'dependabot'; repo: string }
+
+export interface RunBehavior {
+  /** How long the run stays `queued` (default 200 ms). */
+  queuedMs?: number
+  /** How long it stays `in_progress` (default 500 ms). */
+  runningMs?: number
+  /** When set, the run waits this long in `waiting` (an environment approval) before it starts;
+   *  `Infinity` waits until `approve()`. */
+  waitingMs?: number
+  /** The conclusion it reaches (default `success`); `startup_failure` skips `in_progress`. */
+  conclusion?: string
+  /** The run stays `queued` for ever. */
+  neverStarts?: boolean
+}
+
+/** What a token may do; each defaults to true. */
+export interface TokenPermissions {
+  secrets?: boolean
+  environments?: boolean
+  actions?: boolean
+  variables?: boolean
+  contents?: boolean
+}
+
+export interface TokenOptions extends TokenPermissions {
+  /** The user the token acts as (the `actor` of the runs it dispatches); default `sandbox-bot`. */
+  login?: string
+  /** Decides GitHub's 403 wording; default: `integration` for `ghs_`/`ghu_` tokens, else a PAT. */
+  kind?: 'personal-access-token' | 'integration'
+}
+
+export interface SecretWrite {
+  scope: SecretScope
+  name: string
+  ciphertext: string
+  plaintext: string
+  at: number
+  status: 201 | 204
+}
+
+export interface RunAttempt {
+  attempt: number
+  status: string
+  conclusion: string | null
+  behavior: RunBehavior
+  /** When this attempt was requested (the run's `run_started_at` for this attempt). */
+  createdAt: string
+  startedAt: string | null
+  completedAt: string | null
+  updatedAt: string
+  jobId: number
+  /** Why the attempt failed when `hooks.beforeComplete` threw. */
+  failure?: string
+}
+
+export interface SimRun {
+  id: number
+  /** `owner/name` as registered with `addRepo`. */
+  repo: string
+  workflowId: number
+  workflowPath: string
+  workflowName: string
+  /** The ref as dispatched (`main`, `refs/heads/main`, `v1`). */
+  ref: string
+  headBranch: string
+  headSha: string
+  event: string
+  /** The inputs the run sees: those sent plus the declared defaults, as strings. */
+  inputs: Record<string, string>
+  /** The environment the workflow's first job deploys to, if it names one. */
+  environment?: string
+  actor: string
+  displayTitle: string
+  runNumber: number
+  status: string
+  conclusion: string | null
+  createdAt: string
+  updatedAt: string
+  runStartedAt: string
+  attempt: number
+  attempts: RunAttempt[]
+}
+
+export interface GitHubSimHooks {
+  /** Called synchronously when a run is created (also for a re-run's new attempt). */
+  onDispatch?: (run: SimRun) => void
+  /** Awaited just before a run is marked completed with conclusion `success`;
+   *  a throw fails the run. */
+  beforeComplete?: (run: SimRun) => Promise<void> | void
+}
+
+type Permission = keyof TokenPermissions
+
+interface TokenState {
+  value: string
+  login: string
+  kind: 'personal-access-token' | 'integration'
+  permissions: Required<TokenPermissions>
+}
+
+interface StoredSecret {
+  name: string
+  value: string
+  createdAt: string
+  updatedAt: string
+}
+
+interface OrgSecret extends StoredSecret {
+  visibility: 'all' | 'private' | 'selected'
+  selectedRepositoryIds: number[]
+}
+
+interface EnvironmentState {
+  id: number
+  name: string
+  createdAt: string
+  updatedAt: string
+  secrets: Map<string, StoredSecret>
+}
+
+interface WorkflowState {
+  id: number
+  name: string
+  path: string
+  state: 'active' | 'disabled_manually'
+  createdAt: string
+  updatedAt: string
+  runNumber: number
+}
+
+interface VariableState {
+  name: string
+  value: string
+  createdAt: string
+  updatedAt: string
+}
+
+interface RepoState {
+  id: number
+  owner: string
+  name: string
+  fullName: string
+  private: boolean
+  defaultBranch: string
+  branches: Set<string>
+  tags: Set<string>
+  createdAt: string
+  environments: Map<string, EnvironmentState>
+  secrets: Map<string, StoredSecret>
+  dependabotSecrets: Map<string, StoredSecret>
+  variables: Map<string, VariableState>
+  workflows: Map<number, WorkflowState>
+  files: Map<string, string>
+}
+
+interface OrgState {
+  id: number
+  login: string
+  secrets: Map<string, OrgSecret>
+}
+
+interface KeyPair {
+  keyId: string
+  publicKey: Uint8Array
+  privateKey: Uint8Array
+}
+
+interface RateBucket {
+  limit: number
+  used: number
+  /** Epoch seconds when the window resets. */
+  reset: number
+}
+
+interface Reply {
+  status: number
+  headers?: Record<string, string>
+  body?: unknown
+}
+
+interface Context {
+  req: IncomingRequest
+  params: Record<string, string>
+  token: TokenState
+  repo?: RepoState
+  org?: OrgState
+  apiVersion: string
+}
+
+interface Operation {
+  /** The simulator's permission flag that gates the operation (none: any valid token). */
+  needs?: Permission
+  /** GitHub's fine-grained permission name, for `x-accepted-github-permissions`. */
+  githubPermission: string
+  handler: (ctx: Context) => Reply | Promise<Reply>
+}
+
+interface ParsedWorkflow {
+  dispatchInputs: Record<string, DispatchInput> | null
+  runName?: string
+  job: { name: string; environment?: string; labels: string[]; steps: string[] }
+}
+
+interface DispatchInput {
+  required?: boolean
+  default?: unknown
+  type?: string
+  options?: unknown[]
+}
+
+const DOCS = 'https://docs.github.com/rest'
+const WEB = 'https://github.com'
+// A PAT or GitHub App gets 5,000 requests an hour; anonymous callers 60
+// (docs: "Rate limits for the REST API").
+const RATE_LIMIT = 5000
+const ANONYMOUS_RATE_LIMIT = 60
+const RATE_WINDOW_SECONDS = 3600
+// "Secrets can store up to 48 KB"; 100 secrets per repository and environment, 1,000 per
+// organization (docs: "Using secrets in GitHub Actions", limits for secrets). Variables also hold
+// up to 48 KB.
+const SECRET_VALUE_LIMIT = 48 * 1024
+const VARIABLE_VALUE_LIMIT = 48 * 1024
+const SECRET_COUNT_LIMIT: Record<SecretScope['kind'], number> = {
+  repo: 100,
+  env: 100,
+  org: 1000,
+  dependabot: 100
+}
+// The API version from which a dispatch always answers 200 with the run details (the excerpt's
+// x-github-breaking-changes for actions/create-workflow-dispatch removes the 204).
+const RUN_DETAILS_ALWAYS_VERSION = '2026-03-10'
+const DEFAULT_API_VERSION = '2022-11-28'
+const NAME_RULE =
+  'Secret names can only contain alphanumeric characters ([a-z], [A-Z], [0-9]) or underscores (_), ' +
+  'must not start with a number, and must not start with the GITHUB_ prefix.'
+
+class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly headers: Record<string, string> = {}
+  ) {
+    super(message)
+  }
+}
+
+/** GitHub's timestamps carry whole seconds. */
+function iso(ms = Date.now()): string {
+  return new Date(Math.floor(ms / 1000) * 1000).toISOString().replace('.000Z', 'Z')
+}
+
+function sha1(text: string): string {
+  return createHash('sha1').update(text).digest('hex')
+}
+
+function nodeId(prefix: string, id: number | string): string {
+  return `${prefix}_${Buffer.from(`0:${String(id)}`).toString('base64url')}`
+}
+
+/** The git blob id of a file, as the contents API reports it. */
+function blobSha(content: string): string {
+  const bytes = Buffer.from(content, 'utf8')
+  return createHash('sha1').update(`blob ${bytes.length}\0`).update(bytes).digest('hex')
+}
+
+/** A secret or variable name as GitHub accepts it; names are case-insensitive, stored upper-cased. */
+function canonicalName(raw: string, what: 'Secret' | 'Variable'): string {
+  const name = raw.toUpperCase()
+  if (!/^[A-Z_][A-Z0-9_]*$/.test(name) || name.startsWith('GITHUB_')) {
+    throw new ApiError(
+      422,
+      what === 'Secret' ? NAME_RULE : NAME_RULE.replace('Secret names', 'Variable names')
+    )
+  }
+  return name
+}
+
+function errorReply(
+  status: number,
+  message: string,
+  documentationUrl: string,
+  headers: Record<string, string> = {}
+): Reply {
+  return {
+    status,
+    headers,
+    body: { message, documentation_url: documentationUrl, status: String(status) }
+  }
+}
+
+/** The contents API takes a multi-segment path (`x-multi-segment` in the excerpt) that the router
+ *  matches only as one segment; GitHub accepts the slashes literally or percent-encoded. */
+function routablePath(pathname: string): string {
+  const m = /^(\/repos\/[^/]+\/[^/]+\/contents\/)(.+)$/.exec(pathname)
+  if (!m || !m[2]!.includes('/')) return pathname
+  return m[1]! + m[2]!.split('/').join('%2F')
+}
+
+/** The bounds of one `created` date in GitHub's search syntax, in epoch seconds. */
+function dateBounds(text: string): { start: number; end: number } | undefined {
+  if (/^\d{4}-\d{2}-\d{2}$/.test(text)) {
+    const start = Date.parse(`${text}T00:00:00Z`) / 1000
+    return Number.isNaN(start) ? undefined : { start, end: start + 86399 }
+  }
+  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$/.test(text))
+    return undefined
+  const ms = Date.parse(/(Z|[+-]\d{2}:?\d{2})$/.test(text) ? text : `${text}Z`)
+  if (Number.isNaN(ms)) return undefined
+  const at = Math.floor(ms / 1000)
+  return { start: at, end: at }
+}
+
+/** A predicate for the `created` filter: `>=2026-01-01T00:00:00Z`, `2026-01-01..2026-01-31`,
+ *  `2026-01-01`. */
+function createdFilter(expression: string): ((createdSeconds: number) => boolean) | undefined {
+  const range = /^(.+)\.\.(.+)$/.exec(expression)
+  if (range) {
+    const from = range[1] === '*' ? { start: -Infinity, end: -Infinity } : dateBounds(range[1]!)
+    const to = range[2] === '*' ? { start: Infinity, end: Infinity } : dateBounds(range[2]!)
+    if (!from || !to) return undefined
+    return t => t >= from.start && t <= to.end
+  }
+  const cmp = /^(>=|<=|>|<)?(.+)$/.exec(expression)
+  const bounds = cmp ? dateBounds(cmp[2]!) : undefined
+  if (!cmp || !bounds) return undefined
+  switch (cmp[1]) {
+    case '>=':
+      return t => t >= bounds.start
+    case '>':
+      return t => t > bounds.end
+    case '<=':
+      return t => t <= bounds.end
+    case '<':
+      return t => t < bounds.start
+    default:
+      return t => t >= bounds.start && t <= bounds.end
+  }
+}
+
+/** The value at a JSON pointer (`/jobs/0/conclusion`) of a body. */
+function valueAt(body: unknown, pointer: string): unknown {
+  let value = body
+  for (const part of pointer.split('/').slice(1)) {
+    if (value === null || typeof value !== 'object') return undefined
+    value = (value as Record<string, unknown>)[part.replace(/~1/g, '/').replace(/~0/g, '~')]
+  }
+  return value
+}
+
+/**
+ * Validator findings that are artefacts of the excerpt, not contract breaches:
+ * - a numeric `workflow_id` path segment matches both branches of its `oneOf: [integer, string]`,
+ *   though GitHub documents both forms;
+ * - `nullable: true` next to an `enum` without null (e.g. a job's `conclusion`) rejects the null
+ *   GitHub sends for an unfinished job.
+ */
+function isExcerptArtefact(problem: string, body: unknown): boolean {
+  if (/^\/path\/\w+ must match exactly one schema in oneOf$/.test(problem)) return true
+  const m = /^(\S+) must be equal to one of the allowed values$/.exec(problem)
+  return m !== null && valueAt(body, m[1] === '/' ? '' : m[1]!) === null
+}
+
+/** Weak comparison of an `If-None-Match` header with an ETag (RFC 9110 §13.1.2). */
+function etagMatches(header: string | undefined, etag: string): boolean {
+  if (!header) return false
+  const opaque = (tag: string) => tag.trim().replace(/^W\//, '')
+  return header.split(',').some(tag => tag.trim() === '*' || opaque(tag) === opaque(etag))
+}
+
+function stepName(step: unknown, index: number): string {
+  if (step && typeof step === 'object') {
+    const s = step as Record<string, unknown>
+    if (typeof s.name === 'string') return s.name
+    if (typeof s.uses === 'string') return `Run ${s.uses}`
+    if (typeof s.run === 'string') return `Run ${s.run.split('\n')[0]!.trim()}`
+  }
+  return `Step ${index + 1}`
+}
+
+function parseWorkflow(content: string): ParsedWorkflow {
+  let doc: unknown
+  try {
+    doc = parseYaml(content)
+  } catch (error) {
+    throw new ApiError(
+      422,
+      `Invalid workflow file: ${error instanceof Error ? error.message.split('\n')[0] : 'YAML error'}`
+    )
+  }
+  const root = (doc && typeof doc === 'object' ? doc : {}) as Record<string, unknown>
+  const on = root.on
+  let dispatchInputs: Record<string, DispatchInput> | null = null
+  if (on === 'workflow_dispatch' || (Array.isArray(on) && on.includes('workflow_dispatch'))) {
+    dispatchInputs = {}
+  } else if (on && typeof on === 'object' && !Array.isArray(on) && 'workflow_dispatch' in on) {
+    const trigger = (on as Record<string, unknown>).workflow_dispatch
+    const inputs =
+      trigger && typeof trigger === 'object'
+        ? (trigger as Record<string, unknown>).inputs
+        : undefined
+    dispatchInputs = {}
+    if (inputs && typeof inputs === 'object') {
+      for (const [key, spec] of Object.entries(inputs as Record<string, unknown>)) {
+        dispatchInputs[key] = spec && typeof spec === 'object' ? (spec as DispatchInput) : {}
+      }
+    }
+  }
+  const jobs =
+    root.jobs && typeof root.jobs === 'object'
+      ? Object.entries(root.jobs as Record<string, unknown>)
+      : []
+  const [jobKey, jobValue] = jobs[0] ?? ['deploy', {}]
+  const job = (jobValue && typeof jobValue === 'object' ? jobValue : {}) as Record<string, unknown>
+  const env = job.environment
+  const environment =
+    typeof env === 'string'
+      ? env
+      : env && typeof env === 'object' && typeof (env as Record<string, unknown>).name === 'string'
+        ? ((env as Record<string, unknown>).name as string)
+        : undefined
+  const runsOn = job['runs-on']
+  const labels =
+    typeof runsOn === 'string'
+      ? [runsOn]
+      : Array.isArray(runsOn)
+        ? runsOn.map(String)
+        : ['ubuntu-latest']
+  const steps = Array.isArray(job.steps) ? job.steps.map(stepName) : ['Deploy']
+  return {
+    dispatchInputs,
+    runName: typeof root['run-name'] === 'string' ? root['run-name'] : undefined,
+    job: { name: typeof job.name === 'string' ? job.name : jobKey, environment, labels, steps }
+  }
+}
+
+/** The inputs a dispatch gives the run, checked as GitHub checks them. */
+function resolveInputs(
+  declared: Record<string, DispatchInput>,
+  given: Record<string, unknown>
+): Record<string, string> {
+  const unexpected = Object.keys(given).filter(key => !(key in declared))
+  if (unexpected.length > 0)
+    throw new ApiError(422, `Unexpected inputs provided: ${JSON.stringify(unexpected)}`)
+  const resolved: Record<string, string> = {}
+  for (const [key, spec] of Object.entries(declared)) {
+    const raw = key in given ? given[key] : spec.default
+    if (
+      raw !== undefined &&
+      raw !== null &&
+      !['string', 'number', 'boolean'].includes(typeof raw)
+    ) {
+      throw new ApiError(422, `Invalid value for input '${key}': expected a string`)
+    }
+    const value = raw === undefined || raw === null ? '' : String(raw)
+    if (spec.required === true && value === '')
+      throw new ApiError(422, `Required input '${key}' not provided`)
+    if (value !== '' && spec.type === 'boolean' && value !== 'true' && value !== 'false') {
+      throw new ApiError(422, `Provided value '${value}' for input '${key}' is not a boolean`)
+    }
+    if (value !== '' && spec.type === 'number' && Number.isNaN(Number(value))) {
+      throw new ApiError(422, `Provided value '${value}' for input '${key}' is not a number`)
+    }
+    if (
+      value !== '' &&
+      spec.type === 'choice' &&
+      Array.isArray(spec.options) &&
+      !spec.options.map(String).includes(value)
+    ) {
+      throw new ApiError(
+        422,
+        `Provided value '${value}' for input '${key}' not in the list of allowed values`
+      )
+    }
+    if (key in given || raw !== undefined) resolved[key] = value
+  }
+  return resolved
+}
+
+export class GitHubSim {
+  readonly service: Service
+  readonly secretWrites: SecretWrite[] = []
+  readonly runs = new Map<number, SimRun>()
+  runBehavior: RunBehavior = { queuedMs: 200, runningMs: 500, conclusion: 'success' }
+  hooks: GitHubSimHooks = {}
+
+  private validator?: OpenApiValidator
+  private readonly tokens = new Map<string, TokenState>()
+  private readonly buckets = new Map<string, RateBucket>()
+  private readonly repos = new Map<string, RepoState>()
+  private readonly orgs = new Map<string, OrgState>()
+  private readonly users = new Map<
+    string,
+    { login: string; id: number; type: 'User' | 'Organization' }
+  >()
+  private readonly keys = new Map<string, KeyPair>()
+  private readonly behaviorQueue: RunBehavior[] = []
+  private readonly timers = new Map<number, NodeJS.Timeout>()
+  private readonly operations: Record<string, Operation>
+  private stopped = false
+  private nextRepoId = 100_000_001
+  private nextUserId = 300_000_001
+  private nextWorkflowId = 400_000_001
+  private nextEnvironmentId = 600_000_001
+  private nextRunId = 20_000_000_001
+  private nextJobId = 50_000_000_001
+
+  constructor(
+    private readonly log: RequestLog,
+    private readonly options: { rejectReturnRunDetails?: boolean } = {}
+  ) {
+    this.service = new Service('github', log, req => this.handle(req))
+    this.operations = this.buildOperations()
+  }
+
+  get url(): string {
+    return this.service.url
+  }
+
+  async start(): Promise<string> {
+    await sodium.ready
+    this.validator = await OpenApiValidator.load('github-actions')
+    this.stopped = false
+    return this.service.start()
+  }
+
+  /** Stops the server and every pending run timer (runs stay where they are). */
+  async stop(): Promise<void> {
+    this.stopped = true
+    for (const timer of this.timers.values()) clearTimeout(timer)
+    this.timers.clear()
+    await this.service.stop()
+  }
+
+  // ---- seeding -------------------------------------------------------------------------------
+
+  addToken(value: string, options: TokenOptions = {}): void {
+    const login = options.login ?? 'sandbox-bot'
+    this.user(login, 'User')
+    this.tokens.set(value, {
+      value,
+      login,
+      kind: options.kind ?? (/^gh[su]_/.test(value) ? 'integration' : 'personal-access-token'),
+      permissions: {
+        secrets: options.secrets ?? true,
+        environments: options.environments ?? true,
+        actions: options.actions ?? true,
+        variables: options.variables ?? true,
+        contents: options.contents ?? true
+      }
+    })
+  }
+
+  /** Sets how many requests the token has left in the current window (to exercise rate limiting). */
+  setRateLimitRemaining(token: string, remaining: number): void {
+    const bucket = this.bucket(this.tokens.get(token))
+    bucket.used = Math.max(0, bucket.limit - remaining)
+  }
+
+  addRepo(
+    fullName: string,
+    options: {
+      defaultBranch?: string
+      branches?: string[]
+      tags?: string[]
+      environments?: string[]
+      id?: number
+      private?: boolean
+    } = {}
+  ): void {
+    const [owner, name, ...rest] = fullName.split('/')
+    if (!owner || !name || rest.length > 0)
+      throw new Error(`addRepo: expected OWNER/REPO, got '${fullName}'`)
+    const defaultBranch = options.defaultBranch ?? 'main'
+    const now = iso()
+    const repo: RepoState = {
+      id: options.id ?? this.nextRepoId++,
+      owner,
+      name,
+      fullName,
+      private: options.private ?? true,
+      defaultBranch,
+      branches: new Set([defaultBranch, ...(options.branches ?? [])]),
+      tags: new Set(options.tags ?? []),
+      createdAt: now,
+      environments: new Map(),
+      secrets: new Map(),
+      dependabotSecrets: new Map(),
+      variables: new Map(),
+      workflows: new Map(),
+      files: new Map()
+    }
+    for (const env of options.environments ?? []) {
+      repo.environments.set(env.toLowerCase(), {
+        id: this.nextEnvironmentId++,
+        name: env,
+        createdAt: now,
+        updatedAt: now,
+        secrets: new Map()
+      })
+    }
+    this.user(owner, this.orgs.has(owner.toLowerCase()) ? 'Organization' : 'User')
+    this.repos.set(fullName.toLowerCase(), repo)
+  }
+
+  addOrg(org: string): void {
+    const user = this.user(org, 'Organization')
+    user.type = 'Organization'
+    this.orgs.set(org.toLowerCase(), { id: user.id, login: org, secrets: new Map() })
+  }
+
+  /** Adds a workflow and its file (on every ref); returns its id. */
+  addWorkflow(
+    repoName: string,
+    workflow: {
+      path: string
+      name: string
+      content: string
+      state?: 'active' | 'disabled_manually'
+      id?: number
+    }
+  ): number {
+    const repo = this.requireRepo(repoName)
+    const id = workflow.id ?? this.nextWorkflowId++
+    const now = iso()
+    repo.workflows.set(id, {
+      id,
+      name: workflow.name,
+      path: workflow.path,
+      state: workflow.state ?? 'active',
+      createdAt: now,
+      updatedAt: now,
+      runNumber: 0
+    })
+    repo.files.set(workflow.path, workflow.content)
+    return id
+  }
+
+  /** Adds (or replaces) a file served by the contents API. */
+  addFile(repoName: string, path: string, content: string): void {
+    this.requireRepo(repoName).files.set(path.replace(/^\/+/, ''), content)
+  }
+
+  /** Seeds a secret without HTTP (no write is recorded). */
+  setSecret(
+    scope: SecretScope,
+    name: string,
+    value: string,
+    org?: { visibility: 'all' | 'private' | 'selected'; selectedRepositoryIds?: number[] }
+  ): void {
+    const store = this.secretStore(scope)
+    const key = canonicalName(name, 'Secret')
+    const now = iso()
+    const existing = store.get(key)
+    const secret: StoredSecret = {
+      name: key,
+      value,
+      createdAt: existing?.createdAt ?? now,
+      updatedAt: now
+    }
+    if (scope.kind === 'org') {
+      const previous = existing as OrgSecret | undefined
+      const orgSecret: OrgSecret = {
+        ...secret,
+        visibility: org?.visibility ?? previous?.visibility ?? 'private',
+        selectedRepositoryIds: org?.selectedRepositoryIds ?? previous?.selectedRepositoryIds ?? []
+      }
+      store.set(key, orgSecret)
+    } else {
+      store.set(key, secret)
+    }
+  }
+
+  /** The plaintext of a secret (as decrypted from the last write). */
+  getSecret(scope: SecretScope, name: string): string | undefined {
+    return this.secretStore(scope).get(name.toUpperCase())?.value
+  }
+
+  /** The secrets a workflow run of `repo` sees: org (visible to repo) < repo < environment
+   *  (if given); names upper-case. */
+  secretsForRun(repoName: string, environment?: string): Record<string, string> {
+    const repo = this.requireRepo(repoName)
+    const result: Record<string, string> = {}
+    const org = this.orgs.get(repo.owner.toLowerCase())
+    for (const secret of org?.secrets.values() ?? []) {
+      const visible =
+        secret.visibility === 'all' ||
+        (secret.visibility === 'private' && repo.private) ||
+        (secret.visibility === 'selected' && secret.selectedRepositoryIds.includes(repo.id))
+      if (visible) result[secret.name] = secret.value
+    }
+    for (const secret of repo.secrets.values()) result[secret.name] = secret.value
+    if (environment !== undefined) {
+      for (const secret of repo.environments.get(environment.toLowerCase())?.secrets.values() ??
+        []) {
+        result[secret.name] = secret.value
+      }
+    }
+    return result
+  }
+
+  /** Replaces a scope's key pair: a write sealed for the old key then fails with 422. */
+  rotatePublicKey(scope: SecretScope): void {
+    this.secretStore(scope)
+    this.keys.delete(this.scopeKey(scope))
+  }
+
+  getVariable(repoName: string, name: string): string | undefined {
+    return this.requireRepo(repoName).variables.get(name.toUpperCase())?.value
+  }
+
+  setVariable(repoName: string, name: string, value: string): void {
+    const repo = this.requireRepo(repoName)
+    const key = canonicalName(name, 'Variable')
+    const now = iso()
+    repo.variables.set(key, {
+      name: key,
+      value,
+      createdAt: repo.variables.get(key)?.createdAt ?? now,
+      updatedAt: now
+    })
+  }
+
+  // ---- runs ----------------------------------------------------------------------------------
+
+  /** The behaviour of the next dispatched run (FIFO), merged over `runBehavior`. */
+  queueRun(behavior: RunBehavior): void {
+    this.behaviorQueue.push(behavior)
+  }
+
+  /** A `waiting` run proceeds to `in_progress`. */
+  approve(runId: number): void {
+    const run = this.requireRun(runId)
+    const attempt = run.attempts[run.attempts.length - 1]!
+    if (attempt.status !== 'waiting')
+      throw new Error(`approve: run ${runId} is ${attempt.status}, not waiting`)
+    this.clearTimer(runId)
+    this.startRunning(run, attempt)
+  }
+
+  /** Starts a new attempt of a completed run (same run id). */
+  rerun(runId: number, behavior: RunBehavior = {}): void {
+    const run = this.requireRun(runId)
+    if (run.status !== 'completed')
+      throw new Error(`rerun: run ${runId} is ${run.status}, not completed`)
+    const attempt = this.newAttempt(run, { ...this.runBehavior, ...behavior })
+    this.log.event('github', 'run.rerun', {
+      run_id: run.id,
+      attempt: attempt.attempt,
+      conclusion: null
+    })
+    this.hooks.onDispatch?.(run)
+    this.advance(run, attempt)
+  }
+
+  private requireRun(runId: number): SimRun {
+    const run = this.runs.get(runId)
+    if (!run) throw new Error(`no run ${runId}`)
+    return run
+  }
+
+  private newAttempt(run: SimRun, behavior: RunBehavior): RunAttempt {
+    const now = iso()
+    const attempt: RunAttempt = {
+      attempt: run.attempts.length + 1,
+      status: 'queued',
+      conclusion: null,
+      behavior,
+      createdAt: now,
+      startedAt: null,
+      completedAt: null,
+      updatedAt: now,
+      jobId: this.nextJobId++
+    }
+    run.attempts.push(attempt)
+    this.sync(run, attempt)
+    return attempt
+  }
+
+  private sync(run: SimRun, attempt: RunAttempt): void {
+    run.attempt = attempt.attempt
+    run.status = attempt.status
+    run.conclusion = attempt.conclusion
+    run.updatedAt = attempt.updatedAt
+    run.runStartedAt = attempt.createdAt
+  }
+
+  private setState(
+    run: SimRun,
+    attempt: RunAttempt,
+    status: string,
+    conclusion: string | null = null
+  ): void {
+    const now = iso()
+    attempt.status = status
+    attempt.conclusion = conclusion
+    attempt.updatedAt = now
+    if (status === 'in_progress') attempt.startedAt = now
+    if (status === 'completed') attempt.completedAt = now
+    if (attempt.attempt === run.attempts.length) this.sync(run, attempt)
+  }
+
+  private schedule(runId: number, ms: number, next: () => void): void {
+    if (this.stopped) return
+    this.clearTimer(runId)
+    const timer = setTimeout(() => {
+      this.timers.delete(runId)
+      next()
+    }, ms)
+    // Timers must not keep a test process alive once the sandbox is forgotten.
+    timer.unref()
+    this.timers.set(runId, timer)
+  }
+
+  private clearTimer(runId: number): void {
+    const timer = this.timers.get(runId)
+    if (timer) clearTimeout(timer)
+    this.timers.delete(runId)
+  }
+
+  private advance(run: SimRun, attempt: RunAttempt): void {
+    const behavior = attempt.behavior
+    if (behavior.neverStarts) return
+    this.schedule(run.id, behavior.queuedMs ?? 0, () => {
+      if (behavior.conclusion === 'startup_failure')
+        return void this.complete(run, attempt, 'startup_failure')
+      if (behavior.waitingMs === undefined) return this.startRunning(run, attempt)
+      this.setState(run, attempt, 'waiting')
+      this.log.event('github', 'run.waiting', {
+        run_id: run.id,
+        attempt: attempt.attempt,
+        conclusion: null
+      })
+      if (Number.isFinite(behavior.waitingMs)) {
+        this.schedule(run.id, behavior.waitingMs, () => this.startRunning(run, attempt))
+      }
+    })
+  }
+
+  private startRunning(run: SimRun, attempt: RunAttempt): void {
+    this.setState(run, attempt, 'in_progress')
+    this.log.event('github', 'run.in_progress', {
+      run_id: run.id,
+      attempt: attempt.attempt,
+      conclusion: null
+    })
+    this.schedule(run.id, attempt.behavior.runningMs ?? 0, () => {
+      void this.complete(run, attempt, attempt.behavior.conclusion ?? 'success')
+    })
+  }
+
+  private async complete(run: SimRun, attempt: RunAttempt, conclusion: string): Promise<void> {
+    let final = conclusion
+    if (conclusion === 'success' && this.hooks.beforeComplete) {
+      try {
+        await this.hooks.beforeComplete(run)
+      } catch (error) {
+        final = 'failure'
+        attempt.failure = error instanceof Error ? error.message : String(error)
+      }
+      // Cancelled while the deploy hook ran: the cancellation stands.
+      if (attempt.status === 'completed') return
+    }
+    this.setState(run, attempt, 'completed', final)
+    this.log.event('github', 'run.completed', {
+      run_id: run.id,
+      attempt: attempt.attempt,
+      conclusion: final,
+      ...(attempt.failure !== undefined ? { failure: attempt.failure } : {})
+    })
+  }
+
+  // ---- HTTP ----------------------------------------------------------------------------------
+
+  private async handle(req: IncomingRequest): Promise<OutgoingResponse> {
+    const where = `github ${req.method} ${req.path}`
+    const token = this.authenticate(req.headers.authorization)
+    const bucket = this.bucket(token.state)
+    const routed = routablePath(req.path)
+    const matched = this.validator!.match(req.method, routed)
+    let reply: Reply
+    if (!matched) {
+      this.log.violation(`${where}: no such operation in the GitHub OpenAPI excerpt`)
+      reply = errorReply(404, 'Not Found', DOCS)
+    } else {
+      const docs = (matched.operation.externalDocs?.url as string | undefined) ?? DOCS
+      try {
+        reply = await this.answer(req, routed, matched, token, bucket)
+      } catch (error) {
+        if (!(error instanceof ApiError)) throw error
+        reply = errorReply(error.status, error.message, docs, error.headers)
+      }
+      for (const problem of this.responseErrors(matched, reply))
+        this.log.violation(`${where}: response ${reply.status}: ${problem}`)
+    }
+    const counted = reply.status !== 304 && matched?.operationId !== 'rate-limit/get'
+    req.entry.counted = counted
+    if (counted) bucket.used = Math.min(bucket.limit, bucket.used + 1)
+    const apiVersion = String(req.headers['x-github-api-version'] ?? DEFAULT_API_VERSION)
+    return {
+      status: reply.status,
+      headers: {
+        ...this.rateHeaders(bucket),
+        'x-github-api-version-selected': apiVersion,
+        'x-github-media-type': 'github.v3; format=json',
+        'x-github-request-id': randomBytes(8).toString('hex').toUpperCase(),
+        ...(reply.headers ?? {})
+      },
+      body: reply.body
+    }
+  }
+
+  private async answer(
+    req: IncomingRequest,
+    routed: string,
+    matched: MatchedOperation,
+    token: { state?: TokenState; presented: boolean },
+    bucket: RateBucket
+  ): Promise<Reply> {
+    const where = `github ${req.method} ${req.path}`
+    const unparseable = req.raw.length > 0 && req.json === undefined
+    const problems = unparseable ? ['body is not JSON'] : this.requestErrors(req, routed, matched)
+    for (const problem of problems) this.log.violation(`${where}: request: ${problem}`)
+    const opId = matched.operationId
+    if (opId !== 'rate-limit/get' || token.presented) {
+      if (!token.presented) throw new ApiError(401, 'Requires authentication')
+      if (!token.state) throw new ApiError(401, 'Bad credentials')
+    }
+    if (opId !== 'rate-limit/get' && bucket.used >= bucket.limit) {
+      throw new ApiError(
+        403,
+        `API rate limit exceeded for user ID ${this.user(token.state?.login ?? 'anonymous', 'User').id}. ` +
+          'If you reach out to GitHub Support for help, please include the request ID.',
+        { 'retry-after': String(Math.max(0, bucket.reset - Math.floor(Date.now() / 1000))) }
+      )
+    }
+    if (unparseable) throw new ApiError(400, 'Problems parsing JSON')
+    if (problems.length > 0) throw new ApiError(422, `Invalid request.\n\n${problems.join('\n')}`)
+
+    const operation = this.operations[opId]
+    if (!operation) {
+      this.log.violation(`${where}: ${opId} is in the excerpt but not simulated`)
+      throw new ApiError(404, 'Not Found')
+    }
+    const params = matched.params
+    const ctx: Context = {
+      req,
+      params,
+      token: token.state ?? this.anonymous(),
+      apiVersion: String(req.headers['x-github-api-version'] ?? DEFAULT_API_VERSION)
+    }
+    if (params.owner !== undefined && params.repo !== undefined) {
+      ctx.repo = this.repos.get(`${params.owner}/${params.repo}`.toLowerCase())
+      if (!ctx.repo) throw new ApiError(404, 'Not Found')
+    }
+    if (params.org !== undefined) {
+      ctx.org = this.orgs.get(params.org.toLowerCase())
+      if (!ctx.org) throw new ApiError(404, 'Not Found')
+    }
+    const level = req.method === 'GET' ? 'read' : 'write'
+    const accepted = { 'x-accepted-github-permissions': `${operation.githubPermission}=${level}` }
+    if (operation.needs && !ctx.token.permissions[operation.needs]) {
+      const by = ctx.token.kind === 'integration' ? 'integration' : 'personal access token'
+      throw new ApiError(403, `Resource not accessible by ${by}`, accepted)
+    }
+    const reply = await operation.handler(ctx)
+    reply.headers = { ...accepted, ...(reply.headers ?? {}) }
+    if (req.method === 'GET' && reply.status === 200 && reply.body !== undefined) {
+      const text = typeof reply.body === 'string' ? reply.body : JSON.stringify(reply.body)
+      const etag = `W/"${createHash('sha256').update(text).digest('hex')}"`
+      reply.headers.etag = etag
+      reply.headers['cache-control'] = 'private, max-age=60, s-maxage=60'
+      reply.headers.vary = 'Accept, Authorization, Cookie, X-GitHub-OTP'
+      const header = req.headers['if-none-match']
+      if (etagMatches(Array.isArray(header) ? header.join(',') : header, etag)) {
+        return { status: 304, headers: reply.headers }
+      }
+    }
+    return reply
+  }
+
+  private requestErrors(req: IncomingRequest, routed: string, matched: MatchedOperation): string[] {
+    const query = new URLSearchParams(req.query)
+    const problems: string[] = []
+    // The excerpt types `created` as a date-time, but GitHub documents (and clients send) the
+    // search syntax (`>=2026-01-01T00:00:00Z`, `a..b`): check that syntax here instead.
+    const created = query.get('created')
+    if (created !== null) {
+      query.delete('created')
+      if (!createdFilter(created))
+        problems.push(`/query/created '${created}' is not a date or date range`)
+    }
+    const found = this.validator!.validateRequest(matched, {
+      method: req.method,
+      path: routed,
+      query,
+      headers: req.headers,
+      body: req.json
+    })
+    return [...problems, ...found.filter(problem => !isExcerptArtefact(problem, req.json))]
+  }
+
+  private responseErrors(matched: MatchedOperation, reply: Reply): string[] {
+    // GitHub answers 304 to any conditional GET, and errors (401, 403, 404, 409, 422) from
+    // operations whose excerpt does not list them: check those bodies against GitHub's error shape.
+    if (reply.status === 304) return reply.body === undefined ? [] : ['a 304 carries no body']
+    if (reply.status >= 400) {
+      const body = reply.body as { message?: unknown } | undefined
+      if (typeof body?.message !== 'string') return ['error body has no message']
+      const documented = String(reply.status) in (matched.operation.responses ?? {})
+      return documented ? this.validator!.validateResponse(matched, reply.status, reply.body) : []
+    }
+    // A raw media type answer (a file's bytes) has no JSON schema to meet.
+    if (typeof reply.body === 'string')
+      return this.validator!.validateResponse(matched, reply.status, undefined)
+    return this.validator!.validateResponse(matched, reply.status, reply.body).filter(
+      problem => !isExcerptArtefact(problem, reply.body)
+    )
+  }
+
+  private authenticate(header: string | undefined): { state?: TokenState; presented: boolean } {
+    if (!header) return { presented: false }
+    const m = /^(?:bearer|token)\s+(\S+)\s*$/i.exec(header)
+    return { presented: true, state: m ? this.tokens.get(m[1]!) : undefined }
+  }
+
+  private anonymous(): TokenState {
+    return {
+      value: '',
+      login: 'anonymous',
+      kind: 'personal-access-token',
+      permissions: {
+        secrets: false,
+        environments: false,
+        actions: false,
+        variables: false,
+        contents: false
+      }
+    }
+  }
+
+  private bucket(token: TokenState | undefined): RateBucket {
+    const key = token?.value ?? ''
+    const now = Math.floor(Date.now() / 1000)
+    let bucket = this.buckets.get(key)
+    if (!bucket || now >= bucket.reset) {
+      bucket = {
+        limit: token ? RATE_LIMIT : ANONYMOUS_RATE_LIMIT,
+        used: 0,
+        reset: now + RATE_WINDOW_SECONDS
+      }
+      this.buckets.set(key, bucket)
+    }
+    return bucket
+  }
+
+  private rateHeaders(bucket: RateBucket): Record<string, string> {
+    return {
+      'x-ratelimit-limit': String(bucket.limit),
+      'x-ratelimit-remaining': String(Math.max(0, bucket.limit - bucket.used)),
+      'x-ratelimit-used': String(bucket.used),
+      'x-ratelimit-reset': String(bucket.reset),
+      'x-ratelimit-resource': 'core'
+    }
+  }
+
+  // ---- state helpers -------------------------------------------------------------------------
+
+  private user(
+    login: string,
+    type: 'User' | 'Organization'
+  ): { login: string; id: number; type: 'User' | 'Organization' } {
+    let user = this.users.get(login.toLowerCase())
+    if (!user) {
+      user = { login, id: this.nextUserId++, type }
+      this.users.set(login.toLowerCase(), user)
+    }
+    return user
+  }
+
+  private requireRepo(fullName: string): RepoState {
+    const repo = this.repos.get(fullName.toLowerCase())
+    if (!repo) throw new Error(`unknown repository '${fullName}': call addRepo first`)
+    return repo
+  }
+
+  private requireEnvironment(repo: RepoState, name: string): EnvironmentState {
+    const env = repo.environments.get(name.toLowerCase())
+    if (!env) throw new Error(`unknown environment '${name}' of ${repo.fullName}`)
+    return env
+  }
+
+  private secretStore(scope: SecretScope): Map<string, StoredSecret> {
+    switch (scope.kind) {
+      case 'repo':
+        return this.requireRepo(scope.repo).secrets
+      case 'env':
+        return this.requireEnvironment(this.requireRepo(scope.repo), scope.environment).secrets
+      case 'dependabot':
+        return this.requireRepo(scope.repo).dependabotSecrets
+      case 'org': {
+        const org = this.orgs.get(scope.org.toLowerCase())
+        if (!org) throw new Error(`unknown organization '${scope.org}': call addOrg first`)
+        return org.secrets
+      }
+    }
+  }
+
+  private scopeKey(scope: SecretScope): string {
+    switch (scope.kind) {
+      case 'repo':
+      case 'dependabot':
+        return `${scope.kind}:${scope.repo.toLowerCase()}`
+      case 'env':
+        return `env:${scope.repo.toLowerCase()}:${scope.environment.toLowerCase()}`
+      case 'org':
+        return `org:${scope.org.toLowerCase()}`
+    }
+  }
+
+  private keyPair(scope: SecretScope): KeyPair {
+    const key = this.scopeKey(scope)
+    let pair = this.keys.get(key)
+    if (!pair) {
+      const { publicKey, privateKey } = sodium.crypto_box_keypair()
+      // GitHub's key ids are long decimal strings.
+      const keyId = (BigInt(`0x${randomBytes(8).toString('hex')}`) % 10n ** 18n)
+        .toString()
+        .padStart(18, '1')
+      pair = { keyId, publicKey, privateKey }
+      this.keys.set(key, pair)
+    }
+    return pair
+  }
+
+  private scopeOf(ctx: Context, kind: SecretScope['kind']): SecretScope {
+    switch (kind) {
+      case 'repo':
+      case 'dependabot':
+        return { kind, repo: ctx.repo!.fullName }
+      case 'env':
+        return { kind, repo: ctx.repo!.fullName, environment: this.environment(ctx).name }
+      case 'org':
+        return { kind, org: ctx.org!.login }
+    }
+  }
+
+  private environment(ctx: Context): EnvironmentState {
+    const env = ctx.repo!.environments.get(String(ctx.params.environment_name).toLowerCase())
+    if (!env) throw new ApiError(404, 'Not Found')
+    return env
+  }
+
+  private workflow(repo: RepoState, idOrFile: string): WorkflowState {
+    const byId = /^\d+$/.test(idOrFile) ? repo.workflows.get(Number(idOrFile)) : undefined
+    const found =
+      byId ?? [...repo.workflows.values()].find(w => w.path.split('/').pop() === idOrFile)
+    if (!found) throw new ApiError(404, 'Not Found')
+    return found
+  }
+
+  private run(ctx: Context): SimRun {
+    const run = this.runs.get(Number(ctx.params.run_id))
+    if (!run || run.repo.toLowerCase() !== ctx.repo!.fullName.toLowerCase())
+      throw new ApiError(404, 'Not Found')
+    return run
+  }
+
+  /** A branch, tag or commit of the repository: its branch/tag name and head commit. */
+  private resolveRef(repo: RepoState, ref: string): { name: string; sha: string } | undefined {
+    const sha = (name: string) => sha1(`${repo.fullName}@${name}`)
+    if (ref.startsWith('refs/heads/')) {
+      const name = ref.slice('refs/heads/'.length)
+      return repo.branches.has(name) ? { name, sha: sha(name) } : undefined
+    }
+    if (ref.startsWith('refs/tags/')) {
+      const name = ref.slice('refs/tags/'.length)
+      return repo.tags.has(name) ? { name, sha: sha(name) } : undefined
+    }
+    if (repo.branches.has(ref) || repo.tags.has(ref)) return { name: ref, sha: sha(ref) }
+    const byCommit = [...repo.branches, ...repo.tags].find(name => sha(name) === ref)
+    return byCommit === undefined ? undefined : { name: byCommit, sha: ref }
+  }
+
+  // ---- JSON shapes ---------------------------------------------------------------------------
+
+  private userJson(login: string): Record<string, unknown> {
+    const user = this.user(login, 'User')
+    const api = `${this.url}/users/${user.login}`
+    return {
+      login: user.login,
+      id: user.id,
+      node_id: nodeId(user.type === 'User' ? 'U' : 'O', user.id),
+      avatar_url: `https://avatars.githubusercontent.com/u/${user.id}?v=4`,
+      gravatar_id: '',
+      url: api,
+      html_url: `${WEB}/${user.login}`,
+      followers_url: `${api}/followers`,
+      following_url: `${api}/following{/other_user}`,
+      gists_url: `${api}/gists{/gist_id}`,
+      starred_url: `${api}/starred{/owner}{/repo}`,
+      subscriptions_url: `${api}/subscriptions`,
+      organizations_url: `${api}/orgs`,
+      repos_url: `${api}/repos`,
+      events_url: `${api}/events{/privacy}`,
+      received_events_url: `${api}/received_events`,
+      type: user.type,
+      user_view_type: 'public',
+      site_admin: false
+    }
+  }
+
+  private repoJson(repo: RepoState, full: boolean): Record<string, unknown> {
+    const base = `${this.url}/repos/${repo.fullName}`
+    const minimal: Record<string, unknown> = {
+      id: repo.id,
+      node_id: nodeId('R', repo.id),
+      name: repo.name,
+      full_name: repo.fullName,
+      owner: this.userJson(repo.owner),
+      private: repo.private,
+      html_url: `${WEB}/${repo.fullName}`,
+      description: null,
+      fork: false,
+      url: base,
+      archive_url: `${base}/{archive_format}{/ref}`,
+      assignees_url: `${base}/assignees{/user}`,
+      blobs_url: `${base}/git/blobs{/sha}`,
+      branches_url: `${base}/branches{/branch}`,
+      collaborators_url: `${base}/collaborators{/collaborator}`,
+      comments_url: `${base}/comments{/number}`,
+      commits_url: `${base}/commits{/sha}`,
+      compare_url: `${base}/compare/{base}...{head}`,
+      contents_url: `${base}/contents/{+path}`,
+      contributors_url: `${base}/contributors`,
+      deployments_url: `${base}/deployments`,
+      downloads_url: `${base}/downloads`,
+      events_url: `${base}/events`,
+      forks_url: `${base}/forks`,
+      git_commits_url: `${base}/git/commits{/sha}`,
+      git_refs_url: `${base}/git/refs{/sha}`,
+      git_tags_url: `${base}/git/tags{/sha}`,
+      hooks_url: `${base}/hooks`,
+      issue_comment_url: `${base}/issues/comments{/number}`,
+      issue_events_url: `${base}/issues/events{/number}`,
+      issues_url: `${base}/issues{/number}`,
+      keys_url: `${base}/keys{/key_id}`,
+      labels_url: `${base}/labels{/name}`,
+      languages_url: `${base}/languages`,
+      merges_url: `${base}/merges`,
+      milestones_url: `${base}/milestones{/number}`,
+      notifications_url: `${base}/notifications{?since,all,participating}`,
+      pulls_url: `${base}/pulls{/number}`,
+      releases_url: `${base}/releases{/id}`,
+      stargazers_url: `${base}/stargazers`,
+      statuses_url: `${base}/statuses/{sha}`,
+      subscribers_url: `${base}/subscribers`,
+      subscription_url: `${base}/subscription`,
+      tags_url: `${base}/tags`,
+      teams_url: `${base}/teams`,
+      trees_url: `${base}/git/trees{/sha}`
+    }
+    if (!full) return minimal
+    return {
+      ...minimal,
+      git_url: `git://github.com/${repo.fullName}.git`,
+      ssh_url: `git@github.com:${repo.fullName}.git`,
+      clone_url: `${WEB}/${repo.fullName}.git`,
+      svn_url: `${WEB}/${repo.fullName}`,
+      mirror_url: null,
+      homepage: null,
+      language: null,
+      forks_count: 0,
+      forks: 0,
+      stargazers_count: 0,
+      watchers_count: 0,
+      watchers: 0,
+      size: 0,
+      default_branch: repo.defaultBranch,
+      open_issues_count: 0,
+      open_issues: 0,
+      is_template: false,
+      topics: [],
+      has_issues: true,
+      has_projects: false,
+      has_wiki: false,
+      has_pages: false,
+      has_downloads: true,
+      has_discussions: false,
+      archived: false,
+      disabled: false,
+      visibility: repo.private ? 'private' : 'public',
+      pushed_at: repo.createdAt,
+      created_at: repo.createdAt,
+      updated_at: repo.createdAt,
+      permissions: { admin: true, maintain: true, push: true, triage: true, pull: true },
+      allow_forking: false,
+      web_commit_signoff_required: false,
+      license: null,
+      network_count: 0,
+      subscribers_count: 0
+    }
+  }
+
+  private environmentJson(repo: RepoState, env: EnvironmentState): Record<string, unknown> {
+    return {
+      id: env.id,
+      node_id: nodeId('EN', env.id),
+      name: env.name,
+      url: `${this.url}/repos/${repo.fullName}/environments/${encodeURIComponent(env.name)}`,
+      html_url: `${WEB}/${repo.fullName}/deployments/activity_log?environments_filter=${encodeURIComponent(env.name)}`,
+      created_at: env.createdAt,
+      updated_at: env.updatedAt,
+      protection_rules: [],
+      deployment_branch_policy: null
+    }
+  }
+
+  private workflowJson(repo: RepoState, workflow: WorkflowState): Record<string, unknown> {
+    return {
+      id: workflow.id,
+      node_id: nodeId('W', workflow.id),
+      name: workflow.name,
+      path: workflow.path,
+      state: workflow.state,
+      created_at: workflow.createdAt,
+      updated_at: workflow.updatedAt,
+      url: `${this.url}/repos/${repo.fullName}/actions/workflows/${workflow.id}`,
+      html_url: `${WEB}/${repo.fullName}/blob/${repo.defaultBranch}/${workflow.path}`,
+      badge_url: `${WEB}/${repo.fullName}/workflows/${encodeURIComponent(workflow.name)}/badge.svg`
+    }
+  }
+
+  private runJson(run: SimRun, attemptNumber = run.attempt): Record<string, unknown> {
+    const repo = this.requireRepo(run.repo)
+    const attempt = run.attempts[attemptNumber - 1]!
+    const base = `${this.url}/repos/${repo.fullName}/actions/runs/${run.id}`
+    const checkSuiteId = run.id * 10 + attempt.attempt
+    const repository = this.repoJson(repo, false)
+    return {
+      id: run.id,
+      name: run.workflowName,
+      node_id: nodeId('WFR', run.id),
+      head_branch: run.headBranch,
+      head_sha: run.headSha,
+      path: run.workflowPath,
+      display_title: run.displayTitle,
+      run_number: run.runNumber,
+      event: run.event,
+      status: attempt.status,
+      conclusion: attempt.conclusion,
+      workflow_id: run.workflowId,
+      check_suite_id: checkSuiteId,
+      check_suite_node_id: nodeId('CS', checkSuiteId),
+      url: base,
+      html_url: `${WEB}/${repo.fullName}/actions/runs/${run.id}`,
+      pull_requests: [],
+      created_at: run.createdAt,
+      updated_at: attempt.updatedAt,
+      actor: this.userJson(run.actor),
+      run_attempt: attempt.attempt,
+      referenced_workflows: [],
+      run_started_at: attempt.createdAt,
+      triggering_actor: this.userJson(run.actor),
+      jobs_url: `${base}/jobs`,
+      logs_url: `${base}/logs`,
+      check_suite_url: `${this.url}/repos/${repo.fullName}/check-suites/${checkSuiteId}`,
+      artifacts_url: `${base}/artifacts`,
+      cancel_url: `${base}/cancel`,
+      rerun_url: `${base}/rerun`,
+      previous_attempt_url: attempt.attempt > 1 ? `${base}/attempts/${attempt.attempt - 1}` : null,
+      workflow_url: `${this.url}/repos/${repo.fullName}/actions/workflows/${run.workflowId}`,
+      head_commit: {
+        id: run.headSha,
+        tree_id: sha1(`tree:${run.headSha}`),
+        message: `Update ${run.headBranch}`,
+        timestamp: repo.createdAt,
+        author: { name: repo.owner, email: `${repo.owner.toLowerCase()}@users.noreply.github.com` },
+        committer: { name: 'GitHub', email: 'noreply@github.com' }
+      },
+      repository,
+      head_repository: repository,
+      head_repository_id: repo.id
+    }
+  }
+
+  private jobJson(run: SimRun, attempt: RunAttempt): Record<string, unknown> {
+    const repo = this.requireRepo(run.repo)
+    const parsed = this.parsedWorkflowOf(run)
+    const started = attempt.status === 'in_progress' || attempt.status === 'completed'
+    const conclusion = attempt.conclusion
+    const names = ['Set up job', ...parsed.job.steps, 'Complete job']
+    const lastUserStep = names.length - 2
+    const steps = names.map((name, i) => {
+      let status = 'queued'
+      let stepConclusion: string | null = null
+      if (attempt.status === 'in_progress') {
+        status = i === 0 ? 'completed' : i === 1 ? 'in_progress' : 'queued'
+        stepConclusion = i === 0 ? 'success' : null
+      } else if (attempt.status === 'completed' && attempt.startedAt !== null) {
+        status = 'completed'
+        const failed =
+          conclusion === 'failure' || conclusion === 'timed_out' || conclusion === 'cancelled'
+        if (!failed || i < lastUserStep || i === names.length - 1) stepConclusion = 'success'
+        else if (i === lastUserStep) stepConclusion = conclusion
+        else stepConclusion = 'skipped'
+      } else if (attempt.status === 'completed') {
+        status = 'completed'
+        stepConclusion = 'skipped'
+      }
+      return {
+        name,
+        status,
+        conclusion: stepConclusion,
+        number: i + 1,
+        started_at: status === 'queued' ? null : (attempt.startedAt ?? attempt.updatedAt),
+        completed_at: status === 'completed' ? (attempt.completedAt ?? attempt.updatedAt) : null
+      }
+    })
+    const jobConclusions = [
+      'success',
+      'failure',
+      'neutral',
+      'cancelled',
+      'skipped',
+      'timed_out',
+      'action_required'
+    ]
+    return {
+      id: attempt.jobId,
+      run_id: run.id,
+      run_url: `${this.url}/repos/${repo.fullName}/actions/runs/${run.id}`,
+      run_attempt: attempt.attempt,
+      node_id: nodeId('CR', attempt.jobId),
+      head_sha: run.headSha,
+      url: `${this.url}/repos/${repo.fullName}/actions/jobs/${attempt.jobId}`,
+      html_url: `${WEB}/${repo.fullName}/actions/runs/${run.id}/job/${attempt.jobId}`,
+      status: attempt.status,
+      conclusion:
+        conclusion === null ? null : jobConclusions.includes(conclusion) ? conclusion : 'failure',
+      created_at: attempt.createdAt,
+      started_at: attempt.startedAt ?? attempt.createdAt,
+      completed_at: attempt.completedAt,
+      name: parsed.job.name,
+      steps,
+      check_run_url: `${this.url}/repos/${repo.fullName}/check-runs/${attempt.jobId}`,
+      labels: parsed.job.labels,
+      runner_id: started ? 1 : null,
+      runner_name: started ? 'GitHub Actions 1' : null,
+      runner_group_id: started ? 0 : null,
+      runner_group_name: started ? 'GitHub Actions' : null,
+      workflow_name: run.workflowName,
+      head_branch: run.headBranch
+    }
+  }
+
+  private parsedWorkflowOf(run: SimRun): ParsedWorkflow {
+    const content = this.requireRepo(run.repo).files.get(run.workflowPath)
+    try {
+      return parseWorkflow(content ?? '')
+    } catch {
+      return {
+        dispatchInputs: null,
+        job: { name: 'deploy', labels: ['ubuntu-latest'], steps: ['Deploy'] }
+      }
+    }
+  }
+
+  private contentJson(
+    repo: RepoState,
+    path: string,
+    ref: string,
+    content?: string
+  ): Record<string, unknown> {
+    const base = `${this.url}/repos/${repo.fullName}`
+    const encodedPath = path.split('/').map(encodeURIComponent).join('/')
+    const isFile = content !== undefined
+    const sha = isFile ? blobSha(content) : sha1(`tree:${repo.fullName}:${ref}:${path}`)
+    const self = `${base}/contents/${encodedPath}?ref=${encodeURIComponent(ref)}`
+    const git = isFile ? `${base}/git/blobs/${sha}` : `${base}/git/trees/${sha}`
+    const html = `${WEB}/${repo.fullName}/${isFile ? 'blob' : 'tree'}/${encodeURIComponent(ref)}/${encodedPath}`
+    return {
+      type: isFile ? 'file' : 'dir',
+      size: isFile ? Buffer.byteLength(content, 'utf8') : 0,
+      name: path.split('/').pop(),
+      path,
+      sha,
+      url: self,
+      git_url: git,
+      html_url: html,
+      download_url: isFile
+        ? `https://raw.githubusercontent.com/${repo.fullName}/${encodeURIComponent(ref)}/${encodedPath}`
+        : null,
+      _links: { self, git, html }
+    }
+  }
+
+  /** One page of `items` and the `Link` header that names the others. */
+  private page<T>(
+    ctx: Context,
+    items: T[],
+    defaultPerPage: number,
+    maxPerPage: number
+  ): { items: T[]; headers: Record<string, string> } {
+    const perPage = Math.min(
+      maxPerPage,
+      Math.max(1, Number(ctx.req.query.get('per_page') ?? defaultPerPage) || defaultPerPage)
+    )
+    const page = Math.max(1, Number(ctx.req.query.get('page') ?? 1) || 1)
+    const last = Math.max(1, Math.ceil(items.length / perPage))
+    const link = (n: number, rel: string) => {
+      const query = new URLSearchParams(ctx.req.query)
+      query.set('per_page', String(perPage))
+      query.set('page', String(n))
+      return `<${this.url}${ctx.req.path}?${query.toString()}>; rel="${rel}"`
+    }
+    const rels: string[] = []
+    if (page > 1) rels.push(link(page - 1, 'prev'), link(1, 'first'))
+    if (page < last) rels.push(link(page + 1, 'next'), link(last, 'last'))
+    return {
+      items: items.slice((page - 1) * perPage, page * perPage),
+      headers: rels.length > 0 ? { link: rels.join(', ') } : {}
+    }
+  }
+
+  // ---- operations ----------------------------------------------------------------------------
+
+  private buildOperations(): Record<string, Operation> {
+    const secretOps = (
+      kind: SecretScope['kind'],
+      needs: Permission,
+      githubPermission: string,
+      prefix: string
+    ) => ({
+      [`${prefix}-public-key`]: {
+        needs,
+        githubPermission,
+        handler: (ctx: Context) => this.getPublicKey(ctx, kind)
+      },
+      [`${prefix}-secret`]: {
+        needs,
+        githubPermission,
+        handler: (ctx: Context) => this.getSecretMetadata(ctx, kind)
+      },
+      [`${prefix}-put`]: {
+        needs,
+        githubPermission,
+        handler: (ctx: Context) => this.putSecret(ctx, kind)
+      },
+      [`${prefix}-delete`]: {
+        needs,
+        githubPermission,
+        handler: (ctx: Context) => this.deleteSecret(ctx, kind)
+      }
+    })
+    const repoSecrets = secretOps('repo', 'secrets', 'secrets', 'repo')
+    const envSecrets = secretOps('env', 'environments', 'environments', 'env')
+    const orgSecrets = secretOps('org', 'secrets', 'organization_secrets', 'org')
+    const dependabotSecrets = secretOps('dependabot', 'secrets', 'dependabot_secrets', 'dependabot')
+    return {
+      'repos/get': {
+        githubPermission: 'metadata',
+        handler: ctx => ({ status: 200, body: this.repoJson(ctx.repo!, true) })
+      },
+      'repos/get-all-environments': {
+        needs: 'environments',
+        githubPermission: 'environments',
+        handler: ctx => {
+          const all = [...ctx.repo!.environments.values()].map(env =>
+            this.environmentJson(ctx.repo!, env)
+          )
+          const { items, headers } = this.page(ctx, all, 30, 100)
+          return { status: 200, headers, body: { total_count: all.length, environments: items } }
+        }
+      },
+      'repos/get-environment': {
+        needs: 'environments',
+        githubPermission: 'environments',
+        handler: ctx => ({
+          status: 200,
+          body: this.environmentJson(ctx.repo!, this.environment(ctx))
+        })
+      },
+      'actions/get-repo-public-key': repoSecrets['repo-public-key']!,
+      'actions/get-repo-secret': repoSecrets['repo-secret']!,
+      'actions/create-or-update-repo-secret': repoSecrets['repo-put']!,
+      'actions/delete-repo-secret': repoSecrets['repo-delete']!,
+      'actions/get-environment-public-key': envSecrets['env-public-key']!,
+      'actions/get-environment-secret': envSecrets['env-secret']!,
+      'actions/create-or-update-environment-secret': envSecrets['env-put']!,
+      'actions/delete-environment-secret': envSecrets['env-delete']!,
+      'actions/get-org-public-key': orgSecrets['org-public-key']!,
+      'actions/get-org-secret': orgSecrets['org-secret']!,
+      'actions/create-or-update-org-secret': orgSecrets['org-put']!,
+      'actions/delete-org-secret': orgSecrets['org-delete']!,
+      'actions/list-selected-repos-for-org-secret': {
+        needs: 'secrets',
+        githubPermission: 'organization_secrets',
+        handler: ctx => this.listSelectedRepos(ctx)
+      },
+      'actions/set-selected-repos-for-org-secret': {
+        needs: 'secrets',
+        githubPermission: 'organization_secrets',
+        handler: ctx => this.setSelectedRepos(ctx)
+      },
+      'dependabot/get-repo-public-key': dependabotSecrets['dependabot-public-key']!,
+      'dependabot/get-repo-secret': dependabotSecrets['dependabot-secret']!,
+      'dependabot/create-or-update-repo-secret': dependabotSecrets['dependabot-put']!,
+      'actions/list-repo-variables': {
+        needs: 'variables',
+        githubPermission: 'actions_variables',
+        handler: ctx => this.listVariables(ctx)
+      },
+      'actions/create-repo-variable': {
+        needs: 'variables',
+        githubPermission: 'actions_variables',
+        handler: ctx => this.createVariable(ctx)
+      },
+      'actions/get-repo-variable': {
+        needs: 'variables',
+        githubPermission: 'actions_variables',
+        handler: ctx => ({ status: 200, body: this.variableJson(this.variable(ctx)) })
+      },
+      'actions/update-repo-variable': {
+        needs: 'variables',
+        githubPermission: 'actions_variables',
+        handler: ctx => this.updateVariable(ctx)
+      },
+      'actions/delete-repo-variable': {
+        needs: 'variables',
+        githubPermission: 'actions_variables',
+        handler: ctx => {
+          ctx.repo!.variables.delete(this.variable(ctx).name)
+          return { status: 204 }
+        }
+      },
+      'actions/list-repo-workflows': {
+        needs: 'actions',
+        githubPermission: 'actions',
+        handler: ctx => {
+          const all = [...ctx.repo!.workflows.values()].map(w => this.workflowJson(ctx.repo!, w))
+          const { items, headers } = this.page(ctx, all, 30, 100)
+          return { status: 200, headers, body: { total_count: all.length, workflows: items } }
+        }
+      },
+      'actions/get-workflow': {
+        needs: 'actions',
+        githubPermission: 'actions',
+        handler: ctx => ({
+          status: 200,
+          body: this.workflowJson(ctx.repo!, this.workflow(ctx.repo!, ctx.params.workflow_id!))
+        })
+      },
+      'actions/create-workflow-dispatch': {
+        needs: 'actions',
+        githubPermission: 'actions',
+        handler: ctx => this.dispatch(ctx)
+      },
+      'actions/list-workflow-runs': {
+        needs: 'actions',
+        githubPermission: 'actions',
+        handler: ctx => this.listRuns(ctx, this.workflow(ctx.repo!, ctx.params.workflow_id!).id)
+      },
+      'actions/list-workflow-runs-for-repo': {
+        needs: 'actions',
+        githubPermission: 'actions',
+        handler: ctx => this.listRuns(ctx)
+      },
+      'actions/get-workflow-run': {
+        needs: 'actions',
+        githubPermission: 'actions',
+        handler: ctx => ({ status: 200, body: this.runJson(this.run(ctx)) })
+      },
+      'actions/get-workflow-run-attempt': {
+        needs: 'actions',
+        githubPermission: 'actions',
+        handler: ctx => {
+          const run = this.run(ctx)
+          const n = Number(ctx.params.attempt_number)
+          if (!Number.isInteger(n) || n < 1 || n > run.attempts.length)
+            throw new ApiError(404, 'Not Found')
+          return { status: 200, body: this.runJson(run, n) }
+        }
+      },
+      'actions/list-jobs-for-workflow-run': {
+        needs: 'actions',
+        githubPermission: 'actions',
+        handler: ctx => this.listJobs(ctx)
+      },
+      'actions/cancel-workflow-run': {
+        needs: 'actions',
+        githubPermission: 'actions',
+        handler: ctx => this.cancel(ctx)
+      },
+      'actions/get-pending-deployments-for-run': {
+        needs: 'actions',
+        githubPermission: 'actions',
+        handler: ctx => this.pendingDeployments(ctx)
+      },
+      'repos/get-content': {
+        needs: 'contents',
+        githubPermission: 'contents',
+        handler: ctx => this.getContent(ctx)
+      },
+      'rate-limit/get': {
+        githubPermission: 'metadata',
+        handler: ctx => {
+          const bucket = this.bucket(ctx.token.value === '' ? undefined : ctx.token)
+          const core = {
+            limit: bucket.limit,
+            used: bucket.used,
+            remaining: Math.max(0, bucket.limit - bucket.used),
+            reset: bucket.reset
+          }
+          const search = {
+            limit: 30,
+            used: 0,
+            remaining: 30,
+            reset: Math.floor(Date.now() / 1000) + 60
+          }
+          const graphql = { limit: 5000, used: 0, remaining: 5000, reset: bucket.reset }
+          return { status: 200, body: { resources: { core, search, graphql }, rate: core } }
+        }
+      }
+    }
+  }
+
+  private getPublicKey(ctx: Context, kind: SecretScope['kind']): Reply {
+    const pair = this.keyPair(this.scopeOf(ctx, kind))
+    return {
+      status: 200,
+      body: {
+        key_id: pair.keyId,
+        key: sodium.to_base64(pair.publicKey, sodium.base64_variants.ORIGINAL)
+      }
+    }
+  }
+
+  private storedSecret(
+    ctx: Context,
+    kind: SecretScope['kind']
+  ): { store: Map<string, StoredSecret>; secret: StoredSecret } {
+    const store = this.secretStore(this.scopeOf(ctx, kind))
+    const secret = store.get(String(ctx.params.secret_name).toUpperCase())
+    if (!secret) throw new ApiError(404, 'Not Found')
+    return { store, secret }
+  }
+
+  private getSecretMetadata(ctx: Context, kind: SecretScope['kind']): Reply {
+    const { secret } = this.storedSecret(ctx, kind)
+    const body: Record<string, unknown> = {
+      name: secret.name,
+      created_at: secret.createdAt,
+      updated_at: secret.updatedAt
+    }
+    if (kind === 'org') {
+      const org = secret as OrgSecret
+      body.visibility = org.visibility
+      if (org.visibility === 'selected') {
+        body.selected_repositories_url = `${this.url}/orgs/${ctx.org!.login}/actions/secrets/${secret.name}/repositories`
+      }
+    }
+    return { status: 200, body }
+  }
+
+  private deleteSecret(ctx: Context, kind: SecretScope['kind']): Reply {
+    const { store, secret } = this.storedSecret(ctx, kind)
+    store.delete(secret.name)
+    return { status: 204 }
+  }
+
+  private putSecret(ctx: Context, kind: SecretScope['kind']): Reply {
+    const scope = this.scopeOf(ctx, kind)
+    const store = this.secretStore(scope)
+    const name = canonicalName(String(ctx.params.secret_name), 'Secret')
+    const body = (ctx.req.json ?? {}) as {
+      encrypted_value?: string
+      key_id?: string
+      visibility?: 'all' | 'private' | 'selected'
+      selected_repository_ids?: Array<number | string>
+    }
+    const existing = store.get(name)
+    const now = iso()
+    let plaintext: string | undefined
+    if (body.encrypted_value !== undefined || body.key_id !== undefined || kind !== 'org') {
+      if (body.encrypted_value === undefined || body.key_id === undefined) {
+        throw new ApiError(
+          422,
+          'Invalid request.\n\nencrypted_value and key_id are required to set a value.'
+        )
+      }
+      const pair = this.keyPair(scope)
+      if (body.key_id !== pair.keyId) {
+        throw new ApiError(
+          422,
+          'Bad request: key_id does not match the current public key; fetch the public key again.'
+        )
+      }
+      try {
+        const sealed = sodium.from_base64(body.encrypted_value, sodium.base64_variants.ORIGINAL)
+        plaintext = Buffer.from(
+          sodium.crypto_box_seal_open(sealed, pair.publicKey, pair.privateKey)
+        ).toString('utf8')
+      } catch {
+        throw new ApiError(
+          422,
+          'Bad request: encrypted_value could not be decrypted with the public key.'
+        )
+      }
+      if (Buffer.byteLength(plaintext, 'utf8') > SECRET_VALUE_LIMIT) {
+        throw new ApiError(422, 'Secret value is too large: secrets are limited to 48 KB.')
+      }
+    } else if (!existing) {
+      throw new ApiError(
+        422,
+        'Invalid request.\n\nencrypted_value and key_id are required to create a secret.'
+      )
+    }
+    if (!existing && store.size >= SECRET_COUNT_LIMIT[kind]) {
+      throw new ApiError(
+        422,
+        `Too many secrets: at most ${SECRET_COUNT_LIMIT[kind]} in this scope.`
+      )
+    }
+    const secret: StoredSecret = {
+      name,
+      value: plaintext ?? existing!.value,
+      createdAt: existing?.createdAt ?? now,
+      updatedAt: now
+    }
+    if (kind === 'org') {
+      const visibility =
+        body.visibility ?? (existing as OrgSecret | undefined)?.visibility ?? 'private'
+      const ids = (
+        body.selected_repository_ids ??
+        (existing as OrgSecret | undefined)?.selectedRepositoryIds ??
+        []
+      ).map(Number)
+      store.set(name, {
+        ...secret,
+        visibility,
+        selectedRepositoryIds: visibility === 'selected' ? ids : []
+      } as OrgSecret)
+    } else {
+      store.set(name, secret)
+    }
+    const status = existing ? 204 : 201
+    if (plaintext !== undefined) {
+      this.secretWrites.push({
+        scope,
+        name,
+        ciphertext: body.encrypted_value!,
+        plaintext,
+        at: Date.now(),
+        status
+      })
+    }
+    return status === 201 ? { status: 201, body: {} } : { status: 204 }
+  }
+
+  private orgSecret(ctx: Context): OrgSecret {
+    const secret = ctx.org!.secrets.get(String(ctx.params.secret_name).toUpperCase())
+    if (!secret) throw new ApiError(404, 'Not Found')
+    if (secret.visibility !== 'selected') {
+      throw new ApiError(
+        409,
+        "The visibility of this secret is not 'selected'; repository access can only be listed or set for selected visibility."
+      )
+    }
+    return secret
+  }
+
+  private listSelectedRepos(ctx: Context): Reply {
+    const secret = this.orgSecret(ctx)
+    const all = [...this.repos.values()]
+      .filter(r => secret.selectedRepositoryIds.includes(r.id))
+      .map(r => this.repoJson(r, false))
+    const { items, headers } = this.page(ctx, all, 30, 100)
+    return { status: 200, headers, body: { total_count: all.length, repositories: items } }
+  }
+
+  private setSelectedRepos(ctx: Context): Reply {
+    const secret = this.orgSecret(ctx)
+    secret.selectedRepositoryIds = (
+      (ctx.req.json as { selected_repository_ids: number[] }).selected_repository_ids ?? []
+    ).map(Number)
+    secret.updatedAt = iso()
+    return { status: 204 }
+  }
+
+  private variableJson(variable: VariableState): Record<string, unknown> {
+    return {
+      name: variable.name,
+      value: variable.value,
+      created_at: variable.createdAt,
+      updated_at: variable.updatedAt
+    }
+  }
+
+  private variable(ctx: Context): VariableState {
+    const variable = ctx.repo!.variables.get(String(ctx.params.name).toUpperCase())
+    if (!variable) throw new ApiError(404, 'Not Found')
+    return variable
+  }
+
+  private listVariables(ctx: Context): Reply {
+    const all = [...ctx.repo!.variables.values()]
+      .sort((a, b) => a.name.localeCompare(b.name))
+      .map(v => this.variableJson(v))
+    // Variables page by 10, at most 30 (the excerpt's `variables-per-page`).
+    const { items, headers } = this.page(ctx, all, 10, 30)
+    return { status: 200, headers, body: { total_count: all.length, variables: items } }
+  }
+
+  private checkVariableValue(value: string): void {
+    if (Buffer.byteLength(value, 'utf8') > VARIABLE_VALUE_LIMIT) {
+      throw new ApiError(422, 'Variable value is too large: variables are limited to 48 KB.')
+    }
+  }
+
+  private createVariable(ctx: Context): Reply {
+    const body = ctx.req.json as { name: string; value: string }
+    const name = canonicalName(body.name, 'Variable')
+    if (ctx.repo!.variables.has(name))
+      throw new ApiError(409, 'Already exists - Variable already exists')
+    this.checkVariableValue(body.value)
+    const now = iso()
+    ctx.repo!.variables.set(name, { name, value: body.value, createdAt: now, updatedAt: now })
+    return { status: 201, body: {} }
+  }
+
+  private updateVariable(ctx: Context): Reply {
+    const variable = this.variable(ctx)
+    const body = (ctx.req.json ?? {}) as { name?: string; value?: string }
+    const newName = body.name === undefined ? variable.name : canonicalName(body.name, 'Variable')
+    if (newName !== variable.name && ctx.repo!.variables.has(newName)) {
+      throw new ApiError(409, 'Already exists - Variable already exists')
+    }
+    if (body.value !== undefined) this.checkVariableValue(body.value)
+    ctx.repo!.variables.delete(variable.name)
+    ctx.repo!.variables.set(newName, {
+      ...variable,
+      name: newName,
+      value: body.value ?? variable.value,
+      updatedAt: iso()
+    })
+    return { status: 204 }
+  }
+
+  private dispatch(ctx: Context): Reply {
+    const repo = ctx.repo!
+    const body = ctx.req.json as {
+      ref: string
+      inputs?: Record<string, unknown>
+      return_run_details?: boolean
+    }
+    // GitHub Enterprise Server 3.20 and older reject the field as GitHub rejects any unknown key
+    // (422, 'Invalid request. "return_run_details" is not a permitted key.', reported from GHES 3.19
+    // in benc-uk/workflow-dispatch#86; cli/cli#12672 expects a 400, so clients should accept both).
+    if (this.options.rejectReturnRunDetails && 'return_run_details' in body) {
+      throw new ApiError(422, 'Invalid request.\n\n"return_run_details" is not a permitted key.')
+    }
+    const workflow = this.workflow(repo, ctx.params.workflow_id!)
+    const ref = this.resolveRef(repo, body.ref)
+    if (!ref) throw new ApiError(422, `No ref found for: ${body.ref}`)
+    if (workflow.state !== 'active') {
+      throw new ApiError(422, "Cannot trigger a 'workflow_dispatch' on a disabled workflow")
+    }
+    const parsed = parseWorkflow(repo.files.get(workflow.path) ?? '')
+    if (!parsed.dispatchInputs)
+      throw new ApiError(422, "Workflow does not have 'workflow_dispatch' trigger")
+    const inputs = resolveInputs(parsed.dispatchInputs, body.inputs ?? {})
+    const run = this.createRun(repo, workflow, body.ref, ref, inputs, parsed, ctx.token.login)
+    const details =
+      body.return_run_details === true ||
+      (!this.options.rejectReturnRunDetails && ctx.apiVersion >= RUN_DETAILS_ALWAYS_VERSION)
+    if (!details) return { status: 204 }
+    const json = this.runJson(run)
+    return {
+      status: 200,
+      body: { workflow_run_id: run.id, run_url: json.url, html_url: json.html_url }
+    }
+  }
+
+  private createRun(
+    repo: RepoState,
+    workflow: WorkflowState,
+    dispatchedRef: string,
+    ref: { name: string; sha: string },
+    inputs: Record<string, string>,
+    parsed: ParsedWorkflow,
+    actor: string
+  ): SimRun {
+    const now = iso()
+    const expression = (expr: string): string => {
+      const input = /^(?:github\.event\.)?inputs\.([\w-]+)$/.exec(expr)
+      if (input) return inputs[input[1]!] ?? ''
+      const known: Record<string, string> = {
+        'github.ref_name': ref.name,
+        'github.actor': actor,
+        'github.event_name': 'workflow_dispatch',
+        'github.workflow': workflow.name,
+        'github.repository': repo.fullName
+      }
+      return known[expr] ?? ''
+    }
+    const displayTitle = parsed.runName
+      ? parsed.runName.replace(/\$\{\{\s*(.*?)\s*\}\}/g, (_, expr: string) => expression(expr))
+      : workflow.name
+    workflow.runNumber += 1
+    const run: SimRun = {
+      id: this.nextRunId++,
+      repo: repo.fullName,
+      workflowId: workflow.id,
+      workflowPath: workflow.path,
+      workflowName: workflow.name,
+      ref: dispatchedRef,
+      headBranch: ref.name,
+      headSha: ref.sha,
+      event: 'workflow_dispatch',
+      inputs,
+      environment: parsed.job.environment,
+      actor,
+      displayTitle,
+      runNumber: workflow.runNumber,
+      status: 'queued',
+      conclusion: null,
+      createdAt: now,
+      updatedAt: now,
+      runStartedAt: now,
+      attempt: 1,
+      attempts: []
+    }
+    const attempt = this.newAttempt(run, {
+      ...this.runBehavior,
+      ...(this.behaviorQueue.shift() ?? {})
+    })
+    this.runs.set(run.id, run)
+    this.log.event('github', 'run.created', {
+      run_id: run.id,
+      repo: repo.fullName,
+      workflow: workflow.path,
+      ref: ref.name,
+      attempt: 1,
+      conclusion: null
+    })
+    this.hooks.onDispatch?.(run)
+    this.advance(run, attempt)
+    return run
+  }
+
+  private listRuns(ctx: Context, workflowId?: number): Reply {
+    const q = ctx.req.query
+    const status = q.get('status')
+    const statuses = ['completed', 'in_progress', 'queued', 'requested', 'waiting', 'pending']
+    const created = q.get('created')
+    const inRange = created === null ? undefined : createdFilter(created)
+    const runs = [...this.runs.values()]
+      .filter(run => run.repo.toLowerCase() === ctx.repo!.fullName.toLowerCase())
+      .filter(run => workflowId === undefined || run.workflowId === workflowId)
+      .filter(run => q.get('event') === null || run.event === q.get('event'))
+      .filter(run => q.get('branch') === null || run.headBranch === q.get('branch'))
+      .filter(
+        run => q.get('actor') === null || run.actor.toLowerCase() === q.get('actor')!.toLowerCase()
+      )
+      .filter(run => q.get('head_sha') === null || run.headSha === q.get('head_sha'))
+      .filter(
+        run =>
+          status === null ||
+          (statuses.includes(status) ? run.status === status : run.conclusion === status)
+      )
+      .filter(run => !inRange || inRange(Date.parse(run.createdAt) / 1000))
+      .filter(run => {
+        const suite = q.get('check_suite_id')
+        return suite === null || run.attempts.some(a => String(run.id * 10 + a.attempt) === suite)
+      })
+      .sort((a, b) => b.id - a.id)
+    const { items, headers } = this.page(ctx, runs, 30, 100)
+    return {
+      status: 200,
+      headers,
+      body: { total_count: runs.length, workflow_runs: items.map(run => this.runJson(run)) }
+    }
+  }
+
+  private listJobs(ctx: Context): Reply {
+    const run = this.run(ctx)
+    const attempts = ctx.req.query.get('filter') === 'all' ? run.attempts : run.attempts.slice(-1)
+    // A startup failure never gets as far as a job.
+    const jobs = attempts
+      .filter(a => a.conclusion !== 'startup_failure')
+      .map(a => this.jobJson(run, a))
+    const { items, headers } = this.page(ctx, jobs, 30, 100)
+    return { status: 200, headers, body: { total_count: jobs.length, jobs: items } }
+  }
+
+  private cancel(ctx: Context): Reply {
+    const run = this.run(ctx)
+    const attempt = run.attempts[run.attempts.length - 1]!
+    if (attempt.status === 'completed')
+      throw new ApiError(409, 'Cannot cancel a workflow run that is completed.')
+    this.clearTimer(run.id)
+    this.setState(run, attempt, 'completed', 'cancelled')
+    this.log.event('github', 'run.completed', {
+      run_id: run.id,
+      attempt: attempt.attempt,
+      conclusion: 'cancelled'
+    })
+    return { status: 202, body: {} }
+  }
+
+  private pendingDeployments(ctx: Context): Reply {
+    const run = this.run(ctx)
+    if (run.status !== 'waiting' || run.environment === undefined) return { status: 200, body: [] }
+    const repo = ctx.repo!
+    const env = repo.environments.get(run.environment.toLowerCase())
+    const envJson = env
+      ? this.environmentJson(repo, env)
+      : {
+          id: 0,
+          node_id: nodeId('EN', 0),
+          name: run.environment,
+          url: `${this.url}/repos/${repo.fullName}/environments/${run.environment}`,
+          html_url: `${WEB}/${repo.fullName}`
+        }
+    const attempt = run.attempts[run.attempts.length - 1]!
+    return {
+      status: 200,
+      body: [
+        {
+          environment: {
+            id: envJson.id,
+            node_id: envJson.node_id,
+            name: envJson.name,
+            url: envJson.url,
+            html_url: envJson.html_url
+          },
+          wait_timer: 0,
+          wait_timer_started_at: attempt.updatedAt,
+          current_user_can_approve: true,
+          reviewers: []
+        }
+      ]
+    }
+  }
+
+  private getContent(ctx: Context): Reply {
+    const repo = ctx.repo!
+    const refParam = ctx.req.query.get('ref')
+    const ref = refParam === null ? repo.defaultBranch : this.resolveRef(repo, refParam)?.name
+    if (ref === undefined) throw new ApiError(404, `No commit found for the ref ${refParam}`)
+    const path = String(ctx.params.path).replace(/^\/+|\/+$/g, '')
+    const content = repo.files.get(path)
+    if (content !== undefined) {
+      const accept = String(ctx.req.headers.accept ?? '')
+      if (/application\/vnd\.github(\.v3)?\.raw/.test(accept)) {
+        return {
+          status: 200,
+          headers: { 'content-type': 'application/vnd.github.raw; charset=utf-8' },
+          body: content
+        }
+      }
+      // GitHub wraps the base64 content at 60 characters.
+      const base64 = Buffer.from(content, 'utf8')
+        .toString('base64')
+        .replace(/(.{60})/g, '$1\n')
+      return {
+        status: 200,
+        body: { ...this.contentJson(repo, path, ref, content), content: base64, encoding: 'base64' }
+      }
+    }
+    const prefix = `${path}/`
+    const children = new Map<string, string | undefined>()
+    for (const [file, text] of repo.files) {
+      if (!file.startsWith(prefix)) continue
+      const [child, ...deeper] = file.slice(prefix.length).split('/')
+      children.set(`${prefix}${child}`, deeper.length === 0 ? text : undefined)
+    }
+    if (children.size === 0) throw new ApiError(404, 'Not Found')
+    return {
+      status: 200,
+      body: [...children.entries()]
+        .sort(([a], [b]) => a.localeCompare(b))
+        .map(([child, text]) => this.contentJson(repo, child, ref, text))
+    }
+  }
+}

@@ -1,0 +1,403 @@
+/**
+ * One call sets up a realistic world for the action: Cloudflare (a management token and the R2
+ * token in use), GitHub (the repository, its secrets holding the current credentials, a deploy
+ * workflow), R2 (a bucket with the object the app reads) and the sample app, deployed with the
+ * current credentials. A successful deploy run redeploys the app with the secrets it was
+ * dispatched with, as a real workflow would; a failed run leaves the app as it was.
+ */
+import { randomBytes } from 'node:crypto'
+import YAML from 'yaml'
+import { RequestLog } from './log.js'
+import { CloudflareSim, PERMISSION_GROUPS, type CfOwner } from './cloudflare.js'
+import { GitHubSim, type RunBehavior, type SimRun } from './github.js'
+import { R2Sim, sha256Hex } from './r2.js'
+import { SampleApp } from './app.js'
+
+export interface SecretNames {
+  token: string
+  accessKeyId: string
+  secretAccessKey: string
+}
+
+export interface SandboxPolicy {
+  effect: 'allow' | 'deny'
+  permission_groups: { id: string }[]
+  resources: Record<string, unknown>
+}
+
+export interface SandboxOptions {
+  /** Who owns the rotated R2 token (default 'user'). */
+  owner?: 'user' | 'account'
+  /** Default: a fixed 32-hex id. */
+  accountId?: string
+  /** Default 'avatars-bucket'. */
+  bucket?: string
+  /** Default 'acme/site': where the action runs, holds the secrets and the deploy workflow. */
+  repository?: string
+  /** When set, the app's deploy reads secrets of this environment (created in the repository). */
+  environment?: string
+  /** Default CLOUDFLARE_API_TOKEN, R2_ACCESS_KEY_ID, R2_SECRET_ACCESS_KEY. */
+  secretNames?: SecretNames
+  /** Default: one allow policy, Bucket Item Write on the one bucket. */
+  rotatedPolicies?: (ctx: { accountId: string; bucket: string }) => SandboxPolicy[]
+  /** Default { request_ip: { in: ['192.0.2.0/24'], not_in: [] } } (stored, not enforced). */
+  condition?: unknown
+  /** Default { queuedMs: 150, runningMs: 400, conclusion: 'success' }. */
+  run?: RunBehavior
+  rejectReturnRunDetails?: boolean
+  /** What the management token may do with API tokens (default 'write'). */
+  managementPermissions?: 'write' | 'read' | 'none'
+  githubPermissions?: {
+    secrets?: boolean
+    environments?: boolean
+    actions?: boolean
+    variables?: boolean
+    contents?: boolean
+  }
+}
+
+export interface Sandbox {
+  log: RequestLog
+  cloudflare: CloudflareSim
+  github: GitHubSim
+  r2: R2Sim
+  app: SampleApp
+  accountId: string
+  bucket: string
+  repository: string
+  environment?: string
+  secretNames: SecretNames
+  cloudflareApiUrl: string
+  githubApiUrl: string
+  r2Endpoint: string
+  appUrl: string
+  /** Value of a Cloudflare token with API Tokens Write (user) or Account API Tokens Write (account owner). */
+  managementToken: string
+  githubToken: string
+  /** The token in use at start. */
+  current: { id: string; value: string; secretAccessKey: string }
+  /** The app's deployed credentials' token id right now. */
+  liveAccessKeyId(): string | undefined
+  /**
+   * Every value that must never appear in output: all token values ever seen (management, rotated
+   * old and new), their SHA-256 hex, the GitHub token, and every ciphertext written to GitHub.
+   * Call it after a run.
+   */
+  secretValues(): string[]
+  /** Polls GET /healthz every `intervalMs` until stopped; returns the failures seen. */
+  watchHealth(intervalMs?: number): { stop(): Promise<Array<{ at: number; status: number }>> }
+  stop(): Promise<void>
+}
+
+export const DEFAULT_ACCOUNT_ID = '0a1b2c3d4e5f60718293a4b5c6d7e8f9'
+export const HEALTH_OBJECT_KEY = 'healthz.txt'
+export const DEPLOY_WORKFLOW_PATH = '.github/workflows/deploy.yml'
+const DAY_MS = 24 * 60 * 60 * 1000
+
+/** A permission group id by its Cloudflare name (ids are data; the names are the contract). */
+function groupId(name: string): string {
+  const group = PERMISSION_GROUPS.find(g => g.name === name)
+  if (!group)
+    throw new Error(`sandbox: permission group "${name}" is missing from PERMISSION_GROUPS`)
+  return group.id
+}
+
+export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbox> {
+  const accountId = options.accountId ?? DEFAULT_ACCOUNT_ID
+  const bucket = options.bucket ?? 'avatars-bucket'
+  const repository = options.repository ?? 'acme/site'
+  const environment = options.environment
+  const secretNames = options.secretNames ?? {
+    token: 'CLOUDFLARE_API_TOKEN',
+    accessKeyId: 'R2_ACCESS_KEY_ID',
+    secretAccessKey: 'R2_SECRET_ACCESS_KEY'
+  }
+  const ownerKind = options.owner ?? 'user'
+
+  const log = new RequestLog()
+  const cloudflare = new CloudflareSim(log)
+  const github = new GitHubSim(log, { rejectReturnRunDetails: options.rejectReturnRunDetails })
+  const r2 = new R2Sim(log, cloudflare, { accountId })
+  const started: Array<{ stop(): Promise<void> }> = []
+  let app: SampleApp
+  try {
+    for (const service of [cloudflare, github, r2]) {
+      await service.start()
+      started.push(service)
+    }
+    // The app is configured with the R2 endpoint, which exists once R2 listens.
+    app = new SampleApp(log, { r2Url: r2.url, bucket, key: HEALTH_OBJECT_KEY })
+    await app.start()
+    started.push(app)
+  } catch (error) {
+    await Promise.all(started.map(s => s.stop()))
+    throw error
+  }
+
+  // Cloudflare: the management token the action authenticates with, and the token in use.
+  const userResource = `com.cloudflare.api.user.${cloudflare.userId}`
+  const accountResource = `com.cloudflare.api.account.${accountId}`
+  const managementPolicies = managementPoliciesFor(options.managementPermissions ?? 'write', {
+    owner: ownerKind,
+    userResource,
+    accountResource
+  })
+  const management = cloudflare.addToken({
+    name: 'token-rotation-manager',
+    owner: { kind: 'user' },
+    policies: managementPolicies
+  })
+  const owner: CfOwner = ownerKind === 'account' ? { kind: 'account', accountId } : { kind: 'user' }
+  const policies = (options.rotatedPolicies ?? defaultRotatedPolicies)({ accountId, bucket })
+  const rotated = cloudflare.addToken({
+    name: 'avatars-uploader',
+    owner,
+    policies,
+    condition: options.condition ?? { request_ip: { in: ['192.0.2.0/24'], not_in: [] } },
+    issued_on: new Date(Date.now() - 40 * DAY_MS).toISOString()
+  })
+  const current = {
+    id: rotated.id,
+    value: rotated.value,
+    secretAccessKey: sha256Hex(rotated.value)
+  }
+
+  // GitHub: the repository, the secrets holding the current credentials, the deploy workflow.
+  const githubToken = `github_pat_${randomBytes(30).toString('base64url')}`
+  github.addToken(
+    githubToken,
+    options.githubPermissions ?? {
+      secrets: true,
+      environments: true,
+      actions: true,
+      variables: true,
+      contents: true
+    }
+  )
+  github.addRepo(repository, {
+    defaultBranch: 'main',
+    branches: ['main'],
+    environments: environment ? [environment] : []
+  })
+  const scope = environment
+    ? ({ kind: 'env', repo: repository, environment } as const)
+    : ({ kind: 'repo', repo: repository } as const)
+  github.setSecret(scope, secretNames.token, current.value)
+  github.setSecret(scope, secretNames.accessKeyId, current.id)
+  github.setSecret(scope, secretNames.secretAccessKey, current.secretAccessKey)
+  github.addWorkflow(repository, {
+    path: DEPLOY_WORKFLOW_PATH,
+    name: 'Deploy',
+    content: deployWorkflow(secretNames, environment)
+  })
+  github.runBehavior = options.run ?? { queuedMs: 150, runningMs: 400, conclusion: 'success' }
+
+  // R2 and the app, serving with the current credentials.
+  r2.addBucket(bucket)
+  r2.putObject(bucket, HEALTH_OBJECT_KEY, 'ok\n', 'text/plain')
+  app.deploy({ accessKeyId: current.id, secretAccessKey: current.secretAccessKey }, 'v1')
+
+  wireDeploys({ log, github, app, repository, secretNames })
+
+  const watchers = new Set<{ stop(): Promise<Array<{ at: number; status: number }>> }>()
+  const sandbox: Sandbox = {
+    log,
+    cloudflare,
+    github,
+    r2,
+    app,
+    accountId,
+    bucket,
+    repository,
+    environment,
+    secretNames,
+    cloudflareApiUrl: cloudflare.apiUrl,
+    githubApiUrl: github.url,
+    r2Endpoint: r2.url,
+    appUrl: app.url,
+    managementToken: management.value,
+    githubToken,
+    current,
+    liveAccessKeyId: () => app.deployments.at(-1)?.accessKeyId,
+    secretValues: () => {
+      const values = new Set<string>([githubToken])
+      for (const token of [...cloudflare.tokens.values(), ...cloudflare.deletedTokens]) {
+        values.add(token.value)
+        values.add(sha256Hex(token.value))
+      }
+      for (const write of github.secretWrites) values.add(write.ciphertext)
+      values.delete('')
+      return [...values]
+    },
+    watchHealth: intervalMs => {
+      const watcher = watchHealth(`${app.url}/healthz`, intervalMs ?? 100)
+      const handle = {
+        stop: async () => {
+          watchers.delete(handle)
+          return watcher.stop()
+        }
+      }
+      watchers.add(handle)
+      return handle
+    },
+    stop: async () => {
+      await Promise.all([...watchers].map(w => w.stop()))
+      await Promise.all(started.map(s => s.stop()))
+    }
+  }
+  return sandbox
+}
+
+function defaultRotatedPolicies({
+  accountId,
+  bucket
+}: {
+  accountId: string
+  bucket: string
+}): SandboxPolicy[] {
+  return [
+    {
+      effect: 'allow',
+      permission_groups: [{ id: groupId('Workers R2 Storage Bucket Item Write') }],
+      resources: { [`com.cloudflare.edge.r2.bucket.${accountId}_default_${bucket}`]: '*' }
+    }
+  ]
+}
+
+function managementPoliciesFor(
+  level: 'write' | 'read' | 'none',
+  ctx: { owner: 'user' | 'account'; userResource: string; accountResource: string }
+): SandboxPolicy[] {
+  if (level === 'none') {
+    // A working token that holds no API-token rights: it reads the account's zones, nothing else.
+    return [
+      {
+        effect: 'allow',
+        permission_groups: [{ id: groupId('Zone Read') }],
+        resources: { [ctx.accountResource]: { 'com.cloudflare.api.account.zone.*': '*' } }
+      }
+    ]
+  }
+  const userGroups =
+    level === 'write' ? ['API Tokens Write', 'API Tokens Read'] : ['API Tokens Read']
+  const policies: SandboxPolicy[] = [
+    {
+      effect: 'allow',
+      permission_groups: userGroups.map(name => ({ id: groupId(name) })),
+      resources: { [ctx.userResource]: '*' }
+    }
+  ]
+  if (ctx.owner === 'account') {
+    const accountGroups =
+      level === 'write'
+        ? ['Account API Tokens Write', 'Account API Tokens Read']
+        : ['Account API Tokens Read']
+    policies.push({
+      effect: 'allow',
+      permission_groups: accountGroups.map(name => ({ id: groupId(name) })),
+      resources: { [ctx.accountResource]: '*' }
+    })
+  }
+  return policies
+}
+
+/** The caller's deploy workflow as a repository would hold it. */
+function deployWorkflow(names: SecretNames, environment: string | undefined): string {
+  const secret = (name: string): string => `\${{ secrets.${name} }}`
+  return YAML.stringify({
+    name: 'Deploy',
+    on: {
+      workflow_dispatch: {
+        inputs: { reason: { description: 'Why this deploy runs', required: false, type: 'string' } }
+      }
+    },
+    jobs: {
+      deploy: {
+        'runs-on': 'ubuntu-latest',
+        ...(environment ? { environment } : {}),
+        steps: [
+          { uses: 'actions/checkout@v4' },
+          {
+            name: 'Deploy the app',
+            run: './scripts/deploy.sh',
+            env: {
+              R2_ACCESS_KEY_ID: secret(names.accessKeyId),
+              R2_SECRET_ACCESS_KEY: secret(names.secretAccessKey)
+            }
+          }
+        ]
+      }
+    }
+  })
+}
+
+/**
+ * A run reads the secrets as they are when it is dispatched (a re-run's attempt reads them again);
+ * when it concludes `success` the app is redeployed with them. The GitHub simulator calls
+ * `beforeComplete` only for a run about to conclude `success`, so a failed run deploys nothing.
+ */
+function wireDeploys(ctx: {
+  log: RequestLog
+  github: GitHubSim
+  app: SampleApp
+  repository: string
+  secretNames: SecretNames
+}): void {
+  const { log, github, app, repository, secretNames } = ctx
+  const snapshots = new Map<string, Record<string, string>>()
+  const attemptKey = (run: SimRun): string => `${run.id}/${run.attempt}`
+  github.hooks.onDispatch = run => {
+    if (run.repo !== repository) return
+    // The environment is the one the workflow's job names, as on GitHub.
+    snapshots.set(attemptKey(run), github.secretsForRun(repository, run.environment))
+  }
+  github.hooks.beforeComplete = run => {
+    if (run.repo !== repository) return
+    const secrets =
+      snapshots.get(attemptKey(run)) ?? github.secretsForRun(repository, run.environment)
+    snapshots.delete(attemptKey(run))
+    const accessKeyId = secrets[secretNames.accessKeyId.toUpperCase()]
+    const secretAccessKey = secrets[secretNames.secretAccessKey.toUpperCase()]
+    // A deploy whose secrets are missing ships an app without credentials, as a real one would.
+    app.deploy(
+      accessKeyId !== undefined && secretAccessKey !== undefined
+        ? { accessKeyId, secretAccessKey }
+        : undefined,
+      `run-${run.id}`
+    )
+    log.event('app', 'app.deployed', { run_id: run.id, access_key_id: accessKeyId })
+  }
+}
+
+function watchHealth(
+  url: string,
+  intervalMs: number
+): { stop(): Promise<Array<{ at: number; status: number }>> } {
+  const failures: Array<{ at: number; status: number }> = []
+  let stopped = false
+  let timer: NodeJS.Timeout | undefined
+  let inflight: Promise<void> = Promise.resolve()
+  const tick = (): void => {
+    inflight = (async () => {
+      const at = Date.now()
+      try {
+        const response = await fetch(url)
+        await response.arrayBuffer()
+        if (response.status !== 200) failures.push({ at, status: response.status })
+      } catch {
+        failures.push({ at, status: 0 })
+      }
+    })().finally(() => {
+      if (!stopped) timer = setTimeout(tick, intervalMs)
+    })
+  }
+  tick()
+  return {
+    stop: async () => {
+      stopped = true
+      clearTimeout(timer)
+      await inflight
+      return [...failures]
+    }
+  }
+}

@@ -1,0 +1,91 @@
+/**
+ * The sandbox's one ordered record of what happened: every HTTP request any simulator received
+ * (with its answer) and the simulators' own events (a run concluded, the app was redeployed).
+ * End-to-end tests read it to prove the order of operations, above all the invariant: the old
+ * token is deleted only after the deploy run concluded `success` and the smoke checks passed.
+ */
+
+export type ServiceName = 'cloudflare' | 'github' | 'r2' | 'app'
+
+export interface RequestEntry {
+  kind: 'request'
+  seq: number
+  /** Milliseconds since the epoch when the request arrived. */
+  at: number
+  service: ServiceName
+  method: string
+  /** Path and query string, as received. */
+  path: string
+  /** The parsed JSON body (or undefined); kept in memory only, never printed. */
+  body?: unknown
+  /** Request headers (lower-case names). */
+  headers: Record<string, string | string[] | undefined>
+  /** Filled in when the answer is sent. */
+  status?: number
+  /** For GitHub: whether the answer counts against the rate limit (a 304 does not). */
+  counted?: boolean
+  /** True when the answer came from an injected fault. */
+  faulted?: boolean
+}
+
+export interface EventEntry {
+  kind: 'event'
+  seq: number
+  at: number
+  service: ServiceName
+  /** e.g. `run.completed`, `app.deployed`, `token.deleted`. */
+  name: string
+  detail: Record<string, unknown>
+}
+
+export type LogEntry = RequestEntry | EventEntry
+
+export class RequestLog {
+  readonly entries: LogEntry[] = []
+  /** Contract violations found by the OpenAPI validators; an end-to-end test asserts it is empty. */
+  readonly violations: string[] = []
+  private seq = 0
+
+  addRequest(entry: Omit<RequestEntry, 'kind' | 'seq'>): RequestEntry {
+    const full: RequestEntry = { kind: 'request', seq: ++this.seq, ...entry }
+    this.entries.push(full)
+    return full
+  }
+
+  event(service: ServiceName, name: string, detail: Record<string, unknown> = {}): EventEntry {
+    const full: EventEntry = {
+      kind: 'event',
+      seq: ++this.seq,
+      at: Date.now(),
+      service,
+      name,
+      detail
+    }
+    this.entries.push(full)
+    return full
+  }
+
+  violation(message: string): void {
+    this.violations.push(message)
+  }
+
+  requests(filter?: Partial<Pick<RequestEntry, 'service' | 'method'>>): RequestEntry[] {
+    return this.entries.filter(
+      (e): e is RequestEntry =>
+        e.kind === 'request' &&
+        (filter?.service === undefined || e.service === filter.service) &&
+        (filter?.method === undefined || e.method === filter.method)
+    )
+  }
+
+  events(name?: string): EventEntry[] {
+    return this.entries.filter(
+      (e): e is EventEntry => e.kind === 'event' && (name === undefined || e.name === name)
+    )
+  }
+
+  /** Requests that change state: POST, PUT, PATCH, DELETE (any service). */
+  mutations(): RequestEntry[] {
+    return this.requests().filter(e => ['POST', 'PUT', 'PATCH', 'DELETE'].includes(e.method))
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * Validates the simulators' traffic against the official OpenAPI excerpts in sandbox/openapi/.
+ * Each simulator routes a request through `match`, validates the request before handling it and
+ * the response before sending it; every violation is recorded in the RequestLog (and tests
+ * assert there are none), so a simulator that drifts from the real API, or an action that sends
+ * what the real API would reject, fails the test.
+ */
+import { fileURLToPath } from 'node:url'
+import path from 'node:path'
+import { readFileSync } from 'node:fs'
+import { OpenAPIBackend, type Operation } from 'openapi-backend'
+import addFormats from 'ajv-formats'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+
+export type SpecName = 'cloudflare-tokens' | 'github-actions'
+
+export interface MatchedOperation {
+  operation: Operation
+  operationId: string
+  params: Record<string, string>
+}
+
+const cache = new Map<SpecName, Promise<OpenApiValidator>>()
+
+export class OpenApiValidator {
+  private constructor(private readonly api: OpenAPIBackend) {}
+
+  /** One parsed validator per spec and process (parsing the GitHub excerpt takes a second or two). */
+  static load(spec: SpecName): Promise<OpenApiValidator> {
+    let loaded = cache.get(spec)
+    if (!loaded) {
+      loaded = (async () => {
+        const definition = JSON.parse(
+          readFileSync(path.join(here, 'openapi', `${spec}-openapi.json`), 'utf8')
+        )
+        const api = new OpenAPIBackend({
+          definition,
+          quick: false,
+          validate: true,
+          strict: false,
+          ajvOpts: { strict: false, logger: false },
+          customizeAjv: ajv => {
+            addFormats.default(ajv)
+            // Formats the excerpts use that are not JSON Schema formats.
+            ajv.addFormat('timestamp', true)
+            ajv.addFormat('repo.nwo', true)
+            return ajv
+          }
+        })
+        await api.init()
+        return new OpenApiValidator(api)
+      })()
+      cache.set(spec, loaded)
+    }
+    return loaded
+  }
+
+  match(method: string, pathname: string): MatchedOperation | undefined {
+    const operation = this.api.router.matchOperation({
+      method: method.toLowerCase(),
+      path: pathname,
+      headers: {}
+    })
+    if (!operation?.operationId) return undefined
+    const parsed = this.api.router.parseRequest(
+      { method: method.toLowerCase(), path: pathname, headers: {} },
+      operation
+    )
+    const params = parsed.params as Record<string, string>
+    return { operation, operationId: operation.operationId, params }
+  }
+
+  /** Errors of a request against its operation (empty when valid). */
+  validateRequest(
+    matched: MatchedOperation,
+    req: {
+      method: string
+      path: string
+      query: URLSearchParams
+      headers: Record<string, unknown>
+      body?: unknown
+    }
+  ): string[] {
+    const query: Record<string, string | string[]> = {}
+    for (const key of new Set(req.query.keys())) {
+      const all = req.query.getAll(key)
+      query[key] = all.length === 1 ? all[0]! : all
+    }
+    const result = this.api.validator.validateRequest(
+      {
+        method: req.method.toLowerCase(),
+        path: req.path,
+        query,
+        headers: req.headers as Record<string, string>,
+        body: req.body
+      },
+      matched.operation
+    )
+    return result.valid
+      ? []
+      : (result.errors ?? []).map(e => `${e.instancePath || '/'} ${e.message ?? ''}`.trim())
+  }
+
+  /** Errors of a response body against the operation's schema for that status (empty when valid). */
+  validateResponse(matched: MatchedOperation, status: number, body: unknown): string[] {
+    const responses = matched.operation.responses ?? {}
+    if (
+      !(String(status) in responses) &&
+      !('default' in responses) &&
+      !(`${String(status)[0]}XX` in responses)
+    ) {
+      return [`status ${status} is not documented for ${matched.operationId}`]
+    }
+    if (body === undefined) return []
+    const result = this.api.validator.validateResponse(body, matched.operation, status)
+    return result.valid
+      ? []
+      : (result.errors ?? []).map(e => `${e.instancePath || '/'} ${e.message ?? ''}`.trim())
+  }
+}

@@ -1,0 +1,184 @@
+/**
+ * Runs the bundled action (dist/index.js) exactly as the runner does: inputs as INPUT_<NAME>
+ * environment variables, GITHUB_OUTPUT and GITHUB_STEP_SUMMARY files, GITHUB_API_URL pointing at
+ * the sandbox. Used by the end-to-end tests and by `npm run demo`.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { Sandbox } from './index.js'
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+export const ACTION_ENTRY = path.join(root, 'dist', 'index.js')
+
+export interface ActionResult {
+  exitCode: number | null
+  signal: NodeJS.Signals | null
+  stdout: string
+  stderr: string
+  /** Parsed from the GITHUB_OUTPUT file. */
+  outputs: Record<string, string>
+  /** Raw GITHUB_OUTPUT file content (scanned for leaks as written). */
+  outputsFile: string
+  /** The job summary (GITHUB_STEP_SUMMARY) as written. */
+  summary: string
+  durationMs: number
+}
+
+export interface RunOptions {
+  /** Extra environment (e.g. GITHUB_RUN_ID). */
+  env?: Record<string, string>
+  /** Live copy of stdout (the demo prints it). */
+  onStdout?: (chunk: string) => void
+  onStderr?: (chunk: string) => void
+  /** Called once the process is spawned (crash tests kill it). */
+  onSpawn?: (child: ChildProcess) => void
+  timeoutMs?: number
+}
+
+/** The inputs a caller workflow would pass for the sandbox's world; `overrides` wins ('' removes). */
+export function sandboxInputs(
+  sb: Sandbox,
+  overrides: Record<string, string> = {}
+): Record<string, string> {
+  const names = sb.secretNames
+  const inputs: Record<string, string> = {
+    'cloudflare-api-token': sb.managementToken,
+    'cloudflare-api-url': sb.cloudflareApiUrl,
+    'account-id': sb.accountId,
+    'current-token': sb.current.value,
+    'current-access-key-id': sb.current.id,
+    'current-secret-access-key': sb.current.secretAccessKey,
+    secrets: [
+      `${names.token}=token`,
+      `${names.accessKeyId}=access-key-id`,
+      `${names.secretAccessKey}=secret-access-key`
+    ].join('\n'),
+    'secret-targets': sb.environment ? `env:${sb.environment}` : 'repo',
+    'github-token': sb.githubToken,
+    'deploy-workflow': 'deploy.yml',
+    'deploy-inputs': '{"reason":"scheduled token rotation"}',
+    'deploy-timeout': '2m',
+    'smoke-urls': `${sb.appUrl}/healthz expect=200 contains=ok`,
+    'smoke-headers': 'X-Smoke-Check: r2-token-rotation',
+    'smoke-timeout': '30s',
+    'r2-endpoint': sb.r2Endpoint,
+    ...overrides
+  }
+  for (const [k, v] of Object.entries(inputs)) if (v === '') delete inputs[k]
+  return inputs
+}
+
+/** INPUT_<NAME>: upper-cased, spaces to `_`, hyphens kept (as the runner and @actions/core do). */
+export function inputEnvName(name: string): string {
+  return `INPUT_${name.replace(/ /g, '_').toUpperCase()}`
+}
+
+/** Parses the GITHUB_OUTPUT file format (`name<<DELIM\nvalue\nDELIM`). */
+export function parseOutputs(text: string): Record<string, string> {
+  const outputs: Record<string, string> = {}
+  const lines = text.split('\n')
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!
+    const heredoc = /^([^<=]+)<<(.+)$/.exec(line)
+    if (heredoc) {
+      const [, name, delimiter] = heredoc
+      const value: string[] = []
+      for (i++; i < lines.length && lines[i] !== delimiter; i++) value.push(lines[i]!)
+      outputs[name!] = value.join('\n')
+    } else if (line.includes('=')) {
+      const at = line.indexOf('=')
+      outputs[line.slice(0, at)] = line.slice(at + 1)
+    }
+  }
+  return outputs
+}
+
+export async function runAction(
+  sb: Sandbox,
+  inputs: Record<string, string>,
+  options: RunOptions = {}
+): Promise<ActionResult> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'r2-rotation-run-'))
+  const outputFile = path.join(dir, 'output')
+  const summaryFile = path.join(dir, 'summary')
+  writeFileSync(outputFile, '')
+  writeFileSync(summaryFile, '')
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '',
+    HOME: process.env.HOME ?? dir,
+    GITHUB_ACTIONS: 'true',
+    CI: 'true',
+    GITHUB_API_URL: sb.githubApiUrl,
+    GITHUB_SERVER_URL: 'https://github.com',
+    GITHUB_REPOSITORY: sb.repository,
+    GITHUB_RUN_ID: String(1_000_000 + Math.floor(Math.random() * 1_000_000)),
+    GITHUB_OUTPUT: outputFile,
+    GITHUB_STEP_SUMMARY: summaryFile,
+    RUNNER_TEMP: dir,
+    ...options.env
+  }
+  for (const [name, value] of Object.entries(inputs)) env[inputEnvName(name)] = value
+
+  const started = Date.now()
+  const child = spawn(process.execPath, [ACTION_ENTRY], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  options.onSpawn?.(child)
+  let stdout = ''
+  let stderr = ''
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk
+    options.onStdout?.(chunk)
+  })
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk
+    options.onStderr?.(chunk)
+  })
+  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 120_000)
+  const [exitCode, signal] = await new Promise<[number | null, NodeJS.Signals | null]>(resolve =>
+    child.on('close', (code, sig) => resolve([code, sig]))
+  )
+  clearTimeout(timer)
+  const outputsFile = readFileSync(outputFile, 'utf8')
+  const summary = readFileSync(summaryFile, 'utf8')
+  rmSync(dir, { recursive: true, force: true })
+  return {
+    exitCode,
+    signal,
+    stdout,
+    stderr,
+    outputs: parseOutputs(outputsFile),
+    outputsFile,
+    summary,
+    durationMs: Date.now() - started
+  }
+}
+
+/**
+ * Every place a value could leak: stdout and stderr (less the `::add-mask::` registrations, the
+ * one sanctioned exception), the outputs file, the summary, and any extra text (the journal).
+ * Returns the leaked values' descriptions (never the values themselves).
+ */
+export function findLeaks(result: ActionResult, values: string[], extra: string[] = []): string[] {
+  const scrub = (text: string): string =>
+    text
+      .split('\n')
+      .filter(line => !line.startsWith('::add-mask::'))
+      .join('\n')
+  const places: Array<[string, string]> = [
+    ['stdout', scrub(result.stdout)],
+    ['stderr', result.stderr],
+    ['outputs', result.outputsFile],
+    ['summary', result.summary],
+    ...extra.map((text, i): [string, string] => [`extra#${i}`, text])
+  ]
+  const leaks: string[] = []
+  values.forEach((value, i) => {
+    if (!value) return
+    for (const [place, text] of places) {
+      if (text.includes(value)) leaks.push(`secret value #${i} (${value.length} chars) in ${place}`)
+    }
+  })
+  return leaks
+}

@@ -1,0 +1,173 @@
+/**
+ * A tiny HTTP service base shared by the simulators: listens on 127.0.0.1 (ephemeral port),
+ * records every request and its answer in the shared RequestLog, and can inject faults
+ * (a status, an optional `retry-after`, a dropped connection) for the next matching requests.
+ */
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import type { RequestLog, RequestEntry, ServiceName } from './log.js'
+
+export interface Fault {
+  method?: string
+  /** Matched against the request path (without the query string). */
+  path: RegExp
+  /** Answer with this status (and a small JSON body); ignored when `drop` is set. */
+  status?: number
+  retryAfter?: number
+  /** Handle the request normally but destroy the connection instead of answering (an ambiguous failure). */
+  dropAfterHandling?: boolean
+  /** Destroy the connection without handling the request. */
+  drop?: boolean
+  /** How many matching requests are faulted (default 1). */
+  times?: number
+}
+
+export interface IncomingRequest {
+  method: string
+  /** Path without the query string. */
+  path: string
+  query: URLSearchParams
+  headers: http.IncomingHttpHeaders
+  raw: Buffer
+  /** JSON-parsed body when the content type says JSON (undefined otherwise or when empty). */
+  json?: unknown
+  entry: RequestEntry
+}
+
+export interface OutgoingResponse {
+  status: number
+  headers?: Record<string, string>
+  /** Objects are sent as JSON; strings and Buffers as they are. */
+  body?: unknown
+}
+
+export type Handler = (req: IncomingRequest) => Promise<OutgoingResponse> | OutgoingResponse
+
+export class Service {
+  readonly faults: Fault[] = []
+  private server?: http.Server
+  url = ''
+
+  constructor(
+    readonly name: ServiceName,
+    readonly log: RequestLog,
+    private readonly handler: Handler
+  ) {}
+
+  async start(port = 0): Promise<string> {
+    this.server = http.createServer((req, res) => {
+      void this.dispatch(req, res)
+    })
+    this.server.keepAliveTimeout = 1000
+    await new Promise<void>(resolve => this.server!.listen(port, '127.0.0.1', resolve))
+    const { port: actual } = this.server.address() as AddressInfo
+    this.url = `http://127.0.0.1:${actual}`
+    return this.url
+  }
+
+  async stop(): Promise<void> {
+    if (!this.server) return
+    this.server.closeAllConnections()
+    await new Promise<void>(resolve => this.server!.close(() => resolve()))
+    this.server = undefined
+  }
+
+  /** Fault the next matching request(s). */
+  inject(fault: Fault): void {
+    this.faults.push({ times: 1, ...fault })
+  }
+
+  private takeFault(method: string, path: string): Fault | undefined {
+    const i = this.faults.findIndex(
+      f =>
+        (f.method === undefined || f.method === method) && f.path.test(path) && (f.times ?? 1) > 0
+    )
+    if (i < 0) return undefined
+    const fault = this.faults[i]!
+    fault.times = (fault.times ?? 1) - 1
+    if (fault.times <= 0) this.faults.splice(i, 1)
+    return fault
+  }
+
+  private async dispatch(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const chunks: Buffer[] = []
+    for await (const chunk of req) chunks.push(chunk as Buffer)
+    const raw = Buffer.concat(chunks)
+    const url = new URL(req.url ?? '/', 'http://127.0.0.1')
+    const method = (req.method ?? 'GET').toUpperCase()
+    let json: unknown
+    const type = String(req.headers['content-type'] ?? '')
+    if (raw.length > 0 && (type.includes('json') || type === '')) {
+      try {
+        json = JSON.parse(raw.toString('utf8'))
+      } catch {
+        json = undefined
+      }
+    }
+    const entry = this.log.addRequest({
+      at: Date.now(),
+      service: this.name,
+      method,
+      path: url.pathname + url.search,
+      body: json,
+      headers: { ...req.headers }
+    })
+    const fault = this.takeFault(method, url.pathname)
+    if (fault?.drop) {
+      entry.faulted = true
+      entry.status = 0
+      req.socket.destroy()
+      return
+    }
+    if (fault && !fault.dropAfterHandling) {
+      entry.faulted = true
+      entry.status = fault.status ?? 500
+      const headers: Record<string, string> = { 'content-type': 'application/json' }
+      if (fault.retryAfter !== undefined) headers['retry-after'] = String(fault.retryAfter)
+      res.writeHead(entry.status, headers)
+      res.end(
+        JSON.stringify({
+          message: 'injected fault',
+          success: false,
+          errors: [{ code: 10000, message: 'injected fault' }]
+        })
+      )
+      return
+    }
+    let out: OutgoingResponse
+    try {
+      out = await this.handler({
+        method,
+        path: url.pathname,
+        query: url.searchParams,
+        headers: req.headers,
+        raw,
+        json,
+        entry
+      })
+    } catch (error) {
+      const message = error instanceof Error ? (error.stack ?? error.message) : String(error)
+      this.log.violation(`${this.name} ${method} ${url.pathname}: simulator error: ${message}`)
+      out = { status: 500, body: { message: 'simulator error' } }
+    }
+    if (fault?.dropAfterHandling) {
+      entry.faulted = true
+      entry.status = out.status
+      req.socket.destroy()
+      return
+    }
+    entry.status = out.status
+    const headers: Record<string, string> = { ...(out.headers ?? {}) }
+    let payload: Buffer | string | undefined
+    if (out.body === undefined || out.status === 204 || out.status === 304) {
+      payload = undefined
+    } else if (Buffer.isBuffer(out.body) || typeof out.body === 'string') {
+      payload = out.body
+    } else {
+      payload = JSON.stringify(out.body)
+      headers['content-type'] ??= 'application/json; charset=utf-8'
+    }
+    res.writeHead(out.status, headers)
+    res.end(payload)
+  }
+}
