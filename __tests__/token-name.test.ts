@@ -1,0 +1,90 @@
+import { baseTokenName, expandTokenName, TOKEN_NAME_MAX_LENGTH } from '../src/token-name.js'
+
+const NOW = new Date('2026-03-04T23:59:59.999Z')
+const vars = (oldName: string, extra: Partial<Parameters<typeof expandTokenName>[1]> = {}) => ({
+  oldName,
+  now: NOW,
+  runId: '987654321',
+  repository: 'octo/app',
+  ...extra
+})
+
+describe('baseTokenName', () => {
+  it.each([
+    ['Avatars', 'Avatars'],
+    ['Avatars (rotated 2026-01-01)', 'Avatars'],
+    ['Avatars (rotated 2026-01-01) (rotated 2026-02-01)', 'Avatars'],
+    ['Avatars (rotated 2026-01-01)(rotated 2026-02-01)  ', 'Avatars'],
+    ['Avatars (Rotated by octo/app #12)', 'Avatars'],
+    ['Avatars (rotated)', 'Avatars'],
+    ['  Avatars (prod)  ', 'Avatars (prod)'],
+    ['Avatars (rotated 2026-01-01) prod', 'Avatars (rotated 2026-01-01) prod'],
+    ['Avatars (rotatedx)', 'Avatars (rotatedx)'],
+    ['(rotated 2026-01-01)', '']
+  ])('%j -> %j', (name, base) => {
+    expect(baseTokenName(name)).toBe(base)
+  })
+})
+
+describe('expandTokenName', () => {
+  it('does not pile up suffixes over repeated rotations', () => {
+    expect(
+      expandTokenName(
+        '{name} (rotated {date})',
+        vars('Avatars (rotated 2026-01-01) (rotated 2026-02-01)')
+      )
+    ).toBe('Avatars (rotated 2026-03-04)')
+    let name = 'Avatars'
+    for (const day of ['2026-01-01', '2026-02-01', '2026-03-01']) {
+      name = expandTokenName(
+        '{name} (rotated {date})',
+        vars(name, { now: new Date(`${day}T12:00:00Z`) })
+      )
+    }
+    expect(name).toBe('Avatars (rotated 2026-03-01)')
+  })
+
+  it('uses the UTC date', () => {
+    expect(
+      expandTokenName('{date}', vars('x', { now: new Date('2026-03-05T01:00:00+02:00') }))
+    ).toBe('2026-03-04')
+  })
+
+  it('expands every placeholder, each as often as it occurs, and leaves other text alone', () => {
+    expect(
+      expandTokenName('{name}/{repository}#{run_id} {date} {name} {x}', vars('R2 (rotated y)'))
+    ).toBe('R2/octo/app#987654321 2026-03-04 R2 {x}')
+  })
+
+  it('trims the result', () => {
+    expect(expandTokenName('  {name} {run_id} ', vars('Avatars', { runId: '' }))).toBe('Avatars')
+  })
+
+  it('shortens the old name so that the suffix survives the length limit', () => {
+    const long = 'N'.repeat(150)
+    const name = expandTokenName('{name} (rotated {date})', vars(long))
+    expect(name).toHaveLength(TOKEN_NAME_MAX_LENGTH)
+    expect(name).toBe(`${'N'.repeat(120 - ' (rotated 2026-03-04)'.length)} (rotated 2026-03-04)`)
+    // ... and the next rotation still finds the base name.
+    expect(expandTokenName('{name} (rotated {date})', vars(name))).toBe(name)
+  })
+
+  it('shares the room among several {name}s and cuts the whole when the rest is too long', () => {
+    const two = expandTokenName('{name}-{name}-{date}', vars('a'.repeat(100)))
+    expect(two).toBe(`${'a'.repeat(54)}-${'a'.repeat(54)}-2026-03-04`)
+    const fixed = expandTokenName(`${'x'.repeat(119)} {date}`, vars('n'))
+    expect(fixed).toBe('x'.repeat(119))
+  })
+
+  it('cuts by code points and never splits a surrogate pair', () => {
+    const name = expandTokenName('{name}', vars('🔑'.repeat(130)))
+    expect(Array.from(name)).toHaveLength(TOKEN_NAME_MAX_LENGTH)
+    expect(name).toBe('🔑'.repeat(120))
+  })
+
+  it('refuses to produce an empty name', () => {
+    expect(() =>
+      expandTokenName('{name}{run_id}', vars('(rotated 2026-01-01)', { runId: '' }))
+    ).toThrow(/token-name '\{name\}\{run_id\}' expanded to nothing.*add text or \{date\}/)
+  })
+})
