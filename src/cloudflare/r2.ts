@@ -1,0 +1,327 @@
+/**
+ * R2 facts as pure functions: S3 credentials derived from a token, bucket resource names, the S3
+ * endpoint, and the least-privilege classification of a token's policies (the Security Matrix
+ * in the action's contract). No network.
+ */
+import { createHash } from 'node:crypto'
+import type { TokenPolicy } from './tokens.js'
+
+export type Jurisdiction = 'default' | 'eu' | 'fedramp'
+
+export interface S3Credentials {
+  accessKeyId: string
+  secretAccessKey: string
+}
+
+/**
+ * Access Key ID = token id; Secret Access Key = lowercase hex SHA-256 of the token value (UTF-8)
+ * (developers.cloudflare.com/r2/api/tokens/, "Get S3 API credentials from an API token").
+ */
+export function deriveS3Credentials(token: { id: string; value: string }): S3Credentials {
+  return { accessKeyId: token.id, secretAccessKey: sha256Hex(token.value) }
+}
+
+export function sha256Hex(text: string): string {
+  return createHash('sha256').update(text, 'utf8').digest('hex')
+}
+
+const BUCKET_PREFIX = 'com.cloudflare.edge.r2.bucket.'
+const ACCOUNT_PREFIX = 'com.cloudflare.api.account.'
+const ALL_BUCKETS_KEY = `${BUCKET_PREFIX}*`
+
+/** `com.cloudflare.edge.r2.bucket.<account>_<jurisdiction>_<bucket>` */
+export function bucketResource(
+  accountId: string,
+  bucket: string,
+  jurisdiction: Jurisdiction = 'default'
+): string {
+  return `${BUCKET_PREFIX}${accountId}_${jurisdiction}_${bucket}`
+}
+
+// Account ids are hex (no `_`) and bucket names hold only lowercase letters, digits and hyphens,
+// so the first two underscores split the key unambiguously.
+const BUCKET_RESOURCE = /^com\.cloudflare\.edge\.r2\.bucket\.([^_]+)_(default|eu|fedramp)_(.+)$/
+
+export function parseBucketResource(
+  key: string
+): { accountId: string; jurisdiction: Jurisdiction; bucket: string } | undefined {
+  const match = BUCKET_RESOURCE.exec(key)
+  if (!match) return undefined
+  const [, accountId, jurisdiction, bucket] = match
+  if (!accountId || !bucket || bucket === '*') return undefined
+  return { accountId, jurisdiction: jurisdiction as Jurisdiction, bucket }
+}
+
+/**
+ * `https://<account>.r2.cloudflarestorage.com`; jurisdictional buckets are reachable only through
+ * `<account>.eu.` / `<account>.fedramp.` (developers.cloudflare.com/r2/api/tokens/). `override`
+ * (input `r2-endpoint`) wins.
+ */
+export function r2Endpoint(
+  accountId: string,
+  jurisdiction: Jurisdiction = 'default',
+  override?: string
+): string {
+  if (override) return override.replace(/\/+$/, '')
+  const region = jurisdiction === 'default' ? '' : `${jurisdiction}.`
+  return `https://${accountId}.${region}r2.cloudflarestorage.com`
+}
+
+export type ScopeClass = 'admin-read-write' | 'admin-read' | 'object-read-write' | 'object-read'
+
+export interface TokenScope {
+  /** The strongest R2 class the token holds; undefined when it holds no R2 permission. */
+  class?: ScopeClass
+  canRead: boolean
+  canWrite: boolean
+  /** Buckets it may access, or 'all' when any policy spans every bucket of the account. */
+  buckets: Array<{ accountId: string; jurisdiction: Jurisdiction; bucket: string }> | 'all'
+  accountIds: string[]
+  /** Names (or ids when unknown) of non-R2 permission groups. */
+  otherPermissions: string[]
+  /** Least-privilege findings: account-wide R2 access, admin class. Plain sentences. */
+  warnings: string[]
+  /** e.g. `object-read-write bucket=avatars-bucket`, `admin-read-write buckets=all`, `none`. */
+  summary: string
+}
+
+type R2Group = { level: 'admin' | 'object'; write: boolean }
+
+/**
+ * The four R2 permission groups by name. Cloudflare renamed "Edit" to "Write" in the dashboard;
+ * both spellings are accepted.
+ */
+const R2_GROUPS_BY_NAME = new Map<string, R2Group>([
+  ['workers r2 storage write', { level: 'admin', write: true }],
+  ['workers r2 storage edit', { level: 'admin', write: true }],
+  ['workers r2 storage read', { level: 'admin', write: false }],
+  ['workers r2 storage bucket item write', { level: 'object', write: true }],
+  ['workers r2 storage bucket item edit', { level: 'object', write: true }],
+  ['workers r2 storage bucket item read', { level: 'object', write: false }]
+])
+
+/**
+ * Documented ids (api-facts), used only when neither the permission-groups API nor the policy
+ * names a group: ids have been reported to change, so names come first.
+ */
+const R2_GROUP_NAMES_BY_ID = new Map<string, string>([
+  ['bf7481a1826f439697cb59a20b22293e', 'Workers R2 Storage Write'],
+  ['b4992e1108244f5d8bfbd5744320c2e1', 'Workers R2 Storage Read'],
+  ['2efd5506f9c8494dacb1fa10a3e7d5b6', 'Workers R2 Storage Bucket Item Write'],
+  ['6a018a9f2fc74eb6b293b0c548f38b39', 'Workers R2 Storage Bucket Item Read']
+])
+
+/** What one resource entry covers: one bucket, or every bucket of an account (`*` = all accounts). */
+type Target =
+  | { kind: 'bucket'; accountId: string; jurisdiction: Jurisdiction; bucket: string }
+  | { kind: 'account'; accountId: string }
+
+function groupName(
+  group: { id: string; name?: string },
+  groupNames: Map<string, string>
+): string | undefined {
+  return groupNames.get(group.id) ?? group.name ?? R2_GROUP_NAMES_BY_ID.get(group.id)
+}
+
+function r2Group(name: string | undefined): R2Group | undefined {
+  return name === undefined ? undefined : R2_GROUPS_BY_NAME.get(name.trim().toLowerCase())
+}
+
+/**
+ * The R2 targets a policy's resources name. Forms (api-facts, "Resources"):
+ * one bucket `com.cloudflare.edge.r2.bucket.<acct>_<jur>_<bucket>`; all buckets
+ * `{"com.cloudflare.api.account.<acct>": {"com.cloudflare.edge.r2.bucket.*": "*"}}`; account
+ * level `com.cloudflare.api.account.<acct>` (which covers every bucket); `…account.*` = every
+ * account. A bucket nested under its account is read as that bucket. Zone resources name no bucket.
+ */
+function targetsOf(resources: Record<string, unknown>): Target[] {
+  const targets: Target[] = []
+  for (const [key, value] of Object.entries(resources)) {
+    const bucket = parseBucketResource(key)
+    if (bucket) {
+      targets.push({ kind: 'bucket', ...bucket })
+      continue
+    }
+    const accountId = accountOfKey(key)
+    if (accountId === undefined) continue
+    if (value !== null && typeof value === 'object') {
+      for (const nestedKey of Object.keys(value)) {
+        const nested = parseBucketResource(nestedKey)
+        if (nested) targets.push({ kind: 'bucket', ...nested })
+        else if (nestedKey === ALL_BUCKETS_KEY) targets.push({ kind: 'account', accountId })
+      }
+    } else {
+      targets.push({ kind: 'account', accountId })
+    }
+  }
+  return targets
+}
+
+/** `com.cloudflare.api.account.<id>` → id (`*` for all accounts); zone keys are not accounts. */
+function accountOfKey(key: string): string | undefined {
+  if (!key.startsWith(ACCOUNT_PREFIX)) return undefined
+  const rest = key.slice(ACCOUNT_PREFIX.length)
+  if (rest === '' || rest.includes('.')) return undefined
+  return rest
+}
+
+function covers(denied: Target, allowed: Target): boolean {
+  if (denied.kind === 'account') {
+    return denied.accountId === '*' || denied.accountId === allowed.accountId
+  }
+  return (
+    allowed.kind === 'bucket' &&
+    allowed.accountId === denied.accountId &&
+    allowed.jurisdiction === denied.jurisdiction &&
+    allowed.bucket === denied.bucket
+  )
+}
+
+/**
+ * Classify a token's R2 access from its policies and a permission-group id→name map (names
+ * resolved through the permission-groups API; the policy's own group names and the documented
+ * ids are fallbacks). Classes follow the Security Matrix, strongest first: admin-read-write,
+ * admin-read, object-read-write, object-read.
+ *
+ * Deny policies: a deny of a Write group removes read and write on its targets (the group holds
+ * both), a deny of a Read group removes read. A deny removes an allowed target only when it covers
+ * it entirely (the same bucket, or every bucket of that account); a deny of some buckets leaves an
+ * account-wide grant account-wide, so the least-privilege warning stays.
+ */
+export function classifyScope(
+  policies: TokenPolicy[],
+  groupNames: Map<string, string>
+): TokenScope {
+  type Grant = { group: R2Group; targets: Target[] }
+  const allows: Grant[] = []
+  const denyRead: Target[] = []
+  const denyWrite: Target[] = []
+  const other = new Set<string>()
+
+  for (const policy of policies) {
+    const targets = targetsOf(policy.resources)
+    for (const group of policy.permission_groups) {
+      const name = groupName(group, groupNames)
+      const r2 = r2Group(name)
+      if (!r2) {
+        if (policy.effect === 'allow') other.add(name ?? group.id)
+        continue
+      }
+      if (policy.effect === 'allow') {
+        allows.push({ group: r2, targets })
+      } else {
+        denyRead.push(...targets)
+        if (r2.write) denyWrite.push(...targets)
+      }
+    }
+  }
+
+  const survives = (target: Target, denied: Target[]): boolean =>
+    !denied.some(d => covers(d, target))
+  // Per grant, the targets still readable / writable after the denies.
+  const effective = allows.map(grant => ({
+    group: grant.group,
+    read: grant.targets.filter(t => survives(t, denyRead)),
+    write: grant.group.write ? grant.targets.filter(t => survives(t, denyWrite)) : []
+  }))
+
+  const holds = (level: R2Group['level'], access: 'read' | 'write'): boolean =>
+    effective.some(e => e.group.level === level && e[access].length > 0)
+  const cls: ScopeClass | undefined = holds('admin', 'write')
+    ? 'admin-read-write'
+    : holds('admin', 'read')
+      ? 'admin-read'
+      : holds('object', 'write')
+        ? 'object-read-write'
+        : holds('object', 'read')
+          ? 'object-read'
+          : undefined
+
+  const reachable = effective.flatMap(e => [...e.read, ...e.write])
+  const accountWide = reachable.filter(t => t.kind === 'account')
+  const buckets: TokenScope['buckets'] =
+    accountWide.length > 0 ? 'all' : dedupeBuckets(reachable.filter(t => t.kind === 'bucket'))
+  const accountIds = [...new Set(reachable.map(t => t.accountId).filter(id => id !== '*'))].sort()
+
+  const warnings: string[] = []
+  if (accountWide.some(t => t.accountId === '*')) {
+    warnings.push(
+      'The token reaches every R2 bucket of every account it can access; scope it to the buckets the app uses.'
+    )
+  } else if (accountWide.length > 0) {
+    const accounts = [...new Set(accountWide.map(t => t.accountId))].sort().join(', ')
+    warnings.push(
+      `The token reaches every R2 bucket of account ${accounts} (account-scoped); scope it to the buckets the app uses.`
+    )
+  }
+  if (cls === 'admin-read-write' || cls === 'admin-read') {
+    const group =
+      cls === 'admin-read-write' ? 'Workers R2 Storage Write' : 'Workers R2 Storage Read'
+    warnings.push(
+      `The token holds the admin class ${cls} (${group}${cls === 'admin-read-write' ? ', which may create and delete buckets' : ', which may list every bucket and its configuration'}); an app needs only Workers R2 Storage Bucket Item Write or Read on its buckets.`
+    )
+  }
+
+  return {
+    class: cls,
+    canRead: effective.some(e => e.read.length > 0),
+    canWrite: effective.some(e => e.write.length > 0),
+    buckets,
+    accountIds,
+    otherPermissions: [...other].sort(),
+    warnings,
+    summary: summarize(cls, buckets)
+  }
+}
+
+function dedupeBuckets(
+  targets: Target[]
+): Array<{ accountId: string; jurisdiction: Jurisdiction; bucket: string }> {
+  const seen = new Map<string, { accountId: string; jurisdiction: Jurisdiction; bucket: string }>()
+  for (const t of targets) {
+    if (t.kind !== 'bucket') continue
+    const key = bucketResource(t.accountId, t.bucket, t.jurisdiction)
+    if (!seen.has(key)) {
+      seen.set(key, { accountId: t.accountId, jurisdiction: t.jurisdiction, bucket: t.bucket })
+    }
+  }
+  return [...seen.values()].sort((a, b) =>
+    `${a.bucket} ${a.jurisdiction} ${a.accountId}` < `${b.bucket} ${b.jurisdiction} ${b.accountId}`
+      ? -1
+      : 1
+  )
+}
+
+/** `object-read-write bucket=avatars-bucket`, `… buckets=a,eu:b`, `admin-read-write buckets=all`, `none`. */
+function summarize(cls: ScopeClass | undefined, buckets: TokenScope['buckets']): string {
+  if (!cls) return 'none'
+  if (buckets === 'all') return `${cls} buckets=all`
+  const names = buckets.map(b =>
+    b.jurisdiction === 'default' ? b.bucket : `${b.jurisdiction}:${b.bucket}`
+  )
+  return names.length === 1 ? `${cls} bucket=${names[0]}` : `${cls} buckets=${names.join(',')}`
+}
+
+/**
+ * The one account id the policies name (account resources, bucket resources, nested keys included),
+ * for user tokens when the `account-id` input is empty; undefined if none or more than one.
+ */
+export function accountIdFromPolicies(policies: TokenPolicy[]): string | undefined {
+  const ids = new Set<string>()
+  const visit = (key: string): void => {
+    const bucket = parseBucketResource(key)
+    if (bucket) {
+      ids.add(bucket.accountId)
+      return
+    }
+    const account = accountOfKey(key)
+    if (account !== undefined && account !== '*') ids.add(account)
+  }
+  for (const policy of policies) {
+    for (const [key, value] of Object.entries(policy.resources)) {
+      visit(key)
+      if (value !== null && typeof value === 'object') Object.keys(value).forEach(visit)
+    }
+  }
+  return ids.size === 1 ? [...ids][0] : undefined
+}
