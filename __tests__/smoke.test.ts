@@ -1,0 +1,171 @@
+/**
+ * Smoke checks against a local app: status ranges, `contains`, headers on every request (never
+ * echoed), retry until pass, failure at the deadline, redirects not followed.
+ */
+import { RequestLog } from '../sandbox/log.js'
+import { Service } from '../sandbox/service.js'
+import { runSmokeChecks } from '../src/smoke.js'
+import type { SmokeCheck } from '../src/settings.js'
+
+const HEADERS = {
+  'CF-Access-Client-Id': 'client.access',
+  'CF-Access-Client-Secret': 'hunter2-secret'
+}
+const ok2xx = { min: 200, max: 299 }
+const noSleep = async (): Promise<void> => {}
+
+let log: RequestLog
+let app: Service
+let flakyCalls = 0
+
+beforeEach(async () => {
+  log = new RequestLog()
+  flakyCalls = 0
+  app = new Service('app', log, req => {
+    switch (req.path) {
+      case '/health':
+        return { status: 200, body: 'hello world, version 2' }
+      case '/created':
+        return { status: 201, body: { id: 1 } }
+      case '/missing':
+        return { status: 404, body: 'not here' }
+      case '/private':
+        return req.headers['cf-access-client-secret'] === 'hunter2-secret'
+          ? { status: 200, body: 'welcome' }
+          : { status: 403, body: 'forbidden' }
+      case '/login-wall':
+        return { status: 302, headers: { location: '/login?next=%2Fadmin&state=abc' } }
+      case '/flaky':
+        return ++flakyCalls < 3
+          ? { status: 503, body: 'warming up' }
+          : { status: 200, body: 'ready' }
+      default:
+        return { status: 500, body: 'broken' }
+    }
+  })
+  await app.start()
+})
+
+afterEach(async () => {
+  await app.stop()
+})
+
+function check(path: string, expect = ok2xx, contains?: string): SmokeCheck {
+  return { url: `${app.url}${path}`, expect, ...(contains === undefined ? {} : { contains }) }
+}
+
+describe('runSmokeChecks', () => {
+  it('passes on a status within the expected range and the expected text', async () => {
+    const results = await runSmokeChecks(
+      [
+        check('/health', ok2xx, 'version 2'),
+        check('/created'),
+        check('/missing', { min: 404, max: 404 })
+      ],
+      HEADERS,
+      1000
+    )
+    expect(results.map(r => [r.ok, r.status, r.attempts])).toEqual([
+      [true, 200, 1],
+      [true, 201, 1],
+      [true, 404, 1]
+    ])
+    expect(results.every(r => r.reason === undefined)).toBe(true)
+  })
+
+  it('fails when the status is outside the range or the text is missing', async () => {
+    const results = await runSmokeChecks(
+      [check('/created', { min: 200, max: 200 }), check('/health', ok2xx, 'version 3')],
+      {},
+      300,
+      { sleep: noSleep }
+    )
+    expect(results.map(r => [r.ok, r.status, r.reason])).toEqual([
+      [false, 201, 'status 201, expected 200'],
+      [false, 200, 'status 200, but the body does not contain the expected text']
+    ])
+    expect(results.every(r => r.attempts > 1)).toBe(true)
+  })
+
+  it('sends the headers with every request and never repeats their values', async () => {
+    const results = await runSmokeChecks([check('/private'), check('/health')], HEADERS, 1000)
+    expect(results.every(r => r.ok)).toBe(true)
+    for (const request of log.requests()) {
+      expect(request.headers['cf-access-client-id']).toBe('client.access')
+      expect(request.headers['cf-access-client-secret']).toBe('hunter2-secret')
+    }
+    const failed = await runSmokeChecks([check('/missing')], HEADERS, 100, { sleep: noSleep })
+    expect(JSON.stringify(failed)).not.toContain('hunter2-secret')
+  })
+
+  it('retries with backoff until the check passes', async () => {
+    const started = Date.now()
+    const [result] = await runSmokeChecks([check('/flaky', ok2xx, 'ready')], {}, 10_000)
+    expect(result).toMatchObject({ ok: true, status: 200, attempts: 3 })
+    // Two pauses: about 250 ms and 500 ms (±20 % jitter).
+    expect(Date.now() - started).toBeGreaterThanOrEqual(550)
+    expect(result!.durationMs).toBeGreaterThanOrEqual(550)
+  })
+
+  it('fails with the last reason once the timeout has elapsed', async () => {
+    const started = Date.now()
+    const [result] = await runSmokeChecks([check('/down')], {}, 600)
+    expect(result).toMatchObject({ ok: false, status: 500, reason: 'status 500, expected 200-299' })
+    expect(result!.attempts).toBeGreaterThanOrEqual(2)
+    expect(Date.now() - started).toBeLessThan(2000)
+  })
+
+  it('does not follow a redirect (a login page must not pass for the app)', async () => {
+    const [followed, expected] = await runSmokeChecks(
+      [check('/login-wall'), check('/login-wall', { min: 302, max: 302 })],
+      {},
+      100,
+      { sleep: noSleep }
+    )
+    expect(followed).toMatchObject({ ok: false, status: 302 })
+    expect(followed!.reason).toBe(`status 302, expected 200-299 (redirect to ${app.url}/login)`)
+    expect(expected).toMatchObject({ ok: true, status: 302 })
+    expect(log.requests().every(r => r.path === '/login-wall')).toBe(true)
+  })
+
+  it('reports an unreachable app', async () => {
+    const url = app.url
+    await app.stop()
+    const [result] = await runSmokeChecks([{ url: `${url}/health`, expect: ok2xx }], {}, 100, {
+      sleep: noSleep
+    })
+    expect(result!.ok).toBe(false)
+    expect(result!.status).toBeUndefined()
+    expect(result!.reason).toMatch(/ECONNREFUSED/)
+    await app.start()
+  })
+
+  it('reaches its deadline with an injected sleep that returns at once', async () => {
+    const slept: number[] = []
+    const [result] = await runSmokeChecks([check('/down')], {}, 60_000, {
+      sleep: async ms => {
+        slept.push(ms)
+      }
+    })
+    expect(result!.ok).toBe(false)
+    expect(slept.reduce((a, b) => a + b, 0)).toBeCloseTo(60_000, 0)
+    expect(Math.max(...slept)).toBeLessThanOrEqual(5000 * 1.2)
+    expect(result!.attempts).toBe(slept.length + 1)
+  })
+
+  it('runs the checks concurrently', async () => {
+    const results = await runSmokeChecks(
+      [check('/flaky', ok2xx, 'ready'), check('/health')],
+      {},
+      10_000
+    )
+    expect(results.map(r => r.url)).toEqual([`${app.url}/flaky`, `${app.url}/health`])
+    const health = log.requests().findIndex(r => r.path === '/health')
+    const flaky = log
+      .requests()
+      .filter(r => r.path === '/flaky')
+      .map(r => r.seq)
+    // /health is asked while /flaky is still retrying.
+    expect(log.requests()[health]!.seq).toBeLessThan(flaky.at(-1)!)
+  })
+})

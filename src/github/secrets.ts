@@ -1,0 +1,267 @@
+/**
+ * GitHub secrets, written as libsodium sealed boxes for repository, environment, organization
+ * and Dependabot targets. Values and ciphertexts never reach a log or an error message; masking
+ * them is the caller's job (each value is masked before its first use).
+ *
+ * Protocol (docs.github.com/rest/actions/secrets, "Create or update a repository secret"): GET the
+ * target's public key, seal the value with `crypto_box_seal`, PUT `{encrypted_value, key_id}`;
+ * the answer is 201 when the secret was created and 204 when it was updated.
+ */
+import sodium from 'libsodium-wrappers'
+import type { SecretTarget } from '../settings.js'
+import { type GitHubClient, describeGitHubError, httpStatus } from './client.js'
+
+/** GitHub stores secret values of up to 48 KB (docs: "Secrets can store up to 48 KB"). */
+const MAX_SECRET_BYTES = 48 * 1024
+
+/** Seals `value` for a GitHub public key; both the key and the result are base64 ORIGINAL. */
+export async function sealSecret(value: string, publicKeyBase64: string): Promise<string> {
+  await sodium.ready
+  let key: Uint8Array
+  try {
+    key = sodium.from_base64(publicKeyBase64, sodium.base64_variants.ORIGINAL)
+  } catch {
+    throw new Error('The public key GitHub returned is not valid base64.')
+  }
+  if (key.length !== sodium.crypto_box_PUBLICKEYBYTES) {
+    throw new Error(
+      `The public key GitHub returned has ${key.length} bytes; a sealed box needs ${sodium.crypto_box_PUBLICKEYBYTES}.`
+    )
+  }
+  const sealed = sodium.crypto_box_seal(sodium.from_string(value), key)
+  return sodium.to_base64(sealed, sodium.base64_variants.ORIGINAL)
+}
+
+export interface TargetKey {
+  keyId: string
+  key: string
+}
+
+/** What an org secret keeps across a rotation: who may use it. */
+interface OrgSecretAccess {
+  visibility: 'all' | 'private' | 'selected'
+  selectedRepositoryIds?: number[]
+}
+
+/** A short, stable name for a target in logs, the summary and errors. */
+export function describeTarget(target: SecretTarget): string {
+  switch (target.kind) {
+    case 'repo':
+      return `repo ${target.owner}/${target.repo}`
+    case 'env':
+      return `env ${target.owner}/${target.repo}:${target.environment}`
+    case 'org':
+      return `org ${target.org}`
+    case 'dependabot':
+      return `dependabot ${target.owner}/${target.repo}`
+  }
+}
+
+/** The permission the github-token needs on a target, in the words of GitHub's settings pages. */
+function permissionNeeded(target: SecretTarget): string {
+  switch (target.kind) {
+    case 'repo':
+      return `the repository permission "Secrets: write" on ${target.owner}/${target.repo} (a fine-grained PAT or a GitHub App token; GITHUB_TOKEN cannot write secrets)`
+    case 'env':
+      return `the repository permission "Environments: write" on ${target.owner}/${target.repo}, and the environment '${target.environment}' must exist`
+    case 'org':
+      return `the organization permission "Secrets: write" on ${target.org} (classic PAT: admin:org)`
+    case 'dependabot':
+      return `the repository permission "Dependabot secrets: write" on ${target.owner}/${target.repo}`
+  }
+}
+
+/**
+ * Deliberately without `cause`: Octokit's RequestError keeps the request, and for a PUT its body
+ * is the ciphertext, which must not reach a log through someone printing the error chain.
+ */
+function targetError(target: SecretTarget, doing: string, error: unknown): Error {
+  const status = httpStatus(error)
+  const hint =
+    status === 401
+      ? 'The github-token is not valid or has expired.'
+      : status === 403 || status === 404
+        ? `The github-token needs ${permissionNeeded(target)}.`
+        : 'Check the target and try again.'
+  return new Error(
+    `secret-targets line '${target.line}' (${describeTarget(target)}): ${doing} failed. ${describeGitHubError(error)}. ${hint}`
+  )
+}
+
+function cacheKey(target: SecretTarget): string {
+  // Owner, repository and organization names are case-insensitive on GitHub.
+  return describeTarget(target).toLowerCase()
+}
+
+export class SecretWriter {
+  private readonly keys = new Map<string, Promise<TargetKey>>()
+  private readonly orgAccess = new Map<string, Promise<OrgSecretAccess>>()
+
+  constructor(private readonly octokit: GitHubClient) {}
+
+  /**
+   * Reads (once per target per run, cached) the target's public key; for an org target also the
+   * existing secret's visibility and selected repository ids when it exists. Errors name the
+   * target line and the permission needed. Read-only.
+   */
+  async preflight(target: SecretTarget, secretNames: string[]): Promise<void> {
+    await this.publicKey(target)
+    if (target.kind === 'org') {
+      for (const name of secretNames) await this.orgSecretAccess(target, name)
+    }
+  }
+
+  /**
+   * Seals and PUTs one secret; 'created' (201) or 'updated' (204). An org secret keeps its
+   * visibility and selected repositories; a new one is 'private'.
+   */
+  async write(target: SecretTarget, name: string, value: string): Promise<'created' | 'updated'> {
+    if (Buffer.byteLength(value, 'utf8') > MAX_SECRET_BYTES) {
+      throw new Error(`Secret ${name} is larger than GitHub's 48 KB limit.`)
+    }
+    const key = await this.publicKey(target)
+    const access = target.kind === 'org' ? await this.orgSecretAccess(target, name) : undefined
+    const sealed = { encrypted_value: await sealSecret(value, key.key), key_id: key.keyId }
+    try {
+      const { status } = await this.put(target, name, sealed, access)
+      return status === 201 ? 'created' : 'updated'
+    } catch (error) {
+      throw targetError(target, `writing secret ${name}`, error)
+    }
+  }
+
+  private put(
+    target: SecretTarget,
+    name: string,
+    sealed: { encrypted_value: string; key_id: string },
+    access: OrgSecretAccess | undefined
+  ): Promise<{ status: number }> {
+    switch (target.kind) {
+      case 'repo':
+        return this.octokit.request('PUT /repos/{owner}/{repo}/actions/secrets/{secret_name}', {
+          owner: target.owner,
+          repo: target.repo,
+          secret_name: name,
+          ...sealed
+        })
+      case 'env':
+        return this.octokit.request(
+          'PUT /repos/{owner}/{repo}/environments/{environment_name}/secrets/{secret_name}',
+          {
+            owner: target.owner,
+            repo: target.repo,
+            environment_name: target.environment,
+            secret_name: name,
+            ...sealed
+          }
+        )
+      case 'org': {
+        const visibility = access?.visibility ?? 'private'
+        return this.octokit.request('PUT /orgs/{org}/actions/secrets/{secret_name}', {
+          org: target.org,
+          secret_name: name,
+          ...sealed,
+          visibility,
+          ...(visibility === 'selected'
+            ? { selected_repository_ids: access?.selectedRepositoryIds ?? [] }
+            : {})
+        })
+      }
+      case 'dependabot':
+        return this.octokit.request('PUT /repos/{owner}/{repo}/dependabot/secrets/{secret_name}', {
+          owner: target.owner,
+          repo: target.repo,
+          secret_name: name,
+          ...sealed
+        })
+    }
+  }
+
+  private publicKey(target: SecretTarget): Promise<TargetKey> {
+    const id = cacheKey(target)
+    let key = this.keys.get(id)
+    if (!key) {
+      key = this.readPublicKey(target)
+      this.keys.set(id, key)
+      // A failed read is not cached: the run fails on it anyway, and a caller may retry.
+      key.catch(() => this.keys.delete(id))
+    }
+    return key
+  }
+
+  private async readPublicKey(target: SecretTarget): Promise<TargetKey> {
+    try {
+      const { data } = await this.getPublicKey(target)
+      return { keyId: data.key_id, key: data.key }
+    } catch (error) {
+      throw targetError(target, 'reading the public key', error)
+    }
+  }
+
+  private getPublicKey(target: SecretTarget): Promise<{ data: { key_id: string; key: string } }> {
+    switch (target.kind) {
+      case 'repo':
+        return this.octokit.request('GET /repos/{owner}/{repo}/actions/secrets/public-key', {
+          owner: target.owner,
+          repo: target.repo
+        })
+      case 'env':
+        return this.octokit.request(
+          'GET /repos/{owner}/{repo}/environments/{environment_name}/secrets/public-key',
+          { owner: target.owner, repo: target.repo, environment_name: target.environment }
+        )
+      case 'org':
+        return this.octokit.request('GET /orgs/{org}/actions/secrets/public-key', {
+          org: target.org
+        })
+      case 'dependabot':
+        return this.octokit.request('GET /repos/{owner}/{repo}/dependabot/secrets/public-key', {
+          owner: target.owner,
+          repo: target.repo
+        })
+    }
+  }
+
+  private orgSecretAccess(
+    target: Extract<SecretTarget, { kind: 'org' }>,
+    name: string
+  ): Promise<OrgSecretAccess> {
+    // Secret names are case-insensitive on GitHub.
+    const id = `${cacheKey(target)}/${name.toUpperCase()}`
+    let access = this.orgAccess.get(id)
+    if (!access) {
+      access = this.readOrgSecretAccess(target, name)
+      this.orgAccess.set(id, access)
+      access.catch(() => this.orgAccess.delete(id))
+    }
+    return access
+  }
+
+  private async readOrgSecretAccess(
+    target: Extract<SecretTarget, { kind: 'org' }>,
+    name: string
+  ): Promise<OrgSecretAccess> {
+    let visibility: OrgSecretAccess['visibility']
+    try {
+      const { data } = await this.octokit.request('GET /orgs/{org}/actions/secrets/{secret_name}', {
+        org: target.org,
+        secret_name: name
+      })
+      visibility = data.visibility
+    } catch (error) {
+      // No such secret yet: it will be created, visible to private repositories only.
+      if (httpStatus(error) === 404) return { visibility: 'private' }
+      throw targetError(target, `reading the visibility of secret ${name}`, error)
+    }
+    if (visibility !== 'selected') return { visibility }
+    try {
+      const repositories = await this.octokit.paginate(
+        'GET /orgs/{org}/actions/secrets/{secret_name}/repositories',
+        { org: target.org, secret_name: name, per_page: 100 }
+      )
+      return { visibility, selectedRepositoryIds: repositories.map(r => r.id) }
+    } catch (error) {
+      throw targetError(target, `reading the selected repositories of secret ${name}`, error)
+    }
+  }
+}
