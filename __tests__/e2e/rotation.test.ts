@@ -1,0 +1,333 @@
+/**
+ * End to end: dist/index.js, run as the Actions runner runs it, against the sandbox (Cloudflare,
+ * GitHub, R2 and the sample app on 127.0.0.1). The ordered request log is the proof of the
+ * invariant: the old token is deleted only after the deploy run concluded success and the smoke
+ * checks passed.
+ */
+import { createHash } from 'node:crypto'
+import {
+  HEALTH_OBJECT_KEY,
+  startSandbox,
+  type Sandbox,
+  type SandboxOptions
+} from '../../sandbox/index.js'
+import { findLeaks, runAction, sandboxInputs, type ActionResult } from '../../sandbox/runner.js'
+import type { RequestEntry, LogEntry } from '../../sandbox/log.js'
+
+const sha256 = (text: string): string => createHash('sha256').update(text, 'utf8').digest('hex')
+
+interface Scenario {
+  sb: Sandbox
+  result: ActionResult
+  healthFailures: Array<{ at: number; status: number }>
+}
+
+async function rotateIn(
+  options: SandboxOptions,
+  overrides: Record<string, string> = {},
+  prepare?: (sb: Sandbox) => void
+): Promise<Scenario> {
+  const sb = await startSandbox(options)
+  prepare?.(sb)
+  const watch = sb.watchHealth(50)
+  const result = await runAction(sb, sandboxInputs(sb, overrides))
+  const healthFailures = await watch.stop()
+  return { sb, result, healthFailures }
+}
+
+const isRequest = (e: LogEntry): e is RequestEntry => e.kind === 'request'
+const tokensPath = (sb: Sandbox, owner: 'user' | 'account'): string =>
+  owner === 'user' ? '/client/v4/user/tokens' : `/client/v4/accounts/${sb.accountId}/tokens`
+
+/** Index in the log of the first entry matching, or -1. */
+function indexOf(sb: Sandbox, match: (e: LogEntry) => boolean): number {
+  return sb.log.entries.findIndex(match)
+}
+function lastIndexOf(sb: Sandbox, match: (e: LogEntry) => boolean): number {
+  for (let i = sb.log.entries.length - 1; i >= 0; i--) if (match(sb.log.entries[i]!)) return i
+  return -1
+}
+
+function secretScope(sb: Sandbox) {
+  return sb.environment
+    ? { kind: 'env' as const, repo: sb.repository, environment: sb.environment }
+    : { kind: 'repo' as const, repo: sb.repository }
+}
+
+function expectNoLeaks(scenario: Scenario): void {
+  const values = scenario.sb.secretValues()
+  // The scan must cover the values it is meant to: old and new token, their SHA-256, ciphertexts.
+  expect(values).toEqual(
+    expect.arrayContaining([scenario.sb.current.value, scenario.sb.current.secretAccessKey])
+  )
+  expect(findLeaks(scenario.result, values)).toEqual([])
+}
+
+describe.each(['user', 'account'] as const)('a %s-owned R2 token', owner => {
+  let scenario: Scenario
+  beforeAll(async () => {
+    scenario = await rotateIn({
+      owner,
+      environment: owner === 'account' ? 'production' : undefined
+    })
+  })
+  afterAll(async () => {
+    await scenario?.sb.stop()
+  })
+
+  it('rotates: result, outputs, exit code', () => {
+    const { result, sb } = scenario
+    expect(result.stderr).toBe('')
+    expect(result.exitCode).toBe(0)
+    expect(result.outputs.result).toBe('rotated')
+    expect(result.outputs['previous-token-id']).toBe(sb.current.id)
+    expect(result.outputs['token-id']).toMatch(/^[0-9a-f]{32}$/)
+    expect(result.outputs['token-id']).not.toBe(sb.current.id)
+    expect(result.outputs['access-key-id']).toBe(result.outputs['token-id'])
+    expect(result.outputs['token-scope']).toBe(`object-read-write bucket=${sb.bucket}`)
+    expect(result.outputs['deploy-run-id']).toMatch(/^\d+$/)
+    expect(result.outputs['deploy-run-url']).toContain(
+      `/actions/runs/${result.outputs['deploy-run-id']}`
+    )
+  })
+
+  it('mints a copy with the same policies and condition, and deletes the old token', () => {
+    const { sb, result } = scenario
+    const newId = result.outputs['token-id']!
+    const minted = sb.cloudflare.findById(newId)!
+    expect(minted).toBeDefined()
+    expect(minted.owner.kind).toBe(owner)
+    const old = sb.cloudflare.deletedTokens.find(t => t.id === sb.current.id)!
+    expect(old).toBeDefined()
+    const strip = (policies: typeof old.policies) =>
+      policies.map(p => ({
+        effect: p.effect,
+        resources: p.resources,
+        permission_groups: p.permission_groups.map(g => g.id)
+      }))
+    expect(strip(minted.policies)).toEqual(strip(old.policies))
+    expect(minted.condition).toEqual(old.condition)
+    expect(minted.name).toMatch(/^avatars-uploader \(rotated \d{4}-\d{2}-\d{2}\)$/)
+    // The create carried no policy id (Cloudflare rejects those with code 1001).
+    const create = sb.log.requests({ service: 'cloudflare', method: 'POST' })
+    expect(create).toHaveLength(1)
+    const body = create[0]!.body as { policies: Array<Record<string, unknown>> }
+    for (const policy of body.policies) expect(policy).not.toHaveProperty('id')
+  })
+
+  it('every target secret decrypts to the new values', () => {
+    const { sb, result } = scenario
+    const newId = result.outputs['token-id']!
+    const newValue = sb.cloudflare.findById(newId)!.value
+    const scope = secretScope(sb)
+    expect(sb.github.getSecret(scope, sb.secretNames.token)).toBe(newValue)
+    expect(sb.github.getSecret(scope, sb.secretNames.accessKeyId)).toBe(newId)
+    expect(sb.github.getSecret(scope, sb.secretNames.secretAccessKey)).toBe(sha256(newValue))
+    expect(sb.github.secretWrites).toHaveLength(3)
+    expect(sb.liveAccessKeyId()).toBe(newId)
+  })
+
+  it('deletes the old token only after the deploy concluded success and the smoke checks passed', () => {
+    const { sb, result } = scenario
+    const runId = Number(result.outputs['deploy-run-id'])
+    const deleteOld = indexOf(
+      sb,
+      e =>
+        isRequest(e) &&
+        e.method === 'DELETE' &&
+        e.path === `${tokensPath(sb, owner)}/${sb.current.id}` &&
+        e.status === 200
+    )
+    const lastSecretWrite = lastIndexOf(
+      sb,
+      e => isRequest(e) && e.service === 'github' && e.method === 'PUT'
+    )
+    const dispatch = indexOf(
+      sb,
+      e => isRequest(e) && e.method === 'POST' && e.path.endsWith('/dispatches')
+    )
+    const concluded = indexOf(
+      sb,
+      e => e.kind === 'event' && e.name === 'run.completed' && e.detail.run_id === runId
+    )
+    const deployed = indexOf(
+      sb,
+      e => e.kind === 'event' && e.name === 'app.deployed' && e.detail.run_id === runId
+    )
+    const sawSuccess = lastIndexOf(
+      sb,
+      e =>
+        isRequest(e) &&
+        e.service === 'github' &&
+        e.method === 'GET' &&
+        e.path.startsWith(`/repos/${sb.repository}/actions/runs/${runId}`)
+    )
+    const smokeChecks = sb.log
+      .requests({ service: 'app' })
+      .filter(e => e.headers['x-smoke-check'] === 'r2-token-rotation')
+    const lastSmoke = sb.log.entries.lastIndexOf(smokeChecks.at(-1)!)
+    const lastProbe = lastIndexOf(
+      sb,
+      // The action's own probe (the sample app reads healthz.txt with the same credentials).
+      e =>
+        isRequest(e) &&
+        e.service === 'r2' &&
+        !e.path.includes(HEALTH_OBJECT_KEY) &&
+        String(e.headers.authorization ?? '').includes(`Credential=${result.outputs['token-id']}/`)
+    )
+
+    expect(
+      sb.log.events('run.completed').find(e => e.detail.run_id === runId)?.detail.conclusion
+    ).toBe('success')
+    expect(smokeChecks.length).toBeGreaterThan(0)
+    expect(smokeChecks.every(e => e.status === 200)).toBe(true)
+    for (const before of [
+      lastSecretWrite,
+      dispatch,
+      concluded,
+      deployed,
+      sawSuccess,
+      lastSmoke,
+      lastProbe
+    ]) {
+      expect(before).toBeGreaterThanOrEqual(0)
+      expect(deleteOld).toBeGreaterThan(before)
+    }
+    expect(dispatch).toBeGreaterThan(lastSecretWrite)
+    expect(lastSmoke).toBeGreaterThan(concluded)
+    // The R2 probe with the new credentials ran again in the smoke phase, after the deploy.
+    expect(lastProbe).toBeGreaterThan(concluded)
+    // Exactly one mint, one dispatch, one delete.
+    expect(
+      sb.log.requests({ method: 'POST' }).filter(e => e.path.endsWith('/dispatches'))
+    ).toHaveLength(1)
+    expect(sb.log.requests({ service: 'cloudflare', method: 'DELETE' })).toHaveLength(1)
+  })
+
+  it('kept the app serving throughout', () => {
+    expect(scenario.healthFailures).toEqual([])
+    expect(scenario.sb.app.healthChecks.length).toBeGreaterThan(0)
+  })
+
+  it('sent and received only what the official OpenAPI descriptions allow', () => {
+    expect(scenario.sb.log.violations).toEqual([])
+  })
+
+  it('never printed a value: stdout, stderr, outputs and summary are clean', () => {
+    expectNoLeaks(scenario)
+    // Every value was masked before its first use.
+    const masks = scenario.result.stdout
+      .split('\n')
+      .filter(l => l.startsWith('::add-mask::'))
+      .map(l => l.slice(12))
+    const newValue = scenario.sb.cloudflare.findById(scenario.result.outputs['token-id']!)!.value
+    expect(masks).toEqual(
+      expect.arrayContaining([
+        newValue,
+        sha256(newValue),
+        scenario.sb.managementToken,
+        scenario.sb.githubToken
+      ])
+    )
+  })
+
+  it('writes a job summary with phases, ids, targets and the run link', () => {
+    const { summary, outputs } = scenario.result
+    for (const text of ['preflight', 'mint', 'verify', 'publish', 'deploy', 'smoke', 'revoke']) {
+      expect(summary).toContain(text)
+    }
+    expect(summary).toContain(outputs['token-id']!)
+    expect(summary).toContain(outputs['previous-token-id']!)
+    expect(summary).toContain(outputs['deploy-run-url']!)
+  })
+})
+
+describe('natural failures', () => {
+  it('a failed deploy run revokes nothing and leaves both tokens valid', async () => {
+    const scenario = await rotateIn({}, {}, sb => sb.github.queueRun({ conclusion: 'failure' }))
+    const { sb, result } = scenario
+    try {
+      expect(result.exitCode).toBe(1)
+      expect(result.outputs.result).toBe('failed')
+      expect(result.stdout).toMatch(/::error::.*concluded failure/)
+      expect(sb.cloudflare.findById(sb.current.id)?.status).toBe('active')
+      expect(sb.cloudflare.findById(result.outputs['token-id']!)?.status).toBe('active')
+      expect(sb.log.requests({ service: 'cloudflare', method: 'DELETE' })).toEqual([])
+      expect(scenario.healthFailures).toEqual([])
+      expect(sb.log.violations).toEqual([])
+      expectNoLeaks(scenario)
+    } finally {
+      await sb.stop()
+    }
+  })
+
+  it('a failure before publish deletes the new token and changes nothing else', async () => {
+    const scenario = await rotateIn({}, {}, sb => {
+      // Every read of the NEW token fails (more often than the SDK retries a GET), so the
+      // re-read after minting cannot confirm its policies.
+      sb.cloudflare.service.inject({
+        method: 'GET',
+        path: new RegExp(
+          `^/client/v4/user/tokens/(?!verify$|permission_groups$|${sb.current.id}$)[0-9a-f]{32}$`
+        ),
+        status: 500,
+        times: 50
+      })
+    })
+    const { sb, result } = scenario
+    try {
+      expect(result.exitCode).toBe(1)
+      expect(result.outputs.result).toBe('failed')
+      const created = sb.log.requests({ service: 'cloudflare', method: 'POST' })
+      expect(created).toHaveLength(1)
+      const mutations = sb.log
+        .mutations()
+        .map(e => `${e.method} ${e.path.replace(/[0-9a-f]{32}/, 'ID')}`)
+      expect(mutations).toEqual(['POST /client/v4/user/tokens', 'DELETE /client/v4/user/tokens/ID'])
+      expect(sb.cloudflare.deletedTokens.map(t => t.id)).not.toContain(sb.current.id)
+      expect(sb.cloudflare.findById(sb.current.id)?.status).toBe('active')
+      expect(sb.cloudflare.tokens.size).toBe(2) // management + current: the new one is gone
+      expect(sb.github.secretWrites).toEqual([])
+      expect(result.outputs['token-id']).toBeUndefined()
+      expect(scenario.healthFailures).toEqual([])
+      expectNoLeaks(scenario)
+    } finally {
+      await sb.stop()
+    }
+  })
+
+  it('a smoke check that keeps failing revokes nothing', async () => {
+    const scenario = await rotateIn({}, { 'smoke-timeout': '3s' }, sb => {
+      // The app keeps answering 503 on the smoke URL the caller configured.
+      sb.app.service.inject({ path: /^\/healthz$/, status: 503, times: 1_000_000 })
+    })
+    const { sb, result } = scenario
+    try {
+      expect(result.exitCode).toBe(1)
+      expect(result.outputs.result).toBe('failed')
+      expect(result.stdout).toMatch(/::error::.*smoke check/)
+      expect(sb.cloudflare.findById(sb.current.id)?.status).toBe('active')
+      expect(sb.log.requests({ service: 'cloudflare', method: 'DELETE' })).toEqual([])
+      expectNoLeaks(scenario)
+    } finally {
+      await sb.stop()
+    }
+  }, 90_000)
+
+  it('a bad input fails with one ::error:: line naming it, and mutates nothing', async () => {
+    const sb = await startSandbox()
+    try {
+      const result = await runAction(sb, sandboxInputs(sb, { secrets: 'GITHUB_TOKEN_COPY=token' }))
+      expect(result.exitCode).toBe(1)
+      const errors = result.stdout.split('\n').filter(l => l.startsWith('::error'))
+      expect(errors).toHaveLength(1)
+      expect(errors[0]).toContain("'secrets'")
+      expect(result.outputs.result).toBe('failed')
+      expect(sb.log.mutations()).toEqual([])
+      expect(sb.log.requests()).toEqual([])
+      expect(findLeaks(result, sb.secretValues())).toEqual([])
+    } finally {
+      await sb.stop()
+    }
+  })
+})

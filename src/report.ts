@@ -1,0 +1,130 @@
+/**
+ * Outputs and the job summary. Only ids, names, links, counts and durations reach them — never a
+ * value (the report type carries none).
+ */
+import * as core from '@actions/core'
+import type { RotationReport } from './rotation.js'
+
+export function writeOutputs(report: RotationReport): void {
+  core.setOutput('result', report.result)
+  const optional: Record<string, string | number | undefined> = {
+    'token-id': report.tokenId,
+    'previous-token-id': report.previousTokenId,
+    'access-key-id': report.accessKeyId,
+    'expires-on': report.expiresOn,
+    'deploy-run-id': report.deployRunId,
+    'deploy-run-url': report.deployRunUrl,
+    'token-scope': report.tokenScope
+  }
+  for (const [name, value] of Object.entries(optional)) {
+    if (value !== undefined && value !== '') core.setOutput(name, String(value))
+  }
+}
+
+const RESULT_HEADLINE: Record<RotationReport['result'], string> = {
+  rotated: 'Token rotated',
+  skipped: 'Rotation skipped: the token is not due yet',
+  'rolled-back': 'Rotation rolled back',
+  'dry-run': 'Dry run: nothing was changed',
+  failed: 'Rotation failed'
+}
+
+/** The summary's tables are HTML: escape what came from outside (names, URLs). */
+function escape(text: string): string {
+  return text
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;')
+}
+
+function code(text: string): string {
+  return `<code>${escape(text)}</code>`
+}
+
+function seconds(ms: number): string {
+  return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`
+}
+
+/** Markdown of the job summary (exported for tests). */
+export function summaryMarkdown(report: RotationReport): string {
+  const s = core.summary.emptyBuffer()
+  s.addHeading(`R2 token rotation: ${RESULT_HEADLINE[report.result]}`, 2)
+  if (report.warnings.length > 0) {
+    s.addRaw(`> [!WARNING]\n${report.warnings.map(w => `> ${w}`).join('\n')}\n\n`)
+  }
+  if (report.error) {
+    s.addRaw(
+      `> [!CAUTION]\n${report.error
+        .split('\n')
+        .map(l => `> ${l}`)
+        .join('\n')}\n\n`
+    )
+  }
+  s.addTable([
+    [
+      { data: 'Phase', header: true },
+      { data: 'Status', header: true },
+      { data: 'Duration', header: true }
+    ],
+    ...report.phases.map(p => [
+      p.name,
+      p.status === 'ok' ? '✅ ok' : '❌ failed',
+      seconds(p.durationMs)
+    ])
+  ])
+  const rows: Array<[string, string]> = []
+  if (report.previousTokenId) {
+    rows.push([
+      'Previous token',
+      `${code(report.previousTokenId)} ${escape(report.previousTokenName ?? '')}`
+    ])
+  }
+  if (report.tokenId)
+    rows.push(['New token', `${code(report.tokenId)} ${escape(report.tokenName ?? '')}`])
+  if (report.owner) rows.push(['Owner', report.owner])
+  if (report.tokenScope) rows.push(['Scope', code(report.tokenScope)])
+  rows.push(['Expires', report.tokenId ? (report.expiresOn ?? 'never') : '—'])
+  if (report.probe) {
+    rows.push([
+      'R2 probe',
+      `${report.probe.mode} on ${code(report.probe.bucket)}: ${report.probe.ok ? 'passed' : 'failed'}`
+    ])
+  }
+  rows.push(['Targets', report.targets.map(escape).join('<br>')])
+  rows.push(['Secrets written', String(report.secretsWritten.length)])
+  if (report.deployRunId) {
+    rows.push([
+      'Deploy run',
+      `<a href="${escape(report.deployRunUrl ?? '')}">#${report.deployRunId}</a> ${report.deployConclusion ?? ''}`
+    ])
+  }
+  if (report.smoke.length > 0) {
+    rows.push([
+      'Smoke checks',
+      report.smoke
+        .map(r => `${r.ok ? '✅' : '❌'} ${escape(r.url)} (${r.status ?? 'no answer'})`)
+        .join('<br>')
+    ])
+  }
+  if (report.revoked) rows.push(['Revocation', report.revoked])
+  s.addTable([
+    [
+      { data: 'Detail', header: true },
+      { data: 'Value', header: true }
+    ],
+    ...rows
+  ])
+  if (report.plan.length > 0 && report.result === 'dry-run') {
+    s.addHeading('Plan', 3)
+    s.addList(report.plan)
+  }
+  return s.stringify()
+}
+
+export async function writeSummary(report: RotationReport): Promise<void> {
+  if (!process.env.GITHUB_STEP_SUMMARY) return
+  const markdown = summaryMarkdown(report)
+  core.summary.emptyBuffer()
+  await core.summary.addRaw(markdown).write()
+}
