@@ -630,11 +630,6 @@ describe('getSettings: secret values never appear in messages', () => {
       '64 hexadecimal characters'
     ],
     [
-      'current-secret-access-key',
-      { 'current-token': `${CURRENT_TOKEN}x`, 'current-secret-access-key': sha },
-      'does not belong to current-token'
-    ],
-    [
       'smoke-headers',
       { 'smoke-urls': 'https://a.example', 'smoke-headers': SECRET },
       "line 1: expected 'Name: value'"

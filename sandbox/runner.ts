@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { parse as parseYaml } from 'yaml'
 import type { Sandbox } from './index.js'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
@@ -36,6 +37,8 @@ export interface RunOptions {
   /** Called once the process is spawned (crash tests kill it). */
   onSpawn?: (child: ChildProcess) => void
   timeoutMs?: number
+  /** The bundle to run (default dist/index.js; R2_ROTATION_ENTRY overrides it for private builds). */
+  entry?: string
 }
 
 /** The inputs a caller workflow would pass for the sandbox's world; `overrides` wins ('' removes). */
@@ -64,11 +67,25 @@ export function sandboxInputs(
     'smoke-urls': `${sb.appUrl}/healthz expect=200 contains=ok`,
     'smoke-headers': 'X-Smoke-Check: r2-token-rotation',
     'smoke-timeout': '30s',
-    'r2-endpoint': sb.r2Endpoint,
-    ...overrides
+    'r2-endpoint': sb.r2Endpoint
   }
-  for (const [k, v] of Object.entries(inputs)) if (v === '') delete inputs[k]
+  for (const [name, value] of Object.entries(overrides)) {
+    if (value === undefined) delete inputs[name]
+    else inputs[name] = value
+  }
   return inputs
+}
+
+/** The action.yml defaults: the runner passes them for every input the workflow leaves out. */
+export function actionDefaults(): Record<string, string> {
+  const action = parseYaml(readFileSync(path.join(root, 'action.yml'), 'utf8')) as {
+    inputs: Record<string, { default?: string }>
+  }
+  const defaults: Record<string, string> = {}
+  for (const [name, input] of Object.entries(action.inputs)) {
+    if (input.default !== undefined) defaults[name] = String(input.default)
+  }
+  return defaults
 }
 
 /** INPUT_<NAME>: upper-cased, spaces to `_`, hyphens kept (as the runner and @actions/core do). */
@@ -120,10 +137,13 @@ export async function runAction(
     RUNNER_TEMP: dir,
     ...options.env
   }
-  for (const [name, value] of Object.entries(inputs)) env[inputEnvName(name)] = value
+  for (const [name, value] of Object.entries({ ...actionDefaults(), ...inputs })) {
+    env[inputEnvName(name)] = value
+  }
 
   const started = Date.now()
-  const child = spawn(process.execPath, [ACTION_ENTRY], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const entry = options.entry ?? process.env.R2_ROTATION_ENTRY ?? ACTION_ENTRY
+  const child = spawn(process.execPath, [entry], { env, stdio: ['ignore', 'pipe', 'pipe'] })
   options.onSpawn?.(child)
   let stdout = ''
   let stderr = ''

@@ -7,6 +7,7 @@ import { TokenApi } from './cloudflare/tokens.js'
 import { createGitHubClient } from './github/client.js'
 import { SecretWriter } from './github/secrets.js'
 import { rotate } from './rotation.js'
+import { Journal } from './journal.js'
 import { writeOutputs, writeSummary } from './report.js'
 import { mask, maskToken } from './mask.js'
 import { errorMessage } from './errors.js'
@@ -50,7 +51,8 @@ export async function run(): Promise<void> {
         baseURL: settings.cloudflareApiUrl
       }),
       github,
-      secrets: new SecretWriter(github)
+      secrets: new SecretWriter(github),
+      journal: new Journal(github, settings.repository, settings.stateVariable, settings.runId)
     })
     writeOutputs(report)
     await writeSummary(report)

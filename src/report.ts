@@ -108,6 +108,9 @@ export function summaryMarkdown(report: RotationReport): string {
     ])
   }
   if (report.revoked) rows.push(['Revocation', report.revoked])
+  if (report.recovery) rows.push(['Recovery', escape(report.recovery)])
+  if (report.rollback) rows.push(['After the failure', report.rollback])
+  if (report.journalPhase) rows.push(['Journal', report.journalPhase])
   s.addTable([
     [
       { data: 'Detail', header: true },

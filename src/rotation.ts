@@ -5,14 +5,20 @@
  *   and every smoke check passed.
  *
  * The clients below it know HTTP; nothing below it decides whether a token may be revoked.
- * Phases: preflight (read-only) → mint → verify → publish → deploy → smoke → revoke → report.
+ *
+ * Phases: preflight (read-only) → [recover] → mint → verify → publish → deploy → smoke → revoke.
+ * A failure before publish deletes the new token. A failure at or after publish either rolls back
+ * (previous values restored everywhere, redeployed, smoke-checked, then the new token deleted) or
+ * leaves both tokens valid and the journal `pending`. The journal (an Actions variable) is written
+ * before and after each mutating phase so that the next run can finish or undo a killed one.
  */
 import * as core from '@actions/core'
-import type { Settings, SecretField } from './settings.js'
+import type { Settings } from './settings.js'
 import {
   type ApiToken,
   type TokenApi,
   type TokenOwner,
+  CloudflareApiError,
   clonePolicies,
   resolveCurrentToken,
   sameCondition,
@@ -20,15 +26,19 @@ import {
 } from './cloudflare/tokens.js'
 import {
   type Jurisdiction,
-  type S3Credentials,
   type TokenScope,
   accountIdFromPolicies,
   classifyScope,
-  deriveS3Credentials,
-  r2Endpoint
+  r2Endpoint,
+  sha256Hex
 } from './cloudflare/r2.js'
 import { probeBucket } from './cloudflare/probe.js'
-import type { GitHubClient } from './github/client.js'
+import {
+  MANAGEMENT_PERMISSION,
+  requireManagementPermission,
+  verifyManagementToken
+} from './cloudflare/management.js'
+import { type GitHubClient, describeGitHubError, httpStatus } from './github/client.js'
 import { type SecretWriter, describeTarget } from './github/secrets.js'
 import { type WorkflowInfo, dispatchWorkflow, followRun, inspectWorkflow } from './github/deploy.js'
 import { type SmokeResult, runSmokeChecks } from './smoke.js'
@@ -36,10 +46,28 @@ import { expandTokenName } from './token-name.js'
 import { retryUntil, sleep } from './backoff.js'
 import { mask, maskToken } from './mask.js'
 import { errorMessage } from './errors.js'
+import { type Credentials, fieldValue, missingFields } from './credentials.js'
+import {
+  type Journal,
+  type JournalRecord,
+  type Recovery,
+  decidePublishedRecovery,
+  isPublished,
+  isSettled
+} from './journal.js'
 
 export type Result = 'rotated' | 'skipped' | 'rolled-back' | 'dry-run' | 'failed'
 export type PhaseName =
-  'preflight' | 'mint' | 'verify' | 'publish' | 'deploy' | 'smoke' | 'revoke' | 'cleanup'
+  | 'preflight'
+  | 'recover'
+  | 'mint'
+  | 'verify'
+  | 'publish'
+  | 'deploy'
+  | 'smoke'
+  | 'revoke'
+  | 'rollback'
+  | 'cleanup'
 
 export interface PhaseRecord {
   name: PhaseName
@@ -72,6 +100,12 @@ export interface RotationReport {
   smoke: SmokeResult[]
   probe?: { mode: 'read' | 'write'; bucket: string; ok: boolean }
   revoked?: 'deleted' | 'disabled' | 'kept' | 'already-gone'
+  /** What an unfinished earlier rotation led this run to do. */
+  recovery?: string
+  /** How a failure after publish was handled. */
+  rollback?: 'rolled-back' | 'pending'
+  /** The journal's phase at the end of the run. */
+  journalPhase?: string
   /** The plan, for dry-run and the summary. */
   plan: string[]
 }
@@ -81,6 +115,7 @@ export interface RotationContext {
   tokens: TokenApi
   github: GitHubClient
   secrets: SecretWriter
+  journal: Journal
   now?: () => Date
   sleep?: (ms: number) => Promise<void>
 }
@@ -101,7 +136,10 @@ export class RotationError extends Error {
 
 interface Plan {
   owner: TokenOwner
+  /** The token the deployments use now (after a restore: the previous token). */
   current: ApiToken
+  /** What the inputs tell of its values (a rollback needs them). */
+  currentCredentials: Credentials
   accountId?: string
   scope: TokenScope
   probe?: { mode: 'read' | 'write'; bucket: string; endpoint: string }
@@ -111,18 +149,21 @@ interface Plan {
   expiresOn?: string
   due: boolean
   dueAt?: Date
+  recovery?: Recovery
+  /** Tokens an earlier `revoke: disable` left behind, deleted once this rotation succeeds. */
+  disabledTokenIds: string[]
 }
 
+/** What has been changed so far: decides the clean-up when a phase fails. */
 interface RunState {
-  owner?: TokenOwner
-  minted?: Minted
+  /** The token being introduced and what is known of it. */
+  next?: Credentials
+  /** Where `next` came from: minted by this run, or found in the secrets by a recovery. */
+  nextOrigin?: 'minted' | 'recovered'
+  /** Set once the first secret write may have happened. */
   publishStarted: boolean
-}
-
-interface Minted {
-  token: ApiToken
-  value: string
-  credentials: S3Credentials
+  /** Deploy runs dispatched by this run (all must have concluded before a rollback deletes `next`). */
+  deployRunIds: number[]
 }
 
 export async function rotate(ctx: RotationContext): Promise<RotationReport> {
@@ -137,57 +178,60 @@ export async function rotate(ctx: RotationContext): Promise<RotationReport> {
     smoke: [],
     plan: []
   }
-  // What has been changed so far; decides the clean-up when a phase fails.
-  const state: RunState = { publishStarted: false }
+  const state: RunState = { publishStarted: false, deployRunIds: [] }
+  let plan: Plan | undefined
 
   try {
-    const plan = await phase(report, 'preflight', () => preflight(ctx, report, now()))
-    state.owner = plan.owner
-    if (!plan.due) {
-      report.result = 'skipped'
-      core.notice(
-        `Token ${plan.current.id} is not due for rotation yet (rotate-after); it will be due on ${plan.dueAt?.toISOString()}. Set force: true to rotate now.`
-      )
-      return report
-    }
+    plan = await phase(report, 'preflight', () => preflight(ctx, report, now()))
+    const p = plan
+
     if (settings.dryRun) {
       report.result = 'dry-run'
       for (const line of report.plan) core.info(`plan: ${line}`)
       return report
     }
 
-    const minted = await phase(report, 'mint', () => mint(ctx, report, plan, state))
-    await phase(report, 'verify', () => verifyNewToken(ctx, report, plan, minted))
-
-    state.publishStarted = true
-    await phase(report, 'publish', () => publish(ctx, report, minted))
-
-    if (plan.workflow && settings.deploy) {
-      await phase(report, 'deploy', () => deploy(ctx, report, plan))
+    if (p.recovery) {
+      const finished = await phase(report, 'recover', () => recover(ctx, report, p, state))
+      if (finished) {
+        report.result = 'rotated'
+        return report
+      }
     }
-    await phase(report, 'smoke', () => smoke(ctx, report, plan, minted))
 
-    // The invariant: we only get here after the deploy concluded success and every smoke check passed.
-    await phase(report, 'revoke', () => revoke(ctx, report, plan))
+    if (!p.due) {
+      report.result = 'skipped'
+      core.notice(
+        `Token ${p.current.id} is not due for rotation yet (rotate-after); it will be due on ${p.dueAt?.toISOString()}. Set force: true to rotate now.`
+      )
+      return report
+    }
+
+    const startedAt = now()
+    await journalWrite(ctx, report, {
+      phase: 'minting',
+      previous_token_id: p.current.id,
+      pending_token_id: undefined,
+      pending_token_name: p.newName,
+      token_owner: p.owner.kind === 'user' ? 'user' : { account_id: p.owner.accountId },
+      deploy_run_ids: [],
+      started_at: startedAt.toISOString()
+    })
+    const minted = await phase(report, 'mint', () => mint(ctx, report, p, state, startedAt))
+    await journalWrite(ctx, report, { phase: 'minted', pending_token_id: minted.id })
+    await phase(report, 'verify', () => verifyNewToken(ctx, report, p, minted))
+
+    await advance(ctx, report, p, state, minted, p.current.id)
     report.result = 'rotated'
     return report
   } catch (error) {
     report.result = 'failed'
-    const failedPhase = error instanceof RotationError ? error.phase : undefined
     report.error = errorMessage(error)
-    const { minted, owner } = state
-    if (minted && owner && !state.publishStarted) {
+    if (plan && state.next && !state.publishStarted && state.nextOrigin === 'minted') {
       // Nothing reads the new token yet: delete it so that a failed run leaves no orphan.
-      await cleanupUnpublished(ctx, report, owner, minted)
-    } else if (minted && state.publishStarted) {
-      // Both tokens stay valid: the old one may still serve traffic and the new one is in (some of) the secrets.
-      report.error +=
-        `\nState: the new token ${minted.token.id} was published to ${report.secretsWritten.length} of ` +
-        `${settings.secrets.length * settings.secretTargets.length} secret(s); the previous token ` +
-        `${report.previousTokenId} was NOT revoked. Both tokens are valid, so nothing that uses either ` +
-        `stops working. Fix the cause${failedPhase ? ` (phase ${failedPhase})` : ''} and run the rotation again, ` +
-        `passing the new token as current-token/current-access-key-id if the secrets now hold it; ` +
-        `then delete whichever token is no longer in the secrets.`
+      await cleanupUnpublished(ctx, report, plan.owner, state.next)
+    } else if (plan && state.next && state.publishStarted) {
+      await afterPublishFailure(ctx, report, plan, state, error)
     }
     return report
   }
@@ -221,19 +265,67 @@ async function phase<T>(
   }
 }
 
+async function journalWrite(
+  ctx: RotationContext,
+  report: RotationReport,
+  update: Partial<JournalRecord> & { phase: JournalRecord['phase'] }
+): Promise<void> {
+  const record = await ctx.journal.write(update)
+  report.journalPhase = record.phase
+}
+
 // ---------------------------------------------------------------- preflight (read-only)
 
 async function preflight(ctx: RotationContext, report: RotationReport, now: Date): Promise<Plan> {
   const { settings, tokens } = ctx
 
-  const { owner, token: current } = await resolveCurrentToken(tokens, {
+  const management = await verifyManagementToken(
+    tokens,
+    settings.cloudflareApiToken,
+    settings.accountId
+  )
+  core.info(`Management token: ${management.id} (${management.owner.kind}-owned)`)
+
+  const resolved = await resolveCurrentToken(tokens, {
     tokenOwner: settings.tokenOwner,
     accountId: settings.accountId,
     currentToken: settings.currentToken,
     currentAccessKeyId: settings.currentAccessKeyId
   })
+  const owner = resolved.owner
   report.owner = owner.kind
-  report.previousTokenId = current.id
+  const known = await knownCredentials(ctx, owner, resolved.token.id)
+
+  // The journal: an unfinished rotation is recovered before anything else.
+  const record = await ctx.journal.read()
+  const recovery =
+    record && !isSettled(record.phase) ? await planRecovery(ctx, record, known, owner) : undefined
+  if (recovery) {
+    report.recovery = describeRecovery(recovery)
+    core.warning(
+      `Unfinished rotation from run ${recovery.record.run_id} (phase ${recovery.record.phase}): ${report.recovery}`
+    )
+  } else if (known.length > 1) {
+    throw new RotationError(
+      'preflight',
+      `Inputs 'current-token' and 'current-access-key-id' name different tokens (${known.map(k => k.id).join(' and ')}). Pass the values the deployments use now, from the same token.`
+    )
+  }
+
+  // The token in use now. After a restore it is the previous token of the unfinished rotation.
+  let current = resolved.token
+  if (recovery?.kind === 'restore' && recovery.previous.id !== current.id) {
+    current = await tokens.get(owner, recovery.previous.id)
+  } else if (recovery?.kind === 'forward' && recovery.next.id !== current.id) {
+    current = await tokens.get(owner, recovery.next.id)
+  }
+  const currentCredentials =
+    recovery?.kind === 'restore'
+      ? recovery.previous
+      : recovery?.kind === 'forward'
+        ? recovery.next
+        : (known[0] ?? { id: current.id })
+  report.previousTokenId = recovery?.kind === 'forward' ? recovery.previousId : current.id
   report.previousTokenName = current.name
   core.info(
     `Current token: ${current.id} "${current.name}" (${owner.kind}-owned, ${current.status})`
@@ -244,19 +336,16 @@ async function preflight(ctx: RotationContext, report: RotationReport, now: Date
       `The current token ${current.id} is ${current.status}. Only an active token can be rotated; pass the token the deployments use now as current-token or current-access-key-id.`
     )
   }
-  if (settings.currentAccessKeyId && settings.currentToken) {
-    // Both given: they must name the same token, or the secrets would be restored to a mismatched pair.
-    const verified = await tokens.verify(settings.currentToken, owner)
-    if (verified.id !== current.id) {
-      throw new RotationError(
-        'preflight',
-        `Inputs 'current-token' and 'current-access-key-id' name different tokens (${verified.id} and ${current.id}). Pass the pair the deployments use now.`
-      )
-    }
+  if (management.id === current.id || management.id === report.previousTokenId) {
+    throw new RotationError(
+      'preflight',
+      `The management token (cloudflare-api-token) is the token being rotated (${management.id}); revoking it would end the rotation midway. Use a separate token with '${MANAGEMENT_PERMISSION[owner.kind]}'.`
+    )
   }
 
   const groups = await tokens.permissionGroups(owner)
   const groupNames = new Map(groups.map(g => [g.id, g.name]))
+  requireManagementPermission(management, owner, groupNames)
   const scope = classifyScope(current.policies, groupNames)
   report.scope = scope
   report.tokenScope = scope.summary
@@ -316,7 +405,12 @@ async function preflight(ctx: RotationContext, report: RotationReport, now: Date
     repository: `${settings.repository.owner}/${settings.repository.repo}`
   })
   const expiresOn = newExpiry(settings, current, now)
+  for (const warning of expiryWarnings(settings, current, expiresOn, now)) {
+    report.warnings.push(warning)
+    core.warning(warning)
+  }
 
+  if (recovery) report.plan.push(`recover first: ${report.recovery}`)
   report.plan.push(
     `mint "${newName}" as a copy of ${current.id} (${current.policies.length} polic${current.policies.length === 1 ? 'y' : 'ies'}, ${current.condition ? 'with' : 'no'} condition), ${expiresOn ? `expiring ${expiresOn}` : 'no expiry'}`,
     `verify it${probe ? ` and probe bucket ${probe.bucket} (${probe.mode})` : ''}`,
@@ -327,9 +421,11 @@ async function preflight(ctx: RotationContext, report: RotationReport, now: Date
     `${settings.smoke.checks.length} smoke check(s)`,
     `${settings.revoke} the previous token ${current.id}${settings.revokeGraceMs ? ` after ${Math.round(settings.revokeGraceMs / 1000)} s` : ''}`
   )
+  if (!due) report.plan.push(`(not due before ${dueAt?.toISOString()}: the run would skip)`)
   return {
     owner,
     current,
+    currentCredentials,
     accountId,
     scope,
     probe,
@@ -338,7 +434,131 @@ async function preflight(ctx: RotationContext, report: RotationReport, now: Date
     newName,
     expiresOn,
     due,
-    dueAt
+    dueAt,
+    recovery,
+    disabledTokenIds: record?.disabled_token_ids ?? []
+  }
+}
+
+/**
+ * What the current-* inputs say, one entry per token they name. They normally name one token;
+ * after a run was killed midway through publishing they may name two (the secrets hold a mix).
+ * The R2 secret belongs to the token whose value hashes to it, else to `current-access-key-id`'s.
+ */
+async function knownCredentials(
+  ctx: RotationContext,
+  owner: TokenOwner,
+  resolvedId: string
+): Promise<Credentials[]> {
+  const { currentToken, currentAccessKeyId, currentSecretAccessKey } = ctx.settings
+  const known: Credentials[] = []
+  let tokenId: string | undefined
+  if (currentToken) {
+    tokenId = currentAccessKeyId ? (await ctx.tokens.verify(currentToken, owner)).id : resolvedId
+    const secretAccessKey = sha256Hex(currentToken)
+    mask(secretAccessKey)
+    known.push({ id: tokenId, value: currentToken, secretAccessKey })
+  }
+  if (currentAccessKeyId && currentAccessKeyId !== tokenId) {
+    const secretBelongsToKey =
+      currentSecretAccessKey !== undefined &&
+      (!currentToken || sha256Hex(currentToken) !== currentSecretAccessKey)
+    known.push({
+      id: currentAccessKeyId,
+      ...(secretBelongsToKey ? { secretAccessKey: currentSecretAccessKey } : {})
+    })
+  } else if (currentAccessKeyId && currentSecretAccessKey && known[0]) {
+    // Same token: the given secret must be its own (else a rollback would restore a broken pair).
+    if (known[0].secretAccessKey !== currentSecretAccessKey) {
+      throw new RotationError(
+        'preflight',
+        `Input 'current-secret-access-key' does not belong to current-token (an R2 Secret Access Key is the SHA-256 of its token value). Pass the secrets of the same token.`
+      )
+    }
+  } else if (currentAccessKeyId && !currentToken) {
+    known.push({
+      id: currentAccessKeyId,
+      ...(currentSecretAccessKey ? { secretAccessKey: currentSecretAccessKey } : {})
+    })
+  }
+  return known
+}
+
+async function planRecovery(
+  ctx: RotationContext,
+  record: JournalRecord,
+  known: Credentials[],
+  owner: TokenOwner
+): Promise<Recovery> {
+  await refuseIfStillRunning(ctx, record)
+  if (!isPublished(record.phase)) {
+    // Minted, never published: the token(s) minted under the journal's name are orphans.
+    let ids: string[]
+    if (record.phase === 'minted' && record.pending_token_id) {
+      ids = [record.pending_token_id]
+    } else {
+      const since = Date.parse(record.updated_at) - 1000 // Cloudflare times are whole seconds
+      const inUse = new Set(known.map(k => k.id))
+      ids = (await ctx.tokens.list(owner))
+        .filter(
+          t =>
+            t.name === record.pending_token_name &&
+            !inUse.has(t.id) &&
+            t.id !== record.previous_token_id &&
+            Date.parse(t.issued_on ?? '') >= since
+        )
+        .map(t => t.id)
+    }
+    return { kind: 'delete-unpublished', record, tokenIds: ids }
+  }
+  return decidePublishedRecovery(
+    record,
+    known,
+    ctx.settings.secrets.map(s => s.field)
+  )
+}
+
+/** A rotation whose run is still queued or in progress must not be touched (contract, crash safety). */
+async function refuseIfStillRunning(ctx: RotationContext, record: JournalRecord): Promise<void> {
+  if (!record.run_id || record.run_id === ctx.settings.runId) return
+  const runId = Number(record.run_id)
+  if (!Number.isSafeInteger(runId) || runId <= 0) return
+  let status: string | null | undefined
+  let url: string
+  try {
+    const { data } = await ctx.github.request('GET /repos/{owner}/{repo}/actions/runs/{run_id}', {
+      ...ctx.settings.repository,
+      run_id: runId
+    })
+    status = data.status
+    url = data.html_url
+  } catch (error) {
+    if (httpStatus(error) === 404) return
+    throw new RotationError(
+      'preflight',
+      `Cannot tell whether the rotation of run ${runId} is still running: ${describeGitHubError(error)}`
+    )
+  }
+  if (status !== 'completed') {
+    throw new RotationError(
+      'preflight',
+      `Another rotation is in progress in run ${runId} (${status}, phase ${record.phase}): ${url}. Nothing was changed. Let it finish, and use a 'concurrency:' group so that rotations of one token never overlap.`
+    )
+  }
+}
+
+function describeRecovery(recovery: Recovery): string {
+  switch (recovery.kind) {
+    case 'delete-unpublished':
+      return recovery.tokenIds.length
+        ? `delete the unpublished token(s) ${recovery.tokenIds.join(', ')}, then rotate afresh`
+        : 'no token was minted; rotate afresh'
+    case 'forward':
+      return `the secrets hold the new token ${recovery.next.id}: publish it everywhere, deploy, smoke-check, then revoke ${recovery.previousId}`
+    case 'restore':
+      return `the secrets hold the previous token ${recovery.previous.id}: restore it everywhere, deploy, smoke-check, delete ${recovery.pendingId}, then rotate afresh`
+    case 'stuck':
+      return `cannot finish it: ${recovery.reason}`
   }
 }
 
@@ -388,9 +608,88 @@ function newExpiry(settings: Settings, current: ApiToken, now: Date): string | u
   return undefined
 }
 
+/** A token that will expire before it is rotated again means downtime on the day it expires. */
+const EXPIRY_WARNING_MS = 7 * 24 * 3600 * 1000
+
+function expiryWarnings(
+  settings: Settings,
+  current: ApiToken,
+  newExpiresOn: string | undefined,
+  now: Date
+): string[] {
+  const warnings: string[] = []
+  if (current.expires_on) {
+    const left = new Date(current.expires_on).getTime() - now.getTime()
+    if (left < EXPIRY_WARNING_MS) {
+      warnings.push(
+        `The current token ${current.id} expires on ${current.expires_on}, within 7 days.`
+      )
+    }
+  }
+  if (newExpiresOn && settings.rotateAfterMs > 0) {
+    const nextDue = new Date(now.getTime() + settings.rotateAfterMs)
+    if (new Date(newExpiresOn) < nextDue) {
+      warnings.push(
+        `The new token will expire on ${newExpiresOn}, before the next rotation is due (${isoSeconds(nextDue)}, rotate-after). Raise token-ttl or lower rotate-after, or the token will lapse between rotations.`
+      )
+    }
+  }
+  return warnings
+}
+
 /** Cloudflare stores token times to the second (RFC 3339 without fractions). */
 function isoSeconds(date: Date): string {
   return date.toISOString().replace(/\.\d{3}Z$/, 'Z')
+}
+
+// ---------------------------------------------------------------- recover
+
+/**
+ * Acts on an unfinished rotation. Returns true when it completed that rotation (nothing more to
+ * do this run), false when the way is clear for a fresh rotation.
+ */
+async function recover(
+  ctx: RotationContext,
+  report: RotationReport,
+  plan: Plan,
+  state: RunState
+): Promise<boolean> {
+  const recovery = plan.recovery!
+  switch (recovery.kind) {
+    case 'delete-unpublished':
+      for (const id of recovery.tokenIds) {
+        const outcome = await ctx.tokens.delete(plan.owner, id)
+        core.info(`Deleted the unpublished token ${id} (${outcome})`)
+      }
+      return false
+    case 'stuck':
+      await journalWrite(ctx, report, { phase: 'pending' })
+      throw new RotationError(
+        'recover',
+        `An earlier rotation (run ${recovery.record.run_id}) stopped in phase ${recovery.record.phase} and ${recovery.reason}. ` +
+          `Both tokens are still valid. Pass current-token (the value now in the secrets) so that this run can finish it, ` +
+          `or write one token's values into every secret by hand and delete the other token.`
+      )
+    case 'forward': {
+      // The pending token is already in (some of) the secrets: finish what the earlier run began.
+      maskToken(recovery.next.value)
+      mask(recovery.next.secretAccessKey)
+      report.tokenId = recovery.next.id
+      report.accessKeyId = recovery.next.id
+      report.tokenName = plan.current.name
+      report.expiresOn = plan.current.expires_on ?? undefined
+      state.next = recovery.next
+      state.nextOrigin = 'recovered'
+      await advance(ctx, report, plan, state, recovery.next, recovery.previousId)
+      return true
+    }
+    case 'restore': {
+      await retreat(ctx, report, plan, state, recovery.previous, recovery.pendingId)
+      report.tokenId = undefined
+      report.accessKeyId = undefined
+      return false
+    }
+  }
 }
 
 // ---------------------------------------------------------------- mint
@@ -399,8 +698,9 @@ async function mint(
   ctx: RotationContext,
   report: RotationReport,
   plan: Plan,
-  state: RunState
-): Promise<Minted> {
+  state: RunState,
+  startedAt: Date
+): Promise<Credentials> {
   const body = {
     name: plan.newName,
     policies: clonePolicies(plan.current.policies),
@@ -409,18 +709,37 @@ async function mint(
       : {}),
     ...(plan.expiresOn ? { expires_on: plan.expiresOn } : {})
   }
-  // Never retried: a repeated create could mint a duplicate (TokenApi.create sends maxRetries: 0).
-  const { token, value } = await ctx.tokens.create(plan.owner, body)
+  let created: { token: ApiToken; value: string }
+  try {
+    // Never retried by the client: a repeated create could mint a duplicate.
+    created = await ctx.tokens.create(plan.owner, body)
+  } catch (error) {
+    if (!isAmbiguous(error)) throw error
+    // The create may have happened. Its value came only in the lost answer, so a token minted
+    // then can never be used: find it by name and issue time, delete it, and mint once more.
+    const orphans = (await ctx.tokens.list(plan.owner)).filter(
+      t =>
+        t.name === plan.newName &&
+        t.id !== plan.current.id &&
+        Date.parse(t.issued_on ?? '') >= startedAt.getTime() - 1000
+    )
+    for (const orphan of orphans) await ctx.tokens.delete(plan.owner, orphan.id)
+    core.warning(
+      `The token create got no clear answer (${errorMessage(error)}); ${orphans.length} token(s) minted by it were found and deleted. Minting once more.`
+    )
+    created = await ctx.tokens.create(plan.owner, body)
+  }
+  const { token, value } = created
   maskToken(value)
-  const credentials = deriveS3Credentials({ id: token.id, value })
-  mask(credentials.secretAccessKey)
+  const next: Credentials = { id: token.id, value, secretAccessKey: sha256Hex(value) }
+  mask(next.secretAccessKey)
+  state.next = next
+  state.nextOrigin = 'minted'
   report.tokenId = token.id
   report.tokenName = token.name
-  report.accessKeyId = credentials.accessKeyId
+  report.accessKeyId = token.id
   report.expiresOn = token.expires_on ?? plan.expiresOn
   core.info(`Minted token ${token.id} "${token.name}"`)
-  const minted: Minted = { token, value, credentials }
-  state.minted = minted
 
   // Re-read and compare: the copy must grant exactly what the old token granted.
   const reread = await ctx.tokens.get(plan.owner, token.id)
@@ -436,7 +755,15 @@ async function mint(
       `The new token ${token.id} does not carry the same condition (IP restrictions) as ${plan.current.id}; it was not used.`
     )
   }
-  return minted
+  return next
+}
+
+/** No answer, or a server error: the request may have taken effect. */
+function isAmbiguous(error: unknown): boolean {
+  return (
+    error instanceof CloudflareApiError &&
+    (error.ambiguous || (error.status !== undefined && error.status >= 500))
+  )
 }
 
 // ---------------------------------------------------------------- verify
@@ -445,14 +772,14 @@ async function verifyNewToken(
   ctx: RotationContext,
   report: RotationReport,
   plan: Plan,
-  minted: Minted
+  next: Credentials
 ): Promise<void> {
   let lastError = ''
   const verified = await retryUntil<boolean>(
     async () => {
       try {
-        const answer = await ctx.tokens.verify(minted.value, plan.owner)
-        if (answer.id === minted.token.id && answer.status === 'active') {
+        const answer = await ctx.tokens.verify(next.value!, plan.owner)
+        if (answer.id === next.id && answer.status === 'active') {
           return { done: true, value: true }
         }
         lastError = `verify answered status ${answer.status} for ${answer.id}`
@@ -466,25 +793,29 @@ async function verifyNewToken(
   if (!verified.done) {
     throw new RotationError(
       'verify',
-      `The new token ${minted.token.id} did not verify as active: ${lastError}`
+      `The new token ${next.id} did not verify as active: ${lastError}`
     )
   }
-  core.info(`Token ${minted.token.id} verifies as active`)
-  await probeR2(ctx, report, plan, minted, 'verify')
+  core.info(`Token ${next.id} verifies as active`)
+  await probeR2(ctx, report, plan, next, 'verify')
 }
 
 async function probeR2(
   ctx: RotationContext,
   report: RotationReport,
   plan: Plan,
-  minted: Minted,
+  credentials: Credentials,
   phaseName: PhaseName
 ): Promise<void> {
   if (!plan.probe) return
+  if (!credentials.secretAccessKey) {
+    core.info(`R2 probe skipped: the R2 secret of token ${credentials.id} is not known to this run`)
+    return
+  }
   const result = await probeBucket({
     endpoint: plan.probe.endpoint,
     bucket: plan.probe.bucket,
-    credentials: minted.credentials,
+    credentials: { accessKeyId: credentials.id, secretAccessKey: credentials.secretAccessKey },
     mode: plan.probe.mode,
     deadlineMs: PROPAGATION_DEADLINE_MS
   })
@@ -492,31 +823,52 @@ async function probeR2(
   if (!result.ok) {
     throw new RotationError(
       phaseName,
-      `The R2 ${plan.probe.mode} probe of bucket ${plan.probe.bucket} with the new credentials failed after ${result.attempts} attempt(s): ${result.reason}`
+      `The R2 ${plan.probe.mode} probe of bucket ${plan.probe.bucket} with the credentials of token ${credentials.id} failed after ${result.attempts} attempt(s): ${result.reason}`
     )
   }
   core.info(
-    `R2 ${plan.probe.mode} probe of ${plan.probe.bucket} passed (${result.attempts} attempt(s))`
+    `R2 ${plan.probe.mode} probe of ${plan.probe.bucket} with token ${credentials.id} passed (${result.attempts} attempt(s))`
   )
 }
 
-// ---------------------------------------------------------------- publish
+// ---------------------------------------------------------------- publish → deploy → smoke → revoke
 
-function valueFor(field: SecretField, minted: Minted): string {
-  switch (field) {
-    case 'token':
-      return minted.value
-    case 'access-key-id':
-      return minted.credentials.accessKeyId
-    case 'secret-access-key':
-      return minted.credentials.secretAccessKey
+/**
+ * Puts `next` into service and revokes `previousId`: publish, deploy, smoke, revoke. The
+ * invariant lives here: the revoke comes only after the deploy concluded success and every smoke
+ * check passed; any failure before it throws, and the caller rolls back or keeps both tokens.
+ */
+async function advance(
+  ctx: RotationContext,
+  report: RotationReport,
+  plan: Plan,
+  state: RunState,
+  next: Credentials,
+  previousId: string
+): Promise<void> {
+  await journalWrite(ctx, report, { phase: 'publishing' })
+  state.publishStarted = true
+  await phase(report, 'publish', () => publish(ctx, report, next))
+  await journalWrite(ctx, report, { phase: 'published' })
+
+  if (plan.workflow) {
+    await journalWrite(ctx, report, { phase: 'deploying' })
+    await phase(report, 'deploy', () => deploy(ctx, report, plan, state))
   }
+  await journalWrite(ctx, report, { phase: 'smoke' })
+  await phase(report, 'smoke', () => smoke(ctx, report, plan, next))
+
+  await journalWrite(ctx, report, { phase: 'revoking' })
+  const disabled = await phase(report, 'revoke', () =>
+    revoke(ctx, report, plan, previousId, next.id)
+  )
+  await journalWrite(ctx, report, { phase: 'done', disabled_token_ids: disabled })
 }
 
 async function publish(
   ctx: RotationContext,
   report: RotationReport,
-  minted: Minted
+  credentials: Credentials
 ): Promise<void> {
   const { settings } = ctx
   const total = settings.secretTargets.length * settings.secrets.length
@@ -524,16 +876,27 @@ async function publish(
   for (const target of settings.secretTargets) {
     for (const secret of settings.secrets) {
       n++
-      const outcome = await ctx.secrets.write(target, secret.name, valueFor(secret.field, minted))
+      const value = fieldValue(secret.field, credentials)
+      if (value === undefined) {
+        // Callers check coverage first; this guards the invariant that no secret is left stale.
+        throw new RotationError(
+          'publish',
+          `The ${secret.field} of token ${credentials.id} is not known; cannot write ${secret.name}.`
+        )
+      }
+      const outcome = await ctx.secrets.write(target, secret.name, value)
       report.secretsWritten.push(`${describeTarget(target)} ${secret.name}`)
       core.info(`[${n}/${total}] ${target.line} ${secret.name} (${outcome})`)
     }
   }
 }
 
-// ---------------------------------------------------------------- deploy
-
-async function deploy(ctx: RotationContext, report: RotationReport, plan: Plan): Promise<void> {
+async function deploy(
+  ctx: RotationContext,
+  report: RotationReport,
+  plan: Plan,
+  state: RunState
+): Promise<void> {
   const deploySettings = ctx.settings.deploy!
   const run = await dispatchWorkflow(
     ctx.github,
@@ -542,9 +905,14 @@ async function deploy(ctx: RotationContext, report: RotationReport, plan: Plan):
     plan.deployRef!,
     deploySettings.inputs
   )
+  state.deployRunIds.push(run.runId)
   report.deployRunId = run.runId
   report.deployRunUrl = run.htmlUrl
   core.info(`Dispatched deploy run ${run.runId}: ${run.htmlUrl}`)
+  await journalWrite(ctx, report, {
+    phase: 'deploying',
+    deploy_run_ids: [...(ctx.journal.record?.deploy_run_ids ?? []), run.runId]
+  })
   let lastStatus = ''
   const outcome = await followRun(ctx.github, deploySettings.repository, run.runId, {
     timeoutMs: deploySettings.timeoutMs,
@@ -580,16 +948,13 @@ async function deploy(ctx: RotationContext, report: RotationReport, plan: Plan):
   core.info(`Deploy run ${run.runId} concluded success`)
 }
 
-// ---------------------------------------------------------------- smoke
-
 async function smoke(
   ctx: RotationContext,
   report: RotationReport,
   plan: Plan,
-  minted: Minted
+  credentials: Credentials
 ): Promise<void> {
   const { checks, headers, timeoutMs } = ctx.settings.smoke
-  for (const value of Object.values(headers)) mask(value)
   if (checks.length > 0) {
     report.smoke = await runSmokeChecks(checks, headers, timeoutMs, { sleep: ctx.sleep })
     for (const result of report.smoke) {
@@ -605,12 +970,17 @@ async function smoke(
       )
     }
   }
-  await probeR2(ctx, report, plan, minted, 'smoke')
+  await probeR2(ctx, report, plan, credentials, 'smoke')
 }
 
-// ---------------------------------------------------------------- revoke
-
-async function revoke(ctx: RotationContext, report: RotationReport, plan: Plan): Promise<void> {
+/** Revokes `previousId` as `revoke` says; deletes tokens earlier runs left disabled. Returns the ids left disabled now. */
+async function revoke(
+  ctx: RotationContext,
+  report: RotationReport,
+  plan: Plan,
+  previousId: string,
+  nextId: string
+): Promise<string[]> {
   const { settings } = ctx
   if (settings.revokeGraceMs > 0) {
     core.info(
@@ -618,46 +988,151 @@ async function revoke(ctx: RotationContext, report: RotationReport, plan: Plan):
     )
     await (ctx.sleep ?? sleep)(settings.revokeGraceMs)
   }
+  // Tokens that an earlier `revoke: disable` left behind: their time is up.
+  for (const id of plan.disabledTokenIds) {
+    if (id === nextId || id === previousId) continue
+    const outcome = await ctx.tokens.delete(plan.owner, id)
+    core.info(`Deleted the token ${id} left disabled by an earlier rotation (${outcome})`)
+  }
   switch (settings.revoke) {
     case 'delete': {
-      const outcome = await ctx.tokens.delete(plan.owner, plan.current.id)
+      const outcome = await ctx.tokens.delete(plan.owner, previousId)
       report.revoked = outcome === 'deleted' ? 'deleted' : 'already-gone'
       core.info(
         outcome === 'deleted'
-          ? `Deleted the previous token ${plan.current.id}`
-          : `The previous token ${plan.current.id} was already gone`
+          ? `Deleted the previous token ${previousId}`
+          : `The previous token ${previousId} was already gone`
       )
-      return
+      return []
     }
-    case 'disable':
-      await ctx.tokens.setStatus(plan.owner, plan.current, 'disabled')
+    case 'disable': {
+      const previous = await ctx.tokens.get(plan.owner, previousId)
+      await ctx.tokens.setStatus(plan.owner, previous, 'disabled')
       report.revoked = 'disabled'
-      core.info(`Disabled the previous token ${plan.current.id}`)
-      return
+      core.info(`Disabled the previous token ${previousId}; the next rotation deletes it`)
+      return [previousId]
+    }
     case 'keep':
       report.revoked = 'kept'
-      core.info(`Kept the previous token ${plan.current.id} (revoke: keep)`)
-      return
+      core.info(`Kept the previous token ${previousId} (revoke: keep)`)
+      return []
   }
 }
 
-// ---------------------------------------------------------------- cleanup
+// ---------------------------------------------------------------- failure handling
 
 async function cleanupUnpublished(
   ctx: RotationContext,
   report: RotationReport,
   owner: TokenOwner,
-  minted: Minted
+  next: Credentials
 ): Promise<void> {
   try {
     await phase(report, 'cleanup', async () => {
-      await ctx.tokens.delete(owner, minted.token.id)
-      core.info(`Deleted the unpublished new token ${minted.token.id}; nothing else was changed`)
+      await ctx.tokens.delete(owner, next.id)
+      core.info(`Deleted the unpublished new token ${next.id}; nothing else was changed`)
     })
     report.tokenId = undefined
     report.accessKeyId = undefined
     report.expiresOn = undefined
+    // The journal said `minting`/`minted`; the rotation is over and nothing is left behind.
+    if (ctx.journal.record && !isSettled(ctx.journal.record.phase)) {
+      await journalWrite(ctx, report, { phase: 'rolled-back' })
+    }
   } catch (error) {
-    report.error += `\nThe new token ${minted.token.id} could not be deleted (${errorMessage(error)}); it is in no secret, so delete it by hand.`
+    report.error += `\nThe new token ${next.id} could not be deleted (${errorMessage(error)}); it is in no secret, so delete it by hand.`
   }
+}
+
+/**
+ * A failure at or after publish. `on-failure: rollback` with the previous values known: restore
+ * them everywhere, redeploy, smoke-check, and only then delete the new token (`rolled-back`).
+ * Otherwise, or when that fails too: both tokens stay valid, the journal says `pending`.
+ */
+async function afterPublishFailure(
+  ctx: RotationContext,
+  report: RotationReport,
+  plan: Plan,
+  state: RunState,
+  cause: unknown
+): Promise<void> {
+  const { settings } = ctx
+  const next = state.next!
+  const previous = plan.currentCredentials.id === next.id ? undefined : plan.currentCredentials
+  const previousId = report.previousTokenId ?? plan.current.id
+  const missing = previous
+    ? missingFields(
+        previous,
+        settings.secrets.map(s => s.field)
+      )
+    : ['every field']
+  const failedPhase = cause instanceof RotationError ? cause.phase : undefined
+
+  if (settings.onFailure === 'rollback' && previous && missing.length === 0) {
+    try {
+      await phase(report, 'rollback', () => retreat(ctx, report, plan, state, previous, next.id))
+      report.result = 'rolled-back'
+      report.rollback = 'rolled-back'
+      report.error = `${report.error}\nRolled back: every target holds the previous token ${previous.id} again, a deploy with it concluded success and the smoke checks passed; the new token ${next.id} was deleted.`
+      return
+    } catch (rollbackError) {
+      report.error += `\nThe rollback failed too: ${errorMessage(rollbackError)}`
+    }
+  }
+  const why =
+    settings.onFailure === 'keep-both'
+      ? 'on-failure is keep-both'
+      : missing.length > 0
+        ? `the previous token's values are not known (missing: ${missing.join(', ')}; pass current-token, or current-access-key-id with current-secret-access-key)`
+        : 'the rollback did not complete'
+  try {
+    await journalWrite(ctx, report, { phase: 'pending' })
+  } catch (error) {
+    report.error += `\nThe journal could not be written: ${errorMessage(error)}`
+  }
+  report.rollback = 'pending'
+  report.error +=
+    `\nState: both tokens are valid and neither was revoked (${why}). The new token ${next.id} was ` +
+    `written to ${report.secretsWritten.length} secret(s); the previous token ${previousId} may still ` +
+    `be in the others and in the deployed app. Fix the cause${failedPhase ? ` (phase ${failedPhase})` : ''} ` +
+    `and run the rotation again: with current-token (or current-access-key-id and current-secret-access-key) ` +
+    `read from the secrets as they are now, it finishes or undoes this rotation from the journal` +
+    `${ctx.journal.enabled ? ` (${ctx.journal.name}, phase pending)` : ''}. By hand: put one token's values ` +
+    `into every secret, deploy, then delete the other token.`
+}
+
+/**
+ * Restores `previous` everywhere, redeploys, smoke-checks, then deletes `pendingId` — but only
+ * when every deploy run of this rotation has concluded (a run left running after a timeout could
+ * still deploy the new token, which must then stay valid).
+ */
+async function retreat(
+  ctx: RotationContext,
+  report: RotationReport,
+  plan: Plan,
+  state: RunState,
+  previous: Credentials,
+  pendingId: string
+): Promise<void> {
+  await journalWrite(ctx, report, { phase: 'rolling-back' })
+  core.info(`Restoring the previous token ${previous.id} in every target`)
+  await publish(ctx, report, previous)
+  if (plan.workflow) await deploy(ctx, report, plan, state)
+  await smoke(ctx, report, plan, previous)
+  const runs = [...new Set([...(ctx.journal.record?.deploy_run_ids ?? []), ...state.deployRunIds])]
+  for (const runId of runs) {
+    const { data } = await ctx.github.request('GET /repos/{owner}/{repo}/actions/runs/{run_id}', {
+      ...ctx.settings.deploy!.repository,
+      run_id: runId
+    })
+    if (data.status !== 'completed') {
+      throw new RotationError(
+        'rollback',
+        `The previous token is back in every secret and deployed, but deploy run ${runId} (${data.status}) may still deploy the new token ${pendingId}, so it was not deleted: ${data.html_url}`
+      )
+    }
+  }
+  const outcome = await ctx.tokens.delete(plan.owner, pendingId)
+  core.info(`Deleted the new token ${pendingId} (${outcome})`)
+  await journalWrite(ctx, report, { phase: 'rolled-back', pending_token_id: pendingId })
 }

@@ -3,7 +3,6 @@
  * Every field below maps to one input of action.yml (see ../action.yml for the user-facing text).
  */
 
-import { createHash } from 'node:crypto'
 import { TOKEN_NAME_MAX_LENGTH, TOKEN_NAME_PLACEHOLDERS } from './token-name.js'
 
 /** Which GitHub secret receives which derived value of the token. */
@@ -231,17 +230,8 @@ export function getSettings(input: InputReader, env: NodeJS.ProcessEnv): Setting
       'must not be the token being rotated (current-token): revoking the old token would revoke the management token too. Use a separate token with API Tokens Write.'
     )
   }
-  if (
-    currentToken &&
-    currentSecretAccessKey &&
-    sha256Hex(currentToken) !== currentSecretAccessKey
-  ) {
-    // R2 Secret Access Key = lowercase hex SHA-256 of the token value (api-facts, R2).
-    throw new InputError(
-      'current-secret-access-key',
-      'does not belong to current-token (an R2 Secret Access Key is the SHA-256 of its token value); pass the secret that holds the S3 secret of the same token.'
-    )
-  }
+  // current-token and current-secret-access-key may name different tokens: after a run was killed
+  // midway through publishing, the secrets hold a mix, and the rotation's recovery sorts it out.
 
   const secrets = parseSecrets(read('secrets'))
   const repository = repositoryFromEnv(env)
@@ -356,10 +346,6 @@ function optionalSecretHex(read: Read, name: string): string | undefined {
     )
   }
   return value.toLowerCase()
-}
-
-function sha256Hex(value: string): string {
-  return createHash('sha256').update(value, 'utf8').digest('hex')
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -60,7 +60,16 @@ function expectNoLeaks(scenario: Scenario): void {
   expect(values).toEqual(
     expect.arrayContaining([scenario.sb.current.value, scenario.sb.current.secretAccessKey])
   )
-  expect(findLeaks(scenario.result, values)).toEqual([])
+  const journal = scenario.sb.github.getVariable(scenario.sb.repository, JOURNAL) ?? ''
+  expect(findLeaks(scenario.result, values, [journal])).toEqual([])
+}
+
+const JOURNAL = 'R2_ROTATION_STATE'
+function journalOf(sb: Sandbox): Record<string, unknown> {
+  return JSON.parse(sb.github.getVariable(sb.repository, JOURNAL) ?? '{}') as Record<
+    string,
+    unknown
+  >
 }
 
 describe.each(['user', 'account'] as const)('a %s-owned R2 token', owner => {
@@ -243,16 +252,45 @@ describe.each(['user', 'account'] as const)('a %s-owned R2 token', owner => {
 })
 
 describe('natural failures', () => {
-  it('a failed deploy run revokes nothing and leaves both tokens valid', async () => {
+  it('a failed deploy run rolls back: previous values restored, redeployed, smoke-checked, then the new token deleted', async () => {
     const scenario = await rotateIn({}, {}, sb => sb.github.queueRun({ conclusion: 'failure' }))
     const { sb, result } = scenario
     try {
       expect(result.exitCode).toBe(1)
-      expect(result.outputs.result).toBe('failed')
+      expect(result.outputs.result).toBe('rolled-back')
       expect(result.stdout).toMatch(/::error::.*concluded failure/)
+      const newId = sb.log.events('token.created')[0]!.detail.id as string
+      // The old token is alive and back in every secret; the new one is gone.
       expect(sb.cloudflare.findById(sb.current.id)?.status).toBe('active')
-      expect(sb.cloudflare.findById(result.outputs['token-id']!)?.status).toBe('active')
-      expect(sb.log.requests({ service: 'cloudflare', method: 'DELETE' })).toEqual([])
+      expect(sb.cloudflare.findById(newId)).toBeUndefined()
+      const scope = secretScope(sb)
+      expect(sb.github.getSecret(scope, sb.secretNames.token)).toBe(sb.current.value)
+      expect(sb.github.getSecret(scope, sb.secretNames.accessKeyId)).toBe(sb.current.id)
+      expect(sb.github.getSecret(scope, sb.secretNames.secretAccessKey)).toBe(
+        sb.current.secretAccessKey
+      )
+      expect(sb.liveAccessKeyId()).toBe(sb.current.id)
+      // The new token was deleted only after the rollback deploy concluded success and the smoke checks passed.
+      const runs = sb.log.events('run.completed')
+      expect(runs.map(r => r.detail.conclusion)).toEqual(['failure', 'success'])
+      const deleteNew = indexOf(
+        sb,
+        e => isRequest(e) && e.method === 'DELETE' && e.path.endsWith(`/tokens/${newId}`)
+      )
+      const rollbackDeploy = sb.log.entries.indexOf(runs[1]!)
+      const lastSmoke = lastIndexOf(
+        sb,
+        e =>
+          isRequest(e) && e.service === 'app' && e.headers['x-smoke-check'] === 'r2-token-rotation'
+      )
+      expect(deleteNew).toBeGreaterThan(rollbackDeploy)
+      expect(deleteNew).toBeGreaterThan(lastSmoke)
+      expect(sb.log.requests({ service: 'cloudflare', method: 'DELETE' })).toHaveLength(1)
+      expect(journalOf(sb)).toMatchObject({
+        phase: 'rolled-back',
+        previous_token_id: sb.current.id,
+        pending_token_id: newId
+      })
       expect(scenario.healthFailures).toEqual([])
       expect(sb.log.violations).toEqual([])
       expectNoLeaks(scenario)
@@ -261,14 +299,38 @@ describe('natural failures', () => {
     }
   })
 
+  it('on-failure: keep-both leaves both tokens valid and the journal pending', async () => {
+    const scenario = await rotateIn({}, { 'on-failure': 'keep-both' }, sb =>
+      sb.github.queueRun({ conclusion: 'cancelled' })
+    )
+    const { sb, result } = scenario
+    try {
+      expect(result.exitCode).toBe(1)
+      expect(result.outputs.result).toBe('failed')
+      expect(result.stdout).toMatch(/::error::.*concluded cancelled/)
+      expect(result.stdout).toMatch(/both tokens are valid/)
+      expect(sb.cloudflare.findById(sb.current.id)?.status).toBe('active')
+      expect(sb.cloudflare.findById(result.outputs['token-id']!)?.status).toBe('active')
+      expect(sb.log.requests({ service: 'cloudflare', method: 'DELETE' })).toEqual([])
+      expect(journalOf(sb)).toMatchObject({
+        phase: 'pending',
+        pending_token_id: result.outputs['token-id']
+      })
+      expect(scenario.healthFailures).toEqual([])
+      expectNoLeaks(scenario)
+    } finally {
+      await sb.stop()
+    }
+  })
+
   it('a failure before publish deletes the new token and changes nothing else', async () => {
     const scenario = await rotateIn({}, {}, sb => {
-      // Every read of the NEW token fails (more often than the SDK retries a GET), so the
+      // Every read of a token minted from now on fails (more often than the SDK retries a GET), so the
       // re-read after minting cannot confirm its policies.
       sb.cloudflare.service.inject({
         method: 'GET',
         path: new RegExp(
-          `^/client/v4/user/tokens/(?!verify$|permission_groups$|${sb.current.id}$)[0-9a-f]{32}$`
+          `^/client/v4/user/tokens/(?!verify$|permission_groups$|${[...sb.cloudflare.tokens.keys()].join('$|')}$)[0-9a-f]{32}$`
         ),
         status: 500,
         times: 50
@@ -282,6 +344,7 @@ describe('natural failures', () => {
       expect(created).toHaveLength(1)
       const mutations = sb.log
         .mutations()
+        .filter(e => e.service === 'cloudflare')
         .map(e => `${e.method} ${e.path.replace(/[0-9a-f]{32}/, 'ID')}`)
       expect(mutations).toEqual(['POST /client/v4/user/tokens', 'DELETE /client/v4/user/tokens/ID'])
       expect(sb.cloudflare.deletedTokens.map(t => t.id)).not.toContain(sb.current.id)
@@ -296,7 +359,7 @@ describe('natural failures', () => {
     }
   })
 
-  it('a smoke check that keeps failing revokes nothing', async () => {
+  it('a smoke check that keeps failing revokes nothing, even after the rollback fails too', async () => {
     const scenario = await rotateIn({}, { 'smoke-timeout': '3s' }, sb => {
       // The app keeps answering 503 on the smoke URL the caller configured.
       sb.app.service.inject({ path: /^\/healthz$/, status: 503, times: 1_000_000 })
@@ -306,6 +369,8 @@ describe('natural failures', () => {
       expect(result.exitCode).toBe(1)
       expect(result.outputs.result).toBe('failed')
       expect(result.stdout).toMatch(/::error::.*smoke check/)
+      expect(result.stdout).toMatch(/rollback failed too/)
+      expect(journalOf(sb)).toMatchObject({ phase: 'pending' })
       expect(sb.cloudflare.findById(sb.current.id)?.status).toBe('active')
       expect(sb.log.requests({ service: 'cloudflare', method: 'DELETE' })).toEqual([])
       expectNoLeaks(scenario)
