@@ -45,6 +45,11 @@ export type Handler = (req: IncomingRequest) => Promise<OutgoingResponse> | Outg
 
 export class Service {
   readonly faults: Fault[] = []
+  /**
+   * Called right after an answer was sent (crash tests kill the action here: "the sandbox
+   * answered that request, then the process died").
+   */
+  onAnswered?: (entry: RequestEntry) => void
   private server?: http.Server
   url = ''
 
@@ -168,6 +173,6 @@ export class Service {
       headers['content-type'] ??= 'application/json; charset=utf-8'
     }
     res.writeHead(out.status, headers)
-    res.end(payload)
+    res.end(payload, () => this.onAnswered?.(entry))
   }
 }
