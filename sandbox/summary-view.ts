@@ -12,9 +12,14 @@ import { marked } from 'marked'
 
 const run = promisify(execFile)
 
-/** Debian's chromium package; CHROMIUM overrides. */
+/** Debian's chromium package (or Chrome on hosted runners); CHROMIUM overrides. */
 export function chromiumPath(): string | undefined {
-  const candidates = [process.env.CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser']
+  const candidates = [
+    process.env.CHROMIUM,
+    '/usr/bin/chromium',
+    '/usr/bin/chromium-browser',
+    '/usr/bin/google-chrome' // GitHub's hosted Ubuntu runners
+  ]
   return candidates.find((c): c is string => !!c && existsSync(c))
 }
 
