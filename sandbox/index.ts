@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto'
 import YAML from 'yaml'
 import { RequestLog } from './log.js'
 import { CloudflareSim, PERMISSION_GROUPS, type CfOwner } from './cloudflare.js'
-import { GitHubSim, type RunBehavior, type SimRun } from './github.js'
+import { GitHubSim, type RunBehavior, type SecretScope, type SimRun } from './github.js'
 import { R2Sim, sha256Hex } from './r2.js'
 import { SampleApp } from './app.js'
 
@@ -24,6 +24,20 @@ export interface SandboxPolicy {
   permission_groups: { id: string }[]
   resources: Record<string, unknown>
 }
+
+/**
+ * A further place that holds the current credentials (under `secretNames`) at start. The
+ * repositories, environments and organization it names are created; an org secret gets the
+ * visibility given, and `selectedRepositories` (names of sandbox repositories) when `selected`.
+ */
+export type SandboxTarget =
+  | Exclude<SecretScope, { kind: 'org' }>
+  | {
+      kind: 'org'
+      org: string
+      visibility: 'all' | 'private' | 'selected'
+      selectedRepositories?: string[]
+    }
 
 export interface SandboxOptions {
   /** Who owns the rotated R2 token (default 'user'). */
@@ -54,6 +68,13 @@ export interface SandboxOptions {
     variables?: boolean
     contents?: boolean
   }
+  /** Further repositories, with their environments, that hold no secrets (default none). */
+  repositories?: Array<{ name: string; environments?: string[] }>
+  /** Further organizations, without secrets (default none). */
+  organizations?: string[]
+  /** Further places holding the current credentials at start (default none). The deploy still
+   *  reads `repository` (and `environment`): org secrets visible to it, then its own. */
+  targets?: SandboxTarget[]
 }
 
 export interface Sandbox {
@@ -67,6 +88,8 @@ export interface Sandbox {
   repository: string
   environment?: string
   secretNames: SecretNames
+  /** The GitHub id of each repository the sandbox created, by `OWNER/REPO` (as given). */
+  repositoryIds: Record<string, number>
   cloudflareApiUrl: string
   githubApiUrl: string
   r2Endpoint: string
@@ -174,17 +197,32 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       contents: true
     }
   )
-  github.addRepo(repository, {
-    defaultBranch: 'main',
-    branches: ['main'],
-    environments: environment ? [environment] : []
+  const targets = options.targets ?? []
+  const repositoryIds = createRepositories(github, {
+    repository,
+    environment,
+    repositories: options.repositories ?? [],
+    organizations: options.organizations ?? [],
+    targets
   })
-  const scope = environment
-    ? ({ kind: 'env', repo: repository, environment } as const)
-    : ({ kind: 'repo', repo: repository } as const)
-  github.setSecret(scope, secretNames.token, current.value)
-  github.setSecret(scope, secretNames.accessKeyId, current.id)
-  github.setSecret(scope, secretNames.secretAccessKey, current.secretAccessKey)
+  const deployScope: SandboxTarget = environment
+    ? { kind: 'env', repo: repository, environment }
+    : { kind: 'repo', repo: repository }
+  for (const target of [deployScope, ...targets]) {
+    const org =
+      target.kind === 'org'
+        ? {
+            visibility: target.visibility,
+            selectedRepositoryIds: (target.selectedRepositories ?? []).map(name =>
+              repositoryId(repositoryIds, name)
+            )
+          }
+        : undefined
+    const scope: SecretScope = target.kind === 'org' ? { kind: 'org', org: target.org } : target
+    github.setSecret(scope, secretNames.token, current.value, org)
+    github.setSecret(scope, secretNames.accessKeyId, current.id, org)
+    github.setSecret(scope, secretNames.secretAccessKey, current.secretAccessKey, org)
+  }
   github.addWorkflow(repository, {
     path: DEPLOY_WORKFLOW_PATH,
     name: 'Deploy',
@@ -211,6 +249,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     repository,
     environment,
     secretNames,
+    repositoryIds,
     cloudflareApiUrl: cloudflare.apiUrl,
     githubApiUrl: github.url,
     r2Endpoint: r2.url,
@@ -246,6 +285,75 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     }
   }
   return sandbox
+}
+
+/**
+ * Repository ids given here start away from the simulator's own counter, so that a repository a
+ * test adds later through `github.addRepo` cannot take an id that an org secret already selects.
+ */
+const FIRST_REPOSITORY_ID = 200_000_001
+
+/**
+ * Creates the organizations first (so that repositories they own are organization-owned), then
+ * the deploy repository and every further repository with all the environments named for it.
+ */
+function createRepositories(
+  github: GitHubSim,
+  ctx: {
+    repository: string
+    environment: string | undefined
+    repositories: Array<{ name: string; environments?: string[] }>
+    organizations: string[]
+    targets: SandboxTarget[]
+  }
+): Record<string, number> {
+  const orgs = new Set<string>()
+  for (const org of [
+    ...ctx.organizations,
+    ...ctx.targets.flatMap(t => (t.kind === 'org' ? [t.org] : []))
+  ]) {
+    if (!orgs.has(org.toLowerCase())) {
+      orgs.add(org.toLowerCase())
+      github.addOrg(org)
+    }
+  }
+  // GitHub compares repository and environment names case-insensitively.
+  const wanted = new Map<string, { name: string; environments: Map<string, string> }>()
+  const want = (name: string, environment?: string): void => {
+    let repo = wanted.get(name.toLowerCase())
+    if (!repo) {
+      repo = { name, environments: new Map() }
+      wanted.set(name.toLowerCase(), repo)
+    }
+    if (environment !== undefined) repo.environments.set(environment.toLowerCase(), environment)
+  }
+  want(ctx.repository, ctx.environment)
+  for (const repo of ctx.repositories) {
+    want(repo.name)
+    for (const env of repo.environments ?? []) want(repo.name, env)
+  }
+  for (const target of ctx.targets) {
+    if (target.kind !== 'org')
+      want(target.repo, target.kind === 'env' ? target.environment : undefined)
+  }
+  const ids: Record<string, number> = {}
+  let id = FIRST_REPOSITORY_ID
+  for (const repo of wanted.values()) {
+    github.addRepo(repo.name, {
+      defaultBranch: 'main',
+      branches: ['main'],
+      environments: [...repo.environments.values()],
+      id
+    })
+    ids[repo.name] = id++
+  }
+  return ids
+}
+
+function repositoryId(ids: Record<string, number>, name: string): number {
+  const found = Object.entries(ids).find(([repo]) => repo.toLowerCase() === name.toLowerCase())
+  if (!found) throw new Error(`sandbox: selected repository '${name}' is not a sandbox repository`)
+  return found[1]
 }
 
 function defaultRotatedPolicies({

@@ -73,18 +73,39 @@ function permissionNeeded(target: SecretTarget): string {
 
 /**
  * Deliberately without `cause`: Octokit's RequestError keeps the request, and for a PUT its body
- * is the ciphertext, which must not reach a log through someone printing the error chain.
+ * is the ciphertext, which must not reach a log through someone printing the error chain. Only
+ * the HTTP status is kept, to tell a bad github-token (the same for every target) from the rest.
  */
-function targetError(target: SecretTarget, doing: string, error: unknown): Error {
+class TargetError extends Error {
+  constructor(
+    message: string,
+    readonly status: number | undefined
+  ) {
+    super(message)
+    this.name = 'TargetError'
+  }
+}
+
+/**
+ * `diagnosis` is what a follow-up read found out about a 404 (the environment or repository is
+ * missing); without one, a 403 or 404 is put down to the permission the github-token lacks.
+ */
+function targetError(
+  target: SecretTarget,
+  doing: string,
+  error: unknown,
+  diagnosis?: string
+): TargetError {
   const status = httpStatus(error)
   const hint =
     status === 401
       ? 'The github-token is not valid or has expired.'
       : status === 403 || status === 404
-        ? `The github-token needs ${permissionNeeded(target)}.`
+        ? `The github-token needs ${permissionNeeded(target)}.${diagnosis ? ` ${diagnosis}` : ''}`
         : 'Check the target and try again.'
-  return new Error(
-    `secret-targets line '${target.line}' (${describeTarget(target)}): ${doing} failed. ${describeGitHubError(error)}. ${hint}`
+  return new TargetError(
+    `secret-targets line '${target.line}' (${describeTarget(target)}): ${doing} failed. ${describeGitHubError(error)}. ${hint}`,
+    status
   )
 }
 
@@ -108,6 +129,29 @@ export class SecretWriter {
     await this.publicKey(target)
     if (target.kind === 'org') {
       for (const name of secretNames) await this.orgSecretAccess(target, name)
+    }
+  }
+
+  /**
+   * Preflight of every target, in order: all of them are checked, and one error names every line
+   * that cannot be written, so that a run shows everything to fix at once. A github-token that
+   * GitHub rejects (401) fails on the first target: every other would say the same. Read-only.
+   */
+  async preflightAll(targets: SecretTarget[], secretNames: string[]): Promise<void> {
+    const failures: string[] = []
+    for (const target of targets) {
+      try {
+        await this.preflight(target, secretNames)
+      } catch (error) {
+        if (error instanceof TargetError && error.status === 401) throw error
+        failures.push(error instanceof Error ? error.message : String(error))
+      }
+    }
+    if (failures.length === 1) throw new Error(failures[0])
+    if (failures.length > 1) {
+      throw new Error(
+        `${failures.length} of ${targets.length} secret-targets cannot be written:\n${failures.join('\n')}`
+      )
     }
   }
 
@@ -194,8 +238,48 @@ export class SecretWriter {
       const { data } = await this.getPublicKey(target)
       return { keyId: data.key_id, key: data.key }
     } catch (error) {
-      throw targetError(target, 'reading the public key', error)
+      const diagnosis = httpStatus(error) === 404 ? await this.diagnoseNotFound(target) : undefined
+      throw targetError(target, 'reading the public key', error, diagnosis)
     }
+  }
+
+  /**
+   * Why a target's public key was not found: its environment or its repository is missing (or
+   * hidden from the github-token, which GitHub answers with 404 too). Both reads need only read
+   * access to the repository ("Anyone with read access to the repository can use this endpoint",
+   * docs.github.com/rest/deployments/environments#get-an-environment). Undefined when it cannot
+   * tell. An organization is not read (no such endpoint is needed otherwise): its 404 is explained.
+   */
+  private async diagnoseNotFound(target: SecretTarget): Promise<string | undefined> {
+    if (target.kind === 'org') {
+      return `The organization ${target.org} was not found, or the github-token cannot see it (a fine-grained PAT must have it as its resource owner; a GitHub App must be installed on it).`
+    }
+    const repository = `${target.owner}/${target.repo}`
+    const found = async (read: () => Promise<unknown>): Promise<boolean | undefined> => {
+      try {
+        await read()
+        return true
+      } catch (error) {
+        return httpStatus(error) === 404 ? false : undefined
+      }
+    }
+    const repoFound = await found(() =>
+      this.octokit.request('GET /repos/{owner}/{repo}', { owner: target.owner, repo: target.repo })
+    )
+    if (repoFound === false) {
+      return `The repository ${repository} was not found, or the github-token cannot see it (a fine-grained PAT must list it under "Repository access"; a GitHub App must be installed on it).`
+    }
+    if (target.kind !== 'env' || repoFound === undefined) return undefined
+    const envFound = await found(() =>
+      this.octokit.request('GET /repos/{owner}/{repo}/environments/{environment_name}', {
+        owner: target.owner,
+        repo: target.repo,
+        environment_name: target.environment
+      })
+    )
+    return envFound === false
+      ? `It does not exist in ${repository}: create it (Settings → Environments) or correct the line.`
+      : undefined
   }
 
   private getPublicKey(target: SecretTarget): Promise<{ data: { key_id: string; key: string } }> {
