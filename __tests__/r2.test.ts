@@ -114,6 +114,15 @@ describe('classifyScope', () => {
       accountIds: [ACCT],
       otherPermissions: [],
       warnings: [],
+      policies: [
+        {
+          ref: '#1 (f267e341f3dd4697bd3b9f71dd96247f)',
+          effect: 'allow',
+          permissions: ['Workers R2 Storage Bucket Item Write'],
+          class: 'object-read-write',
+          reach: 'bucket avatars-bucket'
+        }
+      ],
       summary: 'object-read-write bucket=avatars-bucket'
     })
   })
@@ -155,7 +164,59 @@ describe('classifyScope', () => {
     expect(scope.buckets).toBe('all')
     expect(scope.summary).toBe('object-read-write buckets=all')
     expect(scope.warnings).toEqual([
-      `The token reaches every R2 bucket of account ${ACCT} (account-scoped); scope it to the buckets the app uses.`
+      `Policy #1 (f267e341f3dd4697bd3b9f71dd96247f) (Workers R2 Storage Bucket Item Write) reaches every R2 bucket of account ${ACCT} (account-scoped), buckets created later included. Narrower: Workers R2 Storage Bucket Item Write on only the buckets the app uses, one resource per bucket (com.cloudflare.edge.r2.bucket.${ACCT}_default_<bucket>).`
+    ])
+    expect(scope.policies[0]!.reach).toBe(`every bucket of account ${ACCT}`)
+  })
+
+  it('names each offending policy and the narrower group, with the bucket the app uses', () => {
+    const scope = classifyScope(
+      [
+        { ...policy([ITEM_READ], oneBucket('fine')), id: undefined },
+        { ...policy([ADMIN_READ], accountLevel()), id: 'a1' },
+        { ...policy([DNS_WRITE], { 'com.cloudflare.api.account.zone.*': '*' }), id: 'z9' }
+      ],
+      names,
+      { bucket: 'avatars-bucket' }
+    )
+    expect(scope.class).toBe('admin-read')
+    expect(scope.warnings).toEqual([
+      `Policy #2 (a1) (Workers R2 Storage Read) reaches every R2 bucket of account ${ACCT} (account-scoped), buckets created later included. Narrower: Workers R2 Storage Bucket Item Read on only the buckets the app uses, one resource per bucket (com.cloudflare.edge.r2.bucket.${ACCT}_default_avatars-bucket).`,
+      'Policy #2 (a1) holds Workers R2 Storage Read, the admin class admin-read (it may list every bucket and read its configuration). Narrower: Workers R2 Storage Bucket Item Read (object-read) on the buckets the app uses, unless the app itself manages buckets.'
+    ])
+    expect(scope.policies).toEqual([
+      {
+        ref: '#1',
+        effect: 'allow',
+        permissions: ['Workers R2 Storage Bucket Item Read'],
+        class: 'object-read',
+        reach: 'bucket fine'
+      },
+      {
+        ref: '#2 (a1)',
+        effect: 'allow',
+        permissions: ['Workers R2 Storage Read'],
+        class: 'admin-read',
+        reach: `every bucket of account ${ACCT}`
+      },
+      {
+        ref: '#3 (z9)',
+        effect: 'allow',
+        permissions: ['DNS Write'],
+        reach: 'com.cloudflare.api.account.zone.*'
+      }
+    ])
+  })
+
+  it('a policy whose grant is fully denied raises no warning', () => {
+    const scope = classifyScope(
+      [policy([ADMIN_WRITE], accountLevel()), policy([ADMIN_WRITE], accountLevel(), 'deny')],
+      names
+    )
+    expect(scope.warnings).toEqual([])
+    expect(scope.policies.map(p => [p.effect, p.class])).toEqual([
+      ['allow', 'admin-read-write'],
+      ['deny', 'admin-read-write']
     ])
   })
 

@@ -44,6 +44,27 @@ describe('expandTokenName', () => {
     expect(name).toBe('Avatars (rotated 2026-03-01)')
   })
 
+  it.each([
+    ['{name} #{run_id}', 'Avatars #123 #456', 'Avatars #987654321'],
+    ['{name} [{date}]', 'Avatars [2026-01-01] [2026-02-01]', 'Avatars [2026-03-04]'],
+    ['{date} {name}', '2026-01-01 2026-02-01 Avatars', '2026-03-04 Avatars'],
+    ['{name}-{repository}', 'Avatars-octo/app-octo/app', 'Avatars-octo/app'],
+    ['rotated: {name}', 'rotated:  rotated: Avatars', 'rotated: Avatars'],
+    [
+      '{name} (rotated {date} by {repository} #{run_id})',
+      'Avatars (rotated 2026-01-01 by o/r #1)',
+      'Avatars (rotated 2026-03-04 by octo/app #987654321)'
+    ]
+  ])('a custom template %j does not pile up either: %j', (template, oldName, expected) => {
+    expect(expandTokenName(template, vars(oldName))).toBe(expected)
+    expect(expandTokenName(template, vars(expected))).toBe(expected)
+  })
+
+  it('takes digits alone for no sign of an earlier rotation: a name keeps its own digits', () => {
+    expect(expandTokenName('{name} {run_id}', vars('uploader v2'))).toBe('uploader v2 987654321')
+    expect(expandTokenName('{name}{run_id}', vars('app2'))).toBe('app2987654321')
+  })
+
   it('uses the UTC date', () => {
     expect(
       expandTokenName('{date}', vars('x', { now: new Date('2026-03-05T01:00:00+02:00') }))

@@ -22,9 +22,60 @@ export function baseTokenName(name: string): string {
   }
 }
 
+/** What each placeholder can have expanded to, to recognise an earlier expansion in a name. */
+const PLACEHOLDER_SHAPES: Record<Exclude<TokenNamePlaceholder, 'name'>, string> = {
+  date: '\\d{4}-\\d{2}-\\d{2}',
+  run_id: '\\d+',
+  // GitHub owner and repository names hold letters, digits, '-', '_' and '.'.
+  repository: '[\\w.-]+/[\\w.-]+'
+}
+
+/**
+ * Patterns for the text a template puts before and after its one `{name}`, so that a custom
+ * template such as `{name} #{run_id}` does not pile up `#…` suffixes over repeated rotations
+ * either. None when the template has no `{name}` or several, and none for an affix of blanks and
+ * `{run_id}` only: digits alone would also strip a name's own trailing digits (`app2`).
+ */
+function templateAffixes(template: string): RegExp[] {
+  const parts = template.trim().split('{name}')
+  if (parts.length !== 2) return []
+  const shape = (text: string): string =>
+    text
+      .split(/(\{(?:date|run_id|repository)\})/)
+      .map(piece => {
+        const placeholder = /^\{(date|run_id|repository)\}$/.exec(piece)?.[1]
+        if (placeholder) return PLACEHOLDER_SHAPES[placeholder as keyof typeof PLACEHOLDER_SHAPES]
+        return piece
+          .split(/\s+/)
+          .map(word => word.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+          .join('\\s+')
+      })
+      .join('')
+  const distinctive = (affix: string): boolean => affix.replace(/\{run_id\}|\s/g, '') !== ''
+  const [before, after] = parts as [string, string]
+  const patterns: RegExp[] = []
+  if (distinctive(before)) patterns.push(new RegExp(`^${shape(before)}`))
+  if (distinctive(after)) patterns.push(new RegExp(`${shape(after)}$`))
+  return patterns
+}
+
+/** The old name without any earlier " (rotated …)" suffix or what `template` added around it. */
+function stripEarlierRotations(oldName: string, template: string): string {
+  const affixes = templateAffixes(template)
+  let base = baseTokenName(oldName)
+  for (;;) {
+    let next = base
+    for (const affix of affixes) next = next.replace(affix, '').trim()
+    next = baseTokenName(next)
+    if (next === base) return base
+    base = next
+  }
+}
+
 /**
  * Expands {name} {date} {run_id} {repository}; {date} = UTC YYYY-MM-DD of `now`; result trimmed
- * and cut to Cloudflare's max length.
+ * and cut to Cloudflare's max length. {name} is the old name without what earlier rotations
+ * added: any " (rotated …)" suffix, and the text this template puts around {name}.
  *
  * When the result would be too long, the old name is shortened first so that the rest of the
  * template (the date, above all) survives: a cut suffix would give the new token the old name,
@@ -35,7 +86,7 @@ export function expandTokenName(
   vars: { oldName: string; now: Date; runId: string; repository: string }
 ): string {
   const values: Record<TokenNamePlaceholder, string> = {
-    name: baseTokenName(vars.oldName),
+    name: stripEarlierRotations(vars.oldName, template),
     date: vars.now.toISOString().slice(0, 10),
     run_id: vars.runId,
     repository: vars.repository

@@ -12,6 +12,12 @@ export const MANAGEMENT_PERMISSION: Record<TokenOwner['kind'], string> = {
   account: 'Account API Tokens Write'
 }
 
+/** Where a token of each kind is edited in the Cloudflare dashboard. */
+const DASHBOARD_PAGE: Record<TokenOwner['kind'], string> = {
+  user: 'My Profile → API Tokens',
+  account: 'Manage Account → Account API Tokens'
+}
+
 export interface ManagementToken {
   id: string
   owner: TokenOwner
@@ -19,10 +25,19 @@ export interface ManagementToken {
   policies?: TokenPolicy[]
 }
 
+const isDenied = (error: unknown): error is CloudflareApiError =>
+  error instanceof CloudflareApiError && error.status === 403
+
 /**
  * Verifies the management token as itself: the user endpoint first, then, on code 1000 (what
  * `/user/tokens/verify` answers for an account-owned token) or 401/403, the account endpoint when
  * an account id is known. Then reads its own policies where it may.
+ *
+ * Reading a token needs "API Tokens Read" or "Write" (user tokens) or "Account API Tokens Read"
+ * or "Write" (account tokens): the OpenAPI description's `x-api-token-group` of
+ * `user-api-tokens-token-details` and `account-api-tokens-token-details`. A token refused (403)
+ * even its own details, and refused the account's permission groups (same groups), may manage no
+ * token the action could rotate: that fails here, naming the permission.
  */
 export async function verifyManagementToken(
   api: TokenApi,
@@ -33,35 +48,32 @@ export async function verifyManagementToken(
   if (accountId) owners.push({ kind: 'account', accountId })
   const failures: string[] = []
   for (const owner of owners) {
+    let verified: { id: string; status: string }
     try {
-      const verified = await api.verify(value, owner)
-      if (verified.status !== 'active') {
-        throw new Error(
-          `The management token (cloudflare-api-token) ${verified.id} is ${verified.status}. Use an active token with '${MANAGEMENT_PERMISSION.user}' (user tokens) or '${MANAGEMENT_PERMISSION.account}' (account tokens).`
-        )
-      }
-      const token: ManagementToken = { id: verified.id, owner }
-      try {
-        token.policies = (await api.get(owner, verified.id)).policies
-      } catch (error) {
-        // Reading itself needs "API Tokens Read" on its own kind; without it we cannot tell its
-        // permissions here and the reads that follow will say what is missing.
-        if (
-          !(error instanceof CloudflareApiError) ||
-          (error.status !== 403 && error.status !== 404)
-        ) {
-          throw error
-        }
-        core.debug(`The management token cannot read its own policies (${error.status})`)
-      }
-      return token
+      verified = await api.verify(value, owner)
     } catch (error) {
       const retry =
         error instanceof CloudflareApiError &&
         (error.codes.includes(1000) || error.status === 401 || error.status === 403)
       if (!retry) throw error
       failures.push(error.message)
+      continue
     }
+    if (verified.status !== 'active') {
+      throw new Error(
+        `The management token (cloudflare-api-token) ${verified.id} is ${verified.status}. Use an active token with '${MANAGEMENT_PERMISSION.user}' (user tokens) or '${MANAGEMENT_PERMISSION.account}' (account tokens).`
+      )
+    }
+    const token: ManagementToken = { id: verified.id, owner }
+    try {
+      token.policies = (await api.get(owner, verified.id)).policies
+    } catch (error) {
+      if (!(error instanceof CloudflareApiError) || (error.status !== 403 && error.status !== 404))
+        throw error
+      core.debug(`The management token cannot read its own policies (${error.status})`)
+      if (isDenied(error)) await requireSomeTokenAccess(api, token, accountId)
+    }
+    return token
   }
   throw new Error(
     `The management token (cloudflare-api-token) does not verify: ${failures.join(' ')}${accountId ? '' : ' If it is an account-owned token, set account-id.'}`
@@ -69,9 +81,43 @@ export async function verifyManagementToken(
 }
 
 /**
+ * The management token was refused its own details, so it may not read tokens of its own kind.
+ * A user-owned one may still manage the account's tokens (Account API Tokens Write): one read of
+ * the account's permission groups, which needs the same groups, tells. Fails when it may read
+ * no kind of token the rotation could touch.
+ */
+async function requireSomeTokenAccess(
+  api: TokenApi,
+  management: ManagementToken,
+  accountId: string | undefined
+): Promise<void> {
+  const { id, owner } = management
+  if (owner.kind === 'user' && accountId) {
+    try {
+      await api.permissionGroups({ kind: 'account', accountId })
+      return
+    } catch (error) {
+      if (!isDenied(error)) throw error
+    }
+  }
+  const account = owner.kind === 'account' ? owner.accountId : accountId
+  const lacks =
+    owner.kind === 'account'
+      ? `'${MANAGEMENT_PERMISSION.account}' on account ${owner.accountId}`
+      : account
+        ? `both '${MANAGEMENT_PERMISSION.user}' (for user-owned tokens) and '${MANAGEMENT_PERMISSION.account}' on account ${account} (for account-owned tokens)`
+        : `'${MANAGEMENT_PERMISSION.user}'`
+  throw new Error(
+    `The management token (cloudflare-api-token) ${id} may not read API tokens: Cloudflare refused it (403) even its own details. It lacks ${lacks}. Edit it in the Cloudflare dashboard (${DASHBOARD_PAGE[owner.kind]}) and add the permission for the kind of token you rotate${owner.kind === 'user' && !account ? ', and set account-id if that token is account-owned' : ''}.`
+  )
+}
+
+/**
  * Fails when the management token's own policies (when readable) grant no `allow` of the
- * permission needed for tokens owned like `rotated`. `groupNames` maps permission group ids to
- * names (permission groups API; ids have been reported to change, names are what we match).
+ * permission needed for tokens owned like `rotated`, on the resource they live under (the user
+ * for user tokens, the account or every account for account tokens), or deny it there.
+ * `groupNames` maps permission group ids to names (permission groups API; ids have been reported
+ * to change, names are what we match; the policy's own group names are the fallback).
  */
 export function requireManagementPermission(
   management: ManagementToken,
@@ -84,11 +130,28 @@ export function requireManagementPermission(
     groupNames.get(group.id) ?? group.name
   const granted = (effect: 'allow' | 'deny'): boolean =>
     management.policies!.some(
-      p => p.effect === effect && p.permission_groups.some(g => name(g) === needed)
+      p =>
+        p.effect === effect &&
+        p.permission_groups.some(g => name(g) === needed) &&
+        Object.keys(p.resources).some(key => coversOwner(key, rotated))
     )
   if (!granted('allow') || granted('deny')) {
+    const where = rotated.kind === 'account' ? ` on account ${rotated.accountId}` : ''
     throw new Error(
-      `The management token (cloudflare-api-token) ${management.id} lacks the permission '${needed}', needed to create and delete ${rotated.kind}-owned tokens. Edit it in the Cloudflare dashboard (My Profile → API Tokens) and add '${needed}'${rotated.kind === 'account' ? ` on account ${rotated.accountId}` : ''}.`
+      `The management token (cloudflare-api-token) ${management.id} lacks the permission '${needed}'${where}, needed to create and delete ${rotated.kind}-owned tokens. Edit it in the Cloudflare dashboard (${DASHBOARD_PAGE[management.owner.kind]}) and add '${needed}'${where}.`
     )
   }
+}
+
+/**
+ * Whether a policy resource key names where tokens owned like `owner` live: the user
+ * (`com.cloudflare.api.user.<id>`; a token only ever names its own user) or the account
+ * (`com.cloudflare.api.account.<id>`, or `com.cloudflare.api.account.*` for every account).
+ */
+function coversOwner(key: string, owner: TokenOwner): boolean {
+  if (owner.kind === 'user') return key.startsWith('com.cloudflare.api.user.')
+  return (
+    key === `com.cloudflare.api.account.${owner.accountId}` ||
+    key === 'com.cloudflare.api.account.*'
+  )
 }

@@ -79,10 +79,33 @@ export interface TokenScope {
   accountIds: string[]
   /** Names (or ids when unknown) of non-R2 permission groups. */
   otherPermissions: string[]
-  /** Least-privilege findings: account-wide R2 access, admin class. Plain sentences. */
+  /**
+   * Least-privilege findings, one per policy and finding (account-wide R2 access, admin class).
+   * Each sentence names the policy and says what a narrower one would be.
+   */
   warnings: string[]
+  /** One row per policy, for the job summary. */
+  policies: PolicyScope[]
   /** e.g. `object-read-write bucket=avatars-bucket`, `admin-read-write buckets=all`, `none`. */
   summary: string
+}
+
+/** What one policy of the token grants, as the job summary shows it (names and ids, no values). */
+export interface PolicyScope {
+  /** `#1 (<policy id>)`, or `#1` when the policy carries no id: the position in the token. */
+  ref: string
+  effect: 'allow' | 'deny'
+  /** Permission group names (ids when the name is unknown). */
+  permissions: string[]
+  /** The strongest R2 class the policy's own groups grant, before any deny. */
+  class?: ScopeClass
+  /** What its resources reach: `bucket avatars-bucket`, `every bucket of account <id>`, … */
+  reach: string
+}
+
+export interface ClassifyOptions {
+  /** The bucket the app uses (input `r2-bucket`), to spell out the narrower resource. */
+  bucket?: string
 }
 
 type R2Group = { level: 'admin' | 'object'; write: boolean }
@@ -187,80 +210,72 @@ function covers(denied: Target, allowed: Target): boolean {
  * both), a deny of a Read group removes read. A deny removes an allowed target only when it covers
  * it entirely (the same bucket, or every bucket of that account); a deny of some buckets leaves an
  * account-wide grant account-wide, so the least-privilege warning stays.
+ *
+ * Warnings follow Cloudflare's guidance for R2 tokens (developers.cloudflare.com/r2/api/tokens/):
+ * the narrowest permission (object-level Bucket Item groups rather than the admin Storage groups)
+ * on the specific buckets the app uses, never every bucket of the account.
  */
 export function classifyScope(
   policies: TokenPolicy[],
-  groupNames: Map<string, string>
+  groupNames: Map<string, string>,
+  options: ClassifyOptions = {}
 ): TokenScope {
-  type Grant = { group: R2Group; targets: Target[] }
+  type Grant = { policy: number; name: string; group: R2Group; targets: Target[] }
   const allows: Grant[] = []
   const denyRead: Target[] = []
   const denyWrite: Target[] = []
   const other = new Set<string>()
+  const rows: PolicyScope[] = []
 
-  for (const policy of policies) {
+  policies.forEach((policy, index) => {
     const targets = targetsOf(policy.resources)
+    const names: string[] = []
+    const r2Groups: R2Group[] = []
     for (const group of policy.permission_groups) {
       const name = groupName(group, groupNames)
+      names.push(name ?? group.id)
       const r2 = r2Group(name)
       if (!r2) {
         if (policy.effect === 'allow') other.add(name ?? group.id)
         continue
       }
+      r2Groups.push(r2)
       if (policy.effect === 'allow') {
-        allows.push({ group: r2, targets })
+        allows.push({ policy: index, name: name ?? group.id, group: r2, targets })
       } else {
         denyRead.push(...targets)
         if (r2.write) denyWrite.push(...targets)
       }
     }
-  }
+    rows.push({
+      ref: policyRef(policy, index),
+      effect: policy.effect,
+      permissions: names,
+      ...(r2Groups.length > 0 ? { class: strongestClass(r2Groups) } : {}),
+      reach: describeReach(policy.resources, targets)
+    })
+  })
 
   const survives = (target: Target, denied: Target[]): boolean =>
     !denied.some(d => covers(d, target))
   // Per grant, the targets still readable / writable after the denies.
   const effective = allows.map(grant => ({
-    group: grant.group,
+    ...grant,
     read: grant.targets.filter(t => survives(t, denyRead)),
     write: grant.group.write ? grant.targets.filter(t => survives(t, denyWrite)) : []
   }))
+  const live = effective.filter(e => e.read.length > 0 || e.write.length > 0)
 
-  const holds = (level: R2Group['level'], access: 'read' | 'write'): boolean =>
-    effective.some(e => e.group.level === level && e[access].length > 0)
-  const cls: ScopeClass | undefined = holds('admin', 'write')
-    ? 'admin-read-write'
-    : holds('admin', 'read')
-      ? 'admin-read'
-      : holds('object', 'write')
-        ? 'object-read-write'
-        : holds('object', 'read')
-          ? 'object-read'
-          : undefined
-
-  const reachable = effective.flatMap(e => [...e.read, ...e.write])
+  // The class goes by what survived the denies: a grant whose writes are all denied only reads.
+  const cls =
+    live.length > 0
+      ? strongestClass(live.map(e => ({ level: e.group.level, write: e.write.length > 0 })))
+      : undefined
+  const reachable = live.flatMap(e => [...e.read, ...e.write])
   const accountWide = reachable.filter(t => t.kind === 'account')
   const buckets: TokenScope['buckets'] =
     accountWide.length > 0 ? 'all' : dedupeBuckets(reachable.filter(t => t.kind === 'bucket'))
   const accountIds = [...new Set(reachable.map(t => t.accountId).filter(id => id !== '*'))].sort()
-
-  const warnings: string[] = []
-  if (accountWide.some(t => t.accountId === '*')) {
-    warnings.push(
-      'The token reaches every R2 bucket of every account it can access; scope it to the buckets the app uses.'
-    )
-  } else if (accountWide.length > 0) {
-    const accounts = [...new Set(accountWide.map(t => t.accountId))].sort().join(', ')
-    warnings.push(
-      `The token reaches every R2 bucket of account ${accounts} (account-scoped); scope it to the buckets the app uses.`
-    )
-  }
-  if (cls === 'admin-read-write' || cls === 'admin-read') {
-    const group =
-      cls === 'admin-read-write' ? 'Workers R2 Storage Write' : 'Workers R2 Storage Read'
-    warnings.push(
-      `The token holds the admin class ${cls} (${group}${cls === 'admin-read-write' ? ', which may create and delete buckets' : ', which may list every bucket and its configuration'}); an app needs only Workers R2 Storage Bucket Item Write or Read on its buckets.`
-    )
-  }
 
   return {
     class: cls,
@@ -269,9 +284,109 @@ export function classifyScope(
     buckets,
     accountIds,
     otherPermissions: [...other].sort(),
-    warnings,
+    warnings: leastPrivilegeWarnings(live, policies, options),
+    policies: rows,
     summary: summarize(cls, buckets)
   }
+}
+
+/** The object-level group an app needs instead of each R2 group (Security Matrix). */
+function narrowerGroup(group: R2Group): string {
+  return group.write
+    ? 'Workers R2 Storage Bucket Item Write'
+    : 'Workers R2 Storage Bucket Item Read'
+}
+
+/**
+ * One warning per policy and finding: first the policies that reach every bucket of an account,
+ * then those that hold an admin group. Each names the policy and what would be narrower.
+ */
+function leastPrivilegeWarnings(
+  live: Array<{ policy: number; name: string; group: R2Group; read: Target[]; write: Target[] }>,
+  policies: TokenPolicy[],
+  options: ClassifyOptions
+): string[] {
+  const byPolicy = new Map<number, typeof live>()
+  for (const grant of live)
+    byPolicy.set(grant.policy, [...(byPolicy.get(grant.policy) ?? []), grant])
+  const bucket = options.bucket ?? '<bucket>'
+  const scoped: string[] = []
+  const admin: string[] = []
+  for (const [index, grants] of byPolicy) {
+    const ref = `Policy ${policyRef(policies[index]!, index)}`
+    const groups = [...new Set(grants.map(g => g.name))].join(', ')
+    const accounts = [
+      ...new Set(
+        grants
+          .flatMap(g => [...g.read, ...g.write])
+          .flatMap(t => (t.kind === 'account' ? [t.accountId] : []))
+      )
+    ].sort()
+    if (accounts.length > 0) {
+      const narrower = [...new Set(grants.map(g => narrowerGroup(g.group)))].join(', ')
+      const account = accounts.find(a => a !== '*') ?? '<account-id>'
+      const where = accounts.includes('*')
+        ? 'every R2 bucket of every account the token can access'
+        : `every R2 bucket of account ${accounts.join(', ')} (account-scoped)`
+      scoped.push(
+        `${ref} (${groups}) reaches ${where}, buckets created later included. Narrower: ${narrower} on only the buckets the app uses, one resource per bucket (${bucketResource(account, bucket)}).`
+      )
+    }
+    for (const grant of grants.filter(g => g.group.level === 'admin')) {
+      // What survived the denies: a Storage Write grant whose writes are all denied only reads.
+      const writes = grant.write.length > 0
+      const may = writes
+        ? 'it may create, configure and delete buckets'
+        : 'it may list every bucket and read its configuration'
+      const narrower: R2Group = { level: 'object', write: writes }
+      admin.push(
+        `${ref} holds ${grant.name}, the admin class ${classOf({ level: 'admin', write: writes })} (${may}). Narrower: ${narrowerGroup(narrower)} (${classOf(narrower)}) on the buckets the app uses, unless the app itself manages buckets.`
+      )
+    }
+  }
+  return [...scoped, ...admin]
+}
+
+const CLASS_ORDER: ScopeClass[] = [
+  'admin-read-write',
+  'admin-read',
+  'object-read-write',
+  'object-read'
+]
+
+function classOf(group: R2Group): ScopeClass {
+  if (group.level === 'admin') return group.write ? 'admin-read-write' : 'admin-read'
+  return group.write ? 'object-read-write' : 'object-read'
+}
+
+function strongestClass(groups: R2Group[]): ScopeClass {
+  const classes = new Set(groups.map(classOf))
+  return CLASS_ORDER.find(c => classes.has(c))!
+}
+
+/** `#2 (f267e341…)`: the position in the token (as the dashboard lists them) and the policy id. */
+function policyRef(policy: TokenPolicy, index: number): string {
+  return policy.id ? `#${index + 1} (${policy.id})` : `#${index + 1}`
+}
+
+/** What a policy's resources reach, for the summary: buckets, whole accounts, or the raw keys. */
+function describeReach(resources: Record<string, unknown>, targets: Target[]): string {
+  const parts: string[] = []
+  for (const t of targets) {
+    if (t.kind === 'account') {
+      parts.push(
+        t.accountId === '*'
+          ? 'every bucket of every account'
+          : `every bucket of account ${t.accountId}`
+      )
+    } else {
+      parts.push(
+        `bucket ${t.jurisdiction === 'default' ? t.bucket : `${t.jurisdiction}:${t.bucket}`}`
+      )
+    }
+  }
+  if (parts.length === 0) return Object.keys(resources).join(', ') || 'no resources'
+  return [...new Set(parts)].join(', ')
 }
 
 function dedupeBuckets(
