@@ -118,6 +118,22 @@ export function summaryMarkdown(report: RotationReport): string {
     ],
     ...rows
   ])
+  if (report.scope && report.scope.policies.length > 0) {
+    s.addHeading('Token scope', 3)
+    s.addTable([
+      ['Policy', 'Effect', 'Permissions', 'R2 class', 'Reach'].map(data => ({
+        data,
+        header: true
+      })),
+      ...report.scope.policies.map(p => [
+        escape(p.ref),
+        p.effect,
+        p.permissions.map(escape).join('<br>'),
+        p.class ?? '—',
+        escape(p.reach)
+      ])
+    ])
+  }
   if (report.plan.length > 0 && report.result === 'dry-run') {
     s.addHeading('Plan', 3)
     s.addList(report.plan)
