@@ -6,7 +6,7 @@
 import { Octokit } from '@octokit/rest'
 import sodium from 'libsodium-wrappers'
 import { RequestLog } from '../sandbox/log.js'
-import { GitHubSim, type SimRun } from '../sandbox/github.js'
+import { GitHubSim, ManualClock, type SimRun } from '../sandbox/github.js'
 
 const TOKEN = 'github_pat_sandbox_full_access'
 const NO_SECRETS = 'github_pat_sandbox_no_secrets'
@@ -800,5 +800,226 @@ describe('the contract', () => {
     expect(err.response?.data).toMatchObject({ message: 'Not Found' })
     expect(log.violations).toHaveLength(1)
     expect(log.violations[0]).toContain('no such operation')
+  })
+})
+
+describe('simulated time and how runs unfold', () => {
+  const THREE_JOBS = `name: Release
+on: workflow_dispatch
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - run: make
+  deploy:
+    needs: build
+    runs-on: ubuntu-latest
+    environment: production
+    steps:
+      - name: Ship it
+        run: ./ship.sh
+  verify:
+    needs: deploy
+    runs-on: ubuntu-latest
+    steps:
+      - run: ./verify.sh
+`
+
+  it('a manual clock fires due timers in order, each at its own time', () => {
+    const clock = new ManualClock(1_000_000)
+    const fired: Array<[string, number]> = []
+    clock.setTimeout(() => fired.push(['b', clock.now()]), 300)
+    const cancelled = clock.setTimeout(() => fired.push(['x', clock.now()]), 100)
+    clock.setTimeout(() => {
+      fired.push(['a', clock.now()])
+      clock.setTimeout(() => fired.push(['a2', clock.now()]), 50)
+    }, 200)
+    clock.clearTimeout(cancelled)
+    clock.advance(260)
+    expect(fired).toEqual([
+      ['a', 1_000_200],
+      ['a2', 1_000_250]
+    ])
+    expect(clock.now()).toBe(1_000_260)
+    clock.advance(1000)
+    expect(fired.at(-1)).toEqual(['b', 1_000_300])
+  })
+
+  async function simulated(): Promise<{ clock: ManualClock; sim: GitHubSim; client: Octokit }> {
+    const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000)
+    const own = new GitHubSim(log, { clock })
+    own.addToken(TOKEN)
+    own.addRepo(full, { environments: ['production'] })
+    own.addWorkflow(full, {
+      path: '.github/workflows/release.yml',
+      name: 'Release',
+      content: THREE_JOBS
+    })
+    await own.start()
+    running.push(own)
+    return { clock, sim: own, client: new Octokit({ auth: TOKEN, baseUrl: own.url }) }
+  }
+  const running: GitHubSim[] = []
+  afterEach(async () => {
+    while (running.length) await running.pop()!.stop()
+  })
+
+  it('changes a run (and its ETag) only when its state changes or a job starts or finishes', async () => {
+    const { clock, sim: own, client } = await simulated()
+    const start = clock.now()
+    own.queueRun({ queuedMs: 10_000, runningMs: 90_000 })
+    const dispatched = await client.rest.actions.createWorkflowDispatch({
+      owner,
+      repo,
+      workflow_id: 'release.yml',
+      ref: 'main'
+    })
+    expect(new Date(dispatched.headers.date!).getTime()).toBe(start)
+    const [run] = [...own.runs.values()]
+    const seen: Array<[number, number, string, string]> = []
+    let etag: string | undefined
+    // A look every 5 s for two minutes: note each time the run resource changed.
+    for (let t = 0; t <= 120_000; t += 5000) {
+      try {
+        const r = await client.rest.actions.getWorkflowRun({
+          owner,
+          repo,
+          run_id: run!.id,
+          headers: etag ? { 'if-none-match': etag } : {}
+        })
+        etag = r.headers.etag
+        seen.push([t, r.status, r.data.status!, r.data.updated_at])
+      } catch (error) {
+        expect((error as HttpError).status).toBe(304)
+      }
+      clock.advance(5000)
+    }
+    const at = (ms: number) => new Date(start + ms).toISOString().replace('.000Z', 'Z')
+    expect(seen).toEqual([
+      [0, 200, 'queued', at(0)],
+      [10_000, 200, 'in_progress', at(10_000)],
+      [40_000, 200, 'in_progress', at(40_000)], // build finished, deploy started
+      [70_000, 200, 'in_progress', at(70_000)], // deploy finished, verify started
+      [100_000, 200, 'completed', at(100_000)]
+    ])
+    expect(own.runs.get(run!.id)!.attempts[0]!.completedAtMs).toBe(start + 100_000)
+    expect(log.violations).toEqual([])
+  })
+
+  it('lists each job of an attempt with its own state; a failure fails the last job', async () => {
+    const { clock, sim: own, client } = await simulated()
+    own.queueRun({ queuedMs: 1000, runningMs: 3000, conclusion: 'failure' })
+    await client.rest.actions.createWorkflowDispatch({
+      owner,
+      repo,
+      workflow_id: 'release.yml',
+      ref: 'main'
+    })
+    const [run] = [...own.runs.values()]
+    const jobs = async () =>
+      (
+        await client.rest.actions.listJobsForWorkflowRun({ owner, repo, run_id: run!.id })
+      ).data.jobs.map(j => [j.name, j.status, j.conclusion])
+    clock.advance(2500)
+    expect(await jobs()).toEqual([
+      ['build', 'completed', 'success'],
+      ['deploy', 'in_progress', null],
+      ['verify', 'queued', null]
+    ])
+    clock.advance(2000)
+    expect(await jobs()).toEqual([
+      ['build', 'completed', 'success'],
+      ['deploy', 'completed', 'success'],
+      ['verify', 'completed', 'failure']
+    ])
+    expect(run!.environment).toBe('production')
+    expect(log.violations).toEqual([])
+  })
+
+  it('re-runs an attempt when asked to, at once or later', async () => {
+    const { clock, sim: own, client } = await simulated()
+    own.queueRun({
+      queuedMs: 1000,
+      runningMs: 3000,
+      conclusion: 'failure',
+      rerun: { queuedMs: 1000, runningMs: 3000, conclusion: 'success' }
+    })
+    own.queueRun({
+      queuedMs: 1000,
+      runningMs: 3000,
+      conclusion: 'cancelled',
+      rerunAfterMs: 60_000,
+      rerun: { conclusion: 'success' }
+    })
+    for (let i = 0; i < 2; i++) {
+      await client.rest.actions.createWorkflowDispatch({
+        owner,
+        repo,
+        workflow_id: 'release.yml',
+        ref: 'main'
+      })
+    }
+    const [atOnce, later] = [...own.runs.values()]
+    clock.advance(4000)
+    expect(atOnce).toMatchObject({ attempt: 2, status: 'queued', conclusion: null })
+    expect(later).toMatchObject({ attempt: 1, status: 'completed', conclusion: 'cancelled' })
+    clock.advance(60_000)
+    expect(atOnce).toMatchObject({ attempt: 2, status: 'completed', conclusion: 'success' })
+    expect(later).toMatchObject({ attempt: 2 })
+    expect(log.events('run.rerun').map(e => e.detail.run_id)).toEqual([atOnce!.id, later!.id])
+  })
+
+  it('concludes skipped, action_required and stale runs without running a job', async () => {
+    const { clock, sim: own, client } = await simulated()
+    for (const conclusion of ['skipped', 'action_required', 'stale']) {
+      own.queueRun({ queuedMs: 1000, conclusion })
+      await client.rest.actions.createWorkflowDispatch({
+        owner,
+        repo,
+        workflow_id: 'release.yml',
+        ref: 'main'
+      })
+    }
+    clock.advance(1000)
+    expect([...own.runs.values()].map(r => [r.status, r.conclusion])).toEqual([
+      ['completed', 'skipped'],
+      ['completed', 'action_required'],
+      ['completed', 'stale']
+    ])
+    expect(log.events('run.in_progress')).toEqual([])
+    const [skipped] = [...own.runs.values()]
+    const { data } = await client.rest.actions.listJobsForWorkflowRun({
+      owner,
+      repo,
+      run_id: skipped!.id
+    })
+    expect(data.jobs.map(j => j.conclusion)).toEqual(['skipped', 'skipped', 'skipped'])
+  })
+
+  it('creates another user’s dispatch, backdated, and lists runs newest first', async () => {
+    const { clock, sim: own, client } = await simulated()
+    await client.rest.actions.createWorkflowDispatch({
+      owner,
+      repo,
+      workflow_id: 'release.yml',
+      ref: 'main'
+    })
+    const theirs = own.dispatchAs('octocat', full, 'release.yml', {
+      createdAtMs: clock.now() - 1000,
+      behavior: { neverStarts: true }
+    })
+    const { data } = await client.rest.actions.listWorkflowRuns({
+      owner,
+      repo,
+      workflow_id: 'release.yml'
+    })
+    expect(data.workflow_runs.map(r => [r.id === theirs.id, r.actor?.login])).toEqual([
+      [false, 'sandbox-bot'],
+      [true, 'octocat']
+    ])
+    expect(Date.parse(theirs.createdAt)).toBe(clock.now() - 1000)
+    expect(() => own.dispatchAs('octocat', full, 'release.yml', { ref: 'nope' })).toThrow(
+      /no ref nope/
+    )
   })
 })

@@ -4,6 +4,10 @@
  * variables, workflows and their files, workflow dispatch and runs that move through their states
  * on timers, jobs, conditional requests (ETag) and the primary rate limit.
  *
+ * Time comes from a clock: the real one, or a `ManualClock` that a test moves, so that a run of
+ * simulated minutes is followed in a moment. A run's resource changes (and so its ETag) only
+ * when GitHub's would: when its state changes and when one of its jobs starts or finishes.
+ *
  * Every request is routed and validated through the official OpenAPI excerpt
  * (sandbox/openapi/github-actions-openapi.json) and so is every answer; a mismatch is recorded in
  * the RequestLog as a violation, so both a drifting simulator and an action that sends what GitHub
@@ -25,15 +29,91 @@ export type SecretScope =
 export interface RunBehavior {
   /** How long the run stays `queued` (default 200 ms). */
   queuedMs?: number
-  /** How long it stays `in_progress` (default 500 ms). */
+  /** How long it stays `in_progress`, shared equally by the workflow's jobs, which run one after
+   *  the other (default 500 ms). */
   runningMs?: number
   /** When set, the run waits this long in `waiting` (an environment approval) before it starts;
    *  `Infinity` waits until `approve()`. */
   waitingMs?: number
-  /** The conclusion it reaches (default `success`); `startup_failure` skips `in_progress`. */
+  /** The conclusion it reaches (default `success`). A failing conclusion fails the last job.
+   *  `startup_failure`, `action_required`, `stale` and `skipped` conclude from `queued` without
+   *  running a job. */
   conclusion?: string
   /** The run stays `queued` for ever. */
   neverStarts?: boolean
+  /** When this attempt concludes, someone re-runs it (same run id, next attempt) with this
+   *  behaviour, after `rerunAfterMs` (default 0: at once, before anyone can read the conclusion). */
+  rerun?: RunBehavior
+  rerunAfterMs?: number
+}
+
+/** The simulator's time: run timers, timestamps, the rate-limit window and the `date` header. */
+export interface SimClock {
+  now(): number
+  setTimeout(callback: () => void, ms: number): unknown
+  clearTimeout(handle: unknown): void
+}
+
+const realClock: SimClock = {
+  now: () => Date.now(),
+  setTimeout: (callback, ms) => {
+    const timer = setTimeout(callback, ms)
+    // Timers must not keep a test process alive once the sandbox is forgotten.
+    timer.unref()
+    return timer
+  },
+  clearTimeout: handle => clearTimeout(handle as NodeJS.Timeout)
+}
+
+/**
+ * A clock that moves only when told to, so that a test can follow a run of simulated minutes in
+ * a fraction of a second: `advance(ms)` fires every timer that falls due on the way, in order,
+ * with the clock set to each timer's due time. HTTP requests take no simulated time.
+ */
+export class ManualClock implements SimClock {
+  private time: number
+  private seq = 0
+  private readonly pending = new Map<number, { at: number; callback: () => void }>()
+
+  constructor(start = Date.now()) {
+    this.time = start
+  }
+
+  now(): number {
+    return this.time
+  }
+
+  setTimeout(callback: () => void, ms: number): unknown {
+    const handle = ++this.seq
+    this.pending.set(handle, { at: this.time + Math.max(0, ms), callback })
+    return handle
+  }
+
+  clearTimeout(handle: unknown): void {
+    this.pending.delete(handle as number)
+  }
+
+  advance(ms: number): void {
+    const end = this.time + Math.max(0, ms)
+    for (;;) {
+      let next: [number, { at: number; callback: () => void }] | undefined
+      for (const entry of this.pending) {
+        if (entry[1].at <= end && (!next || entry[1].at < next[1].at)) next = entry
+      }
+      if (!next) break
+      this.pending.delete(next[0])
+      this.time = Math.max(this.time, next[1].at)
+      next[1].callback()
+    }
+    this.time = end
+  }
+}
+
+export interface GitHubSimOptions {
+  /** Answer a dispatch that carries `return_run_details` as GitHub Enterprise Server ≤ 3.20. */
+  rejectReturnRunDetails?: boolean
+  /** Default: the real clock. */
+  clock?: SimClock
 }
 
 /** What a token may do; each defaults to true. */
@@ -61,6 +141,12 @@ export interface SecretWrite {
   status: 201 | 204
 }
 
+export interface SimJob {
+  id: number
+  startedAt: string | null
+  completedAt: string | null
+}
+
 export interface RunAttempt {
   attempt: number
   status: string
@@ -70,8 +156,15 @@ export interface RunAttempt {
   createdAt: string
   startedAt: string | null
   completedAt: string | null
+  /** Changes when the attempt's state changes and when one of its jobs starts or finishes,
+   *  nothing else (GitHub's run resource, and so its ETag, stays the same in between). */
   updatedAt: string
-  jobId: number
+  /** When it concluded, in the simulator's milliseconds (for measuring how soon it is noticed). */
+  completedAtMs: number | null
+  /** One per job of the workflow, in order; they run one after the other. */
+  jobs: SimJob[]
+  /** The job running now (or the last one that ran). */
+  currentJob: number
   /** Why the attempt failed when `hooks.beforeComplete` threw. */
   failure?: string
 }
@@ -218,10 +311,17 @@ interface Operation {
   handler: (ctx: Context) => Reply | Promise<Reply>
 }
 
+interface ParsedJob {
+  name: string
+  environment?: string
+  labels: string[]
+  steps: string[]
+}
+
 interface ParsedWorkflow {
   dispatchInputs: Record<string, DispatchInput> | null
   runName?: string
-  job: { name: string; environment?: string; labels: string[]; steps: string[] }
+  jobs: ParsedJob[]
 }
 
 interface DispatchInput {
@@ -253,6 +353,9 @@ const SECRET_COUNT_LIMIT: Record<SecretScope['kind'], number> = {
 // x-github-breaking-changes for actions/create-workflow-dispatch removes the 204).
 const RUN_DETAILS_ALWAYS_VERSION = '2026-03-10'
 const DEFAULT_API_VERSION = '2022-11-28'
+// Conclusions a run reaches without running a job: it could not start (an invalid workflow), it
+// needs someone's approval first, it went stale in the queue, or every job's `if` was false.
+const CONCLUDES_UNSTARTED = new Set(['startup_failure', 'action_required', 'stale', 'skipped'])
 const NAME_RULE =
   'Secret names can only contain alphanumeric characters ([a-z], [A-Z], [0-9]) or underscores (_), ' +
   'must not start with a number, and must not start with the GITHUB_ prefix.'
@@ -268,7 +371,7 @@ class ApiError extends Error {
 }
 
 /** GitHub's timestamps carry whole seconds. */
-function iso(ms = Date.now()): string {
+function iso(ms: number): string {
   return new Date(Math.floor(ms / 1000) * 1000).toISOString().replace('.000Z', 'Z')
 }
 
@@ -428,12 +531,22 @@ function parseWorkflow(content: string): ParsedWorkflow {
       }
     }
   }
-  const jobs =
+  const entries =
     root.jobs && typeof root.jobs === 'object'
       ? Object.entries(root.jobs as Record<string, unknown>)
       : []
-  const [jobKey, jobValue] = jobs[0] ?? ['deploy', {}]
-  const job = (jobValue && typeof jobValue === 'object' ? jobValue : {}) as Record<string, unknown>
+  const jobs = (entries.length > 0 ? entries : [['deploy', {}] as [string, unknown]]).map(
+    ([key, value]) => parseJob(key, value)
+  )
+  return {
+    dispatchInputs,
+    runName: typeof root['run-name'] === 'string' ? root['run-name'] : undefined,
+    jobs
+  }
+}
+
+function parseJob(key: string, value: unknown): ParsedJob {
+  const job = (value && typeof value === 'object' ? value : {}) as Record<string, unknown>
   const env = job.environment
   const environment =
     typeof env === 'string'
@@ -449,11 +562,7 @@ function parseWorkflow(content: string): ParsedWorkflow {
         ? runsOn.map(String)
         : ['ubuntu-latest']
   const steps = Array.isArray(job.steps) ? job.steps.map(stepName) : ['Deploy']
-  return {
-    dispatchInputs,
-    runName: typeof root['run-name'] === 'string' ? root['run-name'] : undefined,
-    job: { name: typeof job.name === 'string' ? job.name : jobKey, environment, labels, steps }
-  }
+  return { name: typeof job.name === 'string' ? job.name : key, environment, labels, steps }
 }
 
 /** The inputs a dispatch gives the run, checked as GitHub checks them. */
@@ -517,7 +626,7 @@ export class GitHubSim {
   >()
   private readonly keys = new Map<string, KeyPair>()
   private readonly behaviorQueue: RunBehavior[] = []
-  private readonly timers = new Map<number, NodeJS.Timeout>()
+  private readonly timers = new Map<number, unknown>()
   private readonly operations: Record<string, Operation>
   private stopped = false
   private nextRepoId = 100_000_001
@@ -527,12 +636,24 @@ export class GitHubSim {
   private nextRunId = 20_000_000_001
   private nextJobId = 50_000_000_001
 
+  private readonly clock: SimClock
+
   constructor(
     private readonly log: RequestLog,
-    private readonly options: { rejectReturnRunDetails?: boolean } = {}
+    private readonly options: GitHubSimOptions = {}
   ) {
+    this.clock = options.clock ?? realClock
     this.service = new Service('github', log, req => this.handle(req))
     this.operations = this.buildOperations()
+  }
+
+  /** The simulator's time in milliseconds (its clock's, which a test may drive). */
+  now(): number {
+    return this.clock.now()
+  }
+
+  private iso(): string {
+    return iso(this.clock.now())
   }
 
   get url(): string {
@@ -549,7 +670,7 @@ export class GitHubSim {
   /** Stops the server and every pending run timer (runs stay where they are). */
   async stop(): Promise<void> {
     this.stopped = true
-    for (const timer of this.timers.values()) clearTimeout(timer)
+    for (const timer of this.timers.values()) this.clock.clearTimeout(timer)
     this.timers.clear()
     await this.service.stop()
   }
@@ -594,7 +715,7 @@ export class GitHubSim {
     if (!owner || !name || rest.length > 0)
       throw new Error(`addRepo: expected OWNER/REPO, got '${fullName}'`)
     const defaultBranch = options.defaultBranch ?? 'main'
-    const now = iso()
+    const now = this.iso()
     const repo: RepoState = {
       id: options.id ?? this.nextRepoId++,
       owner,
@@ -644,7 +765,7 @@ export class GitHubSim {
   ): number {
     const repo = this.requireRepo(repoName)
     const id = workflow.id ?? this.nextWorkflowId++
-    const now = iso()
+    const now = this.iso()
     repo.workflows.set(id, {
       id,
       name: workflow.name,
@@ -672,7 +793,7 @@ export class GitHubSim {
   ): void {
     const store = this.secretStore(scope)
     const key = canonicalName(name, 'Secret')
-    const now = iso()
+    const now = this.iso()
     const existing = store.get(key)
     const secret: StoredSecret = {
       name: key,
@@ -734,7 +855,7 @@ export class GitHubSim {
   setVariable(repoName: string, name: string, value: string): void {
     const repo = this.requireRepo(repoName)
     const key = canonicalName(name, 'Variable')
-    const now = iso()
+    const now = this.iso()
     repo.variables.set(key, {
       name: key,
       value,
@@ -760,7 +881,7 @@ export class GitHubSim {
     this.startRunning(run, attempt)
   }
 
-  /** Starts a new attempt of a completed run (same run id). */
+  /** Starts a new attempt of a completed run (same run id), as "Re-run all jobs" does. */
   rerun(runId: number, behavior: RunBehavior = {}): void {
     const run = this.requireRun(runId)
     if (run.status !== 'completed')
@@ -775,14 +896,51 @@ export class GitHubSim {
     this.advance(run, attempt)
   }
 
+  /**
+   * A run of `workflow` (file name or id) dispatched by `actor` — someone else's dispatch, or an
+   * earlier one — without an HTTP request. `createdAtMs` backdates it: GitHub lists a dispatched
+   * run only a moment after creating it, so a run created before a client's snapshot of the list
+   * can still be missing from that snapshot. Does not take a behaviour from `queueRun`.
+   */
+  dispatchAs(
+    actor: string,
+    repoName: string,
+    workflowIdOrFile: string | number,
+    options: {
+      ref?: string
+      inputs?: Record<string, string>
+      createdAtMs?: number
+      behavior?: RunBehavior
+    } = {}
+  ): SimRun {
+    const repo = this.requireRepo(repoName)
+    this.user(actor, 'User')
+    const workflow = this.workflow(repo, String(workflowIdOrFile))
+    const dispatched = options.ref ?? repo.defaultBranch
+    const ref = this.resolveRef(repo, dispatched)
+    if (!ref) throw new Error(`dispatchAs: no ref ${dispatched} in ${repoName}`)
+    const parsed = parseWorkflow(repo.files.get(workflow.path) ?? '')
+    if (!parsed.dispatchInputs) throw new Error(`dispatchAs: ${workflow.path} is not dispatchable`)
+    const inputs = resolveInputs(parsed.dispatchInputs, options.inputs ?? {})
+    return this.createRun(repo, workflow, dispatched, ref, inputs, parsed, actor, {
+      behavior: { ...this.runBehavior, ...(options.behavior ?? {}) },
+      createdAtMs: options.createdAtMs
+    })
+  }
+
   private requireRun(runId: number): SimRun {
     const run = this.runs.get(runId)
     if (!run) throw new Error(`no run ${runId}`)
     return run
   }
 
-  private newAttempt(run: SimRun, behavior: RunBehavior): RunAttempt {
-    const now = iso()
+  private newAttempt(run: SimRun, behavior: RunBehavior, createdAtMs?: number): RunAttempt {
+    const now = createdAtMs === undefined ? this.iso() : iso(createdAtMs)
+    const jobs = this.parsedWorkflowOf(run).jobs.map(() => ({
+      id: this.nextJobId++,
+      startedAt: null,
+      completedAt: null
+    }))
     const attempt: RunAttempt = {
       attempt: run.attempts.length + 1,
       status: 'queued',
@@ -792,7 +950,9 @@ export class GitHubSim {
       startedAt: null,
       completedAt: null,
       updatedAt: now,
-      jobId: this.nextJobId++
+      completedAtMs: null,
+      jobs,
+      currentJob: 0
     }
     run.attempts.push(attempt)
     this.sync(run, attempt)
@@ -813,30 +973,37 @@ export class GitHubSim {
     status: string,
     conclusion: string | null = null
   ): void {
-    const now = iso()
+    const now = this.iso()
     attempt.status = status
     attempt.conclusion = conclusion
     attempt.updatedAt = now
-    if (status === 'in_progress') attempt.startedAt = now
-    if (status === 'completed') attempt.completedAt = now
+    if (status === 'in_progress') {
+      attempt.startedAt = now
+      attempt.currentJob = 0
+      attempt.jobs[0]!.startedAt = now
+    }
+    if (status === 'completed') {
+      attempt.completedAt = now
+      attempt.completedAtMs = this.clock.now()
+      const job = attempt.jobs[attempt.currentJob]!
+      if (job.startedAt !== null) job.completedAt = now
+    }
     if (attempt.attempt === run.attempts.length) this.sync(run, attempt)
   }
 
   private schedule(runId: number, ms: number, next: () => void): void {
     if (this.stopped) return
     this.clearTimer(runId)
-    const timer = setTimeout(() => {
+    const timer = this.clock.setTimeout(() => {
       this.timers.delete(runId)
       next()
     }, ms)
-    // Timers must not keep a test process alive once the sandbox is forgotten.
-    timer.unref()
     this.timers.set(runId, timer)
   }
 
   private clearTimer(runId: number): void {
     const timer = this.timers.get(runId)
-    if (timer) clearTimeout(timer)
+    if (timer !== undefined) this.clock.clearTimeout(timer)
     this.timers.delete(runId)
   }
 
@@ -844,8 +1011,8 @@ export class GitHubSim {
     const behavior = attempt.behavior
     if (behavior.neverStarts) return
     this.schedule(run.id, behavior.queuedMs ?? 0, () => {
-      if (behavior.conclusion === 'startup_failure')
-        return void this.complete(run, attempt, 'startup_failure')
+      const conclusion = behavior.conclusion ?? 'success'
+      if (CONCLUDES_UNSTARTED.has(conclusion)) return void this.complete(run, attempt, conclusion)
       if (behavior.waitingMs === undefined) return this.startRunning(run, attempt)
       this.setState(run, attempt, 'waiting')
       this.log.event('github', 'run.waiting', {
@@ -859,6 +1026,7 @@ export class GitHubSim {
     })
   }
 
+  /** The jobs run one after the other; each start and finish changes the run's `updated_at`. */
   private startRunning(run: SimRun, attempt: RunAttempt): void {
     this.setState(run, attempt, 'in_progress')
     this.log.event('github', 'run.in_progress', {
@@ -866,9 +1034,21 @@ export class GitHubSim {
       attempt: attempt.attempt,
       conclusion: null
     })
-    this.schedule(run.id, attempt.behavior.runningMs ?? 0, () => {
-      void this.complete(run, attempt, attempt.behavior.conclusion ?? 'success')
-    })
+    const share = (attempt.behavior.runningMs ?? 0) / attempt.jobs.length
+    const nextJob = (): void => {
+      if (attempt.currentJob === attempt.jobs.length - 1) {
+        void this.complete(run, attempt, attempt.behavior.conclusion ?? 'success')
+        return
+      }
+      const now = this.iso()
+      attempt.jobs[attempt.currentJob]!.completedAt = now
+      attempt.currentJob += 1
+      attempt.jobs[attempt.currentJob]!.startedAt = now
+      attempt.updatedAt = now
+      if (attempt.attempt === run.attempts.length) this.sync(run, attempt)
+      this.schedule(run.id, share, nextJob)
+    }
+    this.schedule(run.id, share, nextJob)
   }
 
   private async complete(run: SimRun, attempt: RunAttempt, conclusion: string): Promise<void> {
@@ -890,6 +1070,10 @@ export class GitHubSim {
       conclusion: final,
       ...(attempt.failure !== undefined ? { failure: attempt.failure } : {})
     })
+    const again = attempt.behavior.rerun
+    if (again === undefined || attempt.attempt !== run.attempts.length) return
+    if (!attempt.behavior.rerunAfterMs) this.rerun(run.id, again)
+    else this.schedule(run.id, attempt.behavior.rerunAfterMs, () => this.rerun(run.id, again))
   }
 
   // ---- HTTP ----------------------------------------------------------------------------------
@@ -926,6 +1110,8 @@ export class GitHubSim {
         'x-github-api-version-selected': apiVersion,
         'x-github-media-type': 'github.v3; format=json',
         'x-github-request-id': randomBytes(8).toString('hex').toUpperCase(),
+        // The simulator's time, which clients may use to compare with `created_at`.
+        date: new Date(this.clock.now()).toUTCString(),
         ...(reply.headers ?? {})
       },
       body: reply.body
@@ -953,7 +1139,7 @@ export class GitHubSim {
         403,
         `API rate limit exceeded for user ID ${this.user(token.state?.login ?? 'anonymous', 'User').id}. ` +
           'If you reach out to GitHub Support for help, please include the request ID.',
-        { 'retry-after': String(Math.max(0, bucket.reset - Math.floor(Date.now() / 1000))) }
+        { 'retry-after': String(Math.max(0, bucket.reset - Math.floor(this.clock.now() / 1000))) }
       )
     }
     if (unparseable) throw new ApiError(400, 'Problems parsing JSON')
@@ -1063,7 +1249,7 @@ export class GitHubSim {
 
   private bucket(token: TokenState | undefined): RateBucket {
     const key = token?.value ?? ''
-    const now = Math.floor(Date.now() / 1000)
+    const now = Math.floor(this.clock.now() / 1000)
     let bucket = this.buckets.get(key)
     if (!bucket || now >= bucket.reset) {
       bucket = {
@@ -1406,27 +1592,55 @@ export class GitHubSim {
     }
   }
 
-  private jobJson(run: SimRun, attempt: RunAttempt): Record<string, unknown> {
+  /** A job's status and conclusion, from its attempt's and its place in the sequence. */
+  private jobState(
+    attempt: RunAttempt,
+    index: number
+  ): { status: string; conclusion: string | null; ran: boolean } {
+    const ran = attempt.jobs[index]!.startedAt !== null
+    if (attempt.status === 'in_progress') {
+      if (index < attempt.currentJob) return { status: 'completed', conclusion: 'success', ran }
+      return {
+        status: index === attempt.currentJob ? 'in_progress' : 'queued',
+        conclusion: null,
+        ran
+      }
+    }
+    if (attempt.status !== 'completed') return { status: attempt.status, conclusion: null, ran }
+    const conclusion = attempt.conclusion ?? 'failure'
+    if (!ran) {
+      // Never reached: skipped behind a failure; cancelled with its run; or the run never started.
+      const after = attempt.startedAt !== null
+      return {
+        status: 'completed',
+        conclusion: after ? (conclusion === 'cancelled' ? 'cancelled' : 'skipped') : conclusion,
+        ran
+      }
+    }
+    if (index < attempt.currentJob) return { status: 'completed', conclusion: 'success', ran }
+    return { status: 'completed', conclusion, ran }
+  }
+
+  private jobJson(run: SimRun, attempt: RunAttempt, index: number): Record<string, unknown> {
     const repo = this.requireRepo(run.repo)
-    const parsed = this.parsedWorkflowOf(run)
-    const started = attempt.status === 'in_progress' || attempt.status === 'completed'
-    const conclusion = attempt.conclusion
-    const names = ['Set up job', ...parsed.job.steps, 'Complete job']
+    const specs = this.parsedWorkflowOf(run).jobs
+    const spec = specs[Math.min(index, specs.length - 1)]!
+    const job = attempt.jobs[index]!
+    const state = this.jobState(attempt, index)
+    const names = ['Set up job', ...spec.steps, 'Complete job']
     const lastUserStep = names.length - 2
+    const failed = ['failure', 'timed_out', 'cancelled'].includes(state.conclusion ?? '')
     const steps = names.map((name, i) => {
       let status = 'queued'
       let stepConclusion: string | null = null
-      if (attempt.status === 'in_progress') {
+      if (state.status === 'in_progress') {
         status = i === 0 ? 'completed' : i === 1 ? 'in_progress' : 'queued'
         stepConclusion = i === 0 ? 'success' : null
-      } else if (attempt.status === 'completed' && attempt.startedAt !== null) {
+      } else if (state.status === 'completed' && state.ran) {
         status = 'completed'
-        const failed =
-          conclusion === 'failure' || conclusion === 'timed_out' || conclusion === 'cancelled'
         if (!failed || i < lastUserStep || i === names.length - 1) stepConclusion = 'success'
-        else if (i === lastUserStep) stepConclusion = conclusion
-        else stepConclusion = 'skipped'
-      } else if (attempt.status === 'completed') {
+        else stepConclusion = state.conclusion
+      } else if (state.status === 'completed') {
         status = 'completed'
         stepConclusion = 'skipped'
       }
@@ -1435,8 +1649,8 @@ export class GitHubSim {
         status,
         conclusion: stepConclusion,
         number: i + 1,
-        started_at: status === 'queued' ? null : (attempt.startedAt ?? attempt.updatedAt),
-        completed_at: status === 'completed' ? (attempt.completedAt ?? attempt.updatedAt) : null
+        started_at: status === 'queued' ? null : (job.startedAt ?? attempt.updatedAt),
+        completed_at: status === 'completed' ? (job.completedAt ?? attempt.updatedAt) : null
       }
     })
     const jobConclusions = [
@@ -1448,29 +1662,30 @@ export class GitHubSim {
       'timed_out',
       'action_required'
     ]
+    const conclusion = state.conclusion
     return {
-      id: attempt.jobId,
+      id: job.id,
       run_id: run.id,
       run_url: `${this.url}/repos/${repo.fullName}/actions/runs/${run.id}`,
       run_attempt: attempt.attempt,
-      node_id: nodeId('CR', attempt.jobId),
+      node_id: nodeId('CR', job.id),
       head_sha: run.headSha,
-      url: `${this.url}/repos/${repo.fullName}/actions/jobs/${attempt.jobId}`,
-      html_url: `${WEB}/${repo.fullName}/actions/runs/${run.id}/job/${attempt.jobId}`,
-      status: attempt.status,
+      url: `${this.url}/repos/${repo.fullName}/actions/jobs/${job.id}`,
+      html_url: `${WEB}/${repo.fullName}/actions/runs/${run.id}/job/${job.id}`,
+      status: state.status,
       conclusion:
         conclusion === null ? null : jobConclusions.includes(conclusion) ? conclusion : 'failure',
       created_at: attempt.createdAt,
-      started_at: attempt.startedAt ?? attempt.createdAt,
-      completed_at: attempt.completedAt,
-      name: parsed.job.name,
+      started_at: job.startedAt ?? attempt.createdAt,
+      completed_at: state.status === 'completed' ? (job.completedAt ?? attempt.completedAt) : null,
+      name: spec.name,
       steps,
-      check_run_url: `${this.url}/repos/${repo.fullName}/check-runs/${attempt.jobId}`,
-      labels: parsed.job.labels,
-      runner_id: started ? 1 : null,
-      runner_name: started ? 'GitHub Actions 1' : null,
-      runner_group_id: started ? 0 : null,
-      runner_group_name: started ? 'GitHub Actions' : null,
+      check_run_url: `${this.url}/repos/${repo.fullName}/check-runs/${job.id}`,
+      labels: spec.labels,
+      runner_id: state.ran ? 1 : null,
+      runner_name: state.ran ? 'GitHub Actions 1' : null,
+      runner_group_id: state.ran ? 0 : null,
+      runner_group_name: state.ran ? 'GitHub Actions' : null,
       workflow_name: run.workflowName,
       head_branch: run.headBranch
     }
@@ -1483,7 +1698,7 @@ export class GitHubSim {
     } catch {
       return {
         dispatchInputs: null,
-        job: { name: 'deploy', labels: ['ubuntu-latest'], steps: ['Deploy'] }
+        jobs: [{ name: 'deploy', labels: ['ubuntu-latest'], steps: ['Deploy'] }]
       }
     }
   }
@@ -1738,7 +1953,7 @@ export class GitHubSim {
             limit: 30,
             used: 0,
             remaining: 30,
-            reset: Math.floor(Date.now() / 1000) + 60
+            reset: Math.floor(this.clock.now() / 1000) + 60
           }
           const graphql = { limit: 5000, used: 0, remaining: 5000, reset: bucket.reset }
           return { status: 200, body: { resources: { core, search, graphql }, rate: core } }
@@ -1802,7 +2017,7 @@ export class GitHubSim {
       selected_repository_ids?: Array<number | string>
     }
     const existing = store.get(name)
-    const now = iso()
+    const now = this.iso()
     let plaintext: string | undefined
     if (body.encrypted_value !== undefined || body.key_id !== undefined || kind !== 'org') {
       if (body.encrypted_value === undefined || body.key_id === undefined) {
@@ -1873,7 +2088,7 @@ export class GitHubSim {
         name,
         ciphertext: body.encrypted_value!,
         plaintext,
-        at: Date.now(),
+        at: this.clock.now(),
         status
       })
     }
@@ -1906,7 +2121,7 @@ export class GitHubSim {
     secret.selectedRepositoryIds = (
       (ctx.req.json as { selected_repository_ids: number[] }).selected_repository_ids ?? []
     ).map(Number)
-    secret.updatedAt = iso()
+    secret.updatedAt = this.iso()
     return { status: 204 }
   }
 
@@ -1946,7 +2161,7 @@ export class GitHubSim {
     if (ctx.repo!.variables.has(name))
       throw new ApiError(409, 'Already exists - Variable already exists')
     this.checkVariableValue(body.value)
-    const now = iso()
+    const now = this.iso()
     ctx.repo!.variables.set(name, { name, value: body.value, createdAt: now, updatedAt: now })
     return { status: 201, body: {} }
   }
@@ -1964,7 +2179,7 @@ export class GitHubSim {
       ...variable,
       name: newName,
       value: body.value ?? variable.value,
-      updatedAt: iso()
+      updatedAt: this.iso()
     })
     return { status: 204 }
   }
@@ -2011,9 +2226,10 @@ export class GitHubSim {
     ref: { name: string; sha: string },
     inputs: Record<string, string>,
     parsed: ParsedWorkflow,
-    actor: string
+    actor: string,
+    options: { behavior?: RunBehavior; createdAtMs?: number } = {}
   ): SimRun {
-    const now = iso()
+    const now = options.createdAtMs === undefined ? this.iso() : iso(options.createdAtMs)
     const expression = (expr: string): string => {
       const input = /^(?:github\.event\.)?inputs\.([\w-]+)$/.exec(expr)
       if (input) return inputs[input[1]!] ?? ''
@@ -2041,7 +2257,7 @@ export class GitHubSim {
       headSha: ref.sha,
       event: 'workflow_dispatch',
       inputs,
-      environment: parsed.job.environment,
+      environment: parsed.jobs.find(job => job.environment !== undefined)?.environment,
       actor,
       displayTitle,
       runNumber: workflow.runNumber,
@@ -2053,10 +2269,11 @@ export class GitHubSim {
       attempt: 1,
       attempts: []
     }
-    const attempt = this.newAttempt(run, {
-      ...this.runBehavior,
-      ...(this.behaviorQueue.shift() ?? {})
-    })
+    const attempt = this.newAttempt(
+      run,
+      options.behavior ?? { ...this.runBehavior, ...(this.behaviorQueue.shift() ?? {}) },
+      options.createdAtMs
+    )
     this.runs.set(run.id, run)
     this.log.event('github', 'run.created', {
       run_id: run.id,
@@ -2096,7 +2313,8 @@ export class GitHubSim {
         const suite = q.get('check_suite_id')
         return suite === null || run.attempts.some(a => String(run.id * 10 + a.attempt) === suite)
       })
-      .sort((a, b) => b.id - a.id)
+      // Newest first.
+      .sort((a, b) => Date.parse(b.createdAt) - Date.parse(a.createdAt) || b.id - a.id)
     const { items, headers } = this.page(ctx, runs, 30, 100)
     return {
       status: 200,
@@ -2111,7 +2329,7 @@ export class GitHubSim {
     // A startup failure never gets as far as a job.
     const jobs = attempts
       .filter(a => a.conclusion !== 'startup_failure')
-      .map(a => this.jobJson(run, a))
+      .flatMap(a => a.jobs.map((_, i) => this.jobJson(run, a, i)))
     const { items, headers } = this.page(ctx, jobs, 30, 100)
     return { status: 200, headers, body: { total_count: jobs.length, jobs: items } }
   }
