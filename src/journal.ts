@@ -135,15 +135,7 @@ export class Journal {
     const value = JSON.stringify(record)
     const params = { ...this.repo, name: this.name, value }
     try {
-      if (this.exists === false) {
-        try {
-          await this.github.request('POST /repos/{owner}/{repo}/actions/variables', params)
-        } catch (error) {
-          // Created meanwhile (or by a POST whose answer was lost): update it instead.
-          if (httpStatus(error) !== 409) throw error
-          await this.github.request('PATCH /repos/{owner}/{repo}/actions/variables/{name}', params)
-        }
-      } else {
+      if (this.exists !== false || !(await this.create(params))) {
         try {
           await this.github.request('PATCH /repos/{owner}/{repo}/actions/variables/{name}', params)
         } catch (error) {
@@ -159,6 +151,28 @@ export class Journal {
     }
     core.debug(`journal: ${record.phase}`)
     return record
+  }
+
+  /**
+   * POST, which the client never repeats. Returns false when the variable may exist after all:
+   * 409 (created meanwhile, or by a POST whose answer was lost), or no clear answer (5xx, 429, a
+   * dropped connection); the caller then updates it with PATCH, which the client does retry, and
+   * creates it once more only if PATCH finds nothing (404).
+   */
+  private async create(params: {
+    owner: string
+    repo: string
+    name: string
+    value: string
+  }): Promise<boolean> {
+    try {
+      await this.github.request('POST /repos/{owner}/{repo}/actions/variables', params)
+      return true
+    } catch (error) {
+      const status = httpStatus(error)
+      if (status === 409 || status === 429 || status === undefined || status >= 500) return false
+      throw error
+    }
   }
 }
 

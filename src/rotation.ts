@@ -202,7 +202,7 @@ export async function rotate(ctx: RotationContext): Promise<RotationReport> {
     if (!p.due) {
       report.result = 'skipped'
       core.notice(
-        `Token ${p.current.id} is not due for rotation yet (rotate-after); it will be due on ${p.dueAt?.toISOString()}. Set force: true to rotate now.`
+        `Token ${p.current.id} is not due for rotation yet (rotate-after); it will be due on ${p.dueAt ? isoSeconds(p.dueAt) : 'its issue date plus rotate-after'}. Set force: true to rotate now.`
       )
       return report
     }
@@ -294,21 +294,21 @@ async function preflight(ctx: RotationContext, report: RotationReport, now: Date
   })
   const owner = resolved.owner
   report.owner = owner.kind
-  const known = await knownCredentials(ctx, owner, resolved.token.id)
+  const { known, mismatch } = await knownCredentials(ctx, owner, resolved.token.id)
 
   // The journal: an unfinished rotation is recovered before anything else.
   const record = await ctx.journal.read()
   const recovery =
     record && !isSettled(record.phase) ? await planRecovery(ctx, record, known, owner) : undefined
+  // Inputs that describe more than one token are what a run killed midway through writing the
+  // secrets leaves behind; anywhere else they are a mistake.
+  if (mismatch && !(recovery && recovery.kind !== 'delete-unpublished')) {
+    throw new RotationError('preflight', mismatch)
+  }
   if (recovery) {
     report.recovery = describeRecovery(recovery)
     core.warning(
       `Unfinished rotation from run ${recovery.record.run_id} (phase ${recovery.record.phase}): ${report.recovery}`
-    )
-  } else if (known.length > 1) {
-    throw new RotationError(
-      'preflight',
-      `Inputs 'current-token' and 'current-access-key-id' name different tokens (${known.map(k => k.id).join(' and ')}). Pass the values the deployments use now, from the same token.`
     )
   }
 
@@ -346,7 +346,7 @@ async function preflight(ctx: RotationContext, report: RotationReport, now: Date
   const groups = await tokens.permissionGroups(owner)
   const groupNames = new Map(groups.map(g => [g.id, g.name]))
   requireManagementPermission(management, owner, groupNames)
-  const scope = classifyScope(current.policies, groupNames)
+  const scope = classifyScope(current.policies, groupNames, { bucket: settings.r2.bucket })
   report.scope = scope
   report.tokenScope = scope.summary
   core.info(`Scope: ${scope.summary}`)
@@ -370,18 +370,29 @@ async function preflight(ctx: RotationContext, report: RotationReport, now: Date
   // Due date: rotate-after counts from the token's issue date.
   const issued = current.issued_on ? new Date(current.issued_on) : undefined
   const dueAt = issued ? new Date(issued.getTime() + settings.rotateAfterMs) : undefined
-  const due = settings.force || settings.rotateAfterMs === 0 || !dueAt || dueAt <= now
+  // A token that would expire before the next scheduled run is due now, or it lapses in production.
+  const expiresSoon =
+    !!current.expires_on && Date.parse(current.expires_on) - now.getTime() < EXPIRY_WARNING_MS
+  const due =
+    settings.force || settings.rotateAfterMs === 0 || !dueAt || dueAt <= now || expiresSoon
 
   const probe = planProbe(settings, scope, accountId)
-  if (probe) core.info(`R2 probe: ${probe.mode} on bucket ${probe.bucket} at ${probe.endpoint}`)
-  else core.info('R2 probe: off')
-
-  for (const target of settings.secretTargets) {
-    await ctx.secrets.preflight(
-      target,
-      settings.secrets.map(s => s.name)
-    )
+  if (probe) {
+    core.info(`R2 probe: ${probe.mode} on bucket ${probe.bucket} at ${probe.endpoint}`)
+  } else if (settings.r2.probe === 'auto' && (scope.canRead || scope.canWrite)) {
+    const warning =
+      'R2 probe: off, because the token is not scoped to exactly one bucket. Set r2-bucket to a bucket it can reach so that the new credentials are proven through the S3 API before anything uses them.'
+    report.warnings.push(warning)
+    core.warning(warning)
+  } else {
+    core.info('R2 probe: off')
   }
+
+  // Every target is checked (and every failing line reported) before anything is minted.
+  await ctx.secrets.preflightAll(
+    settings.secretTargets,
+    settings.secrets.map(s => s.name)
+  )
 
   let workflow: WorkflowInfo | undefined
   let deployRef: string | undefined
@@ -421,7 +432,7 @@ async function preflight(ctx: RotationContext, report: RotationReport, now: Date
     `${settings.smoke.checks.length} smoke check(s)`,
     `${settings.revoke} the previous token ${current.id}${settings.revokeGraceMs ? ` after ${Math.round(settings.revokeGraceMs / 1000)} s` : ''}`
   )
-  if (!due) report.plan.push(`(not due before ${dueAt?.toISOString()}: the run would skip)`)
+  if (!due && dueAt) report.plan.push(`(not due before ${isoSeconds(dueAt)}: the run would skip)`)
   return {
     owner,
     current,
@@ -443,13 +454,15 @@ async function preflight(ctx: RotationContext, report: RotationReport, now: Date
 /**
  * What the current-* inputs say, one entry per token they name. They normally name one token;
  * after a run was killed midway through publishing they may name two (the secrets hold a mix).
- * The R2 secret belongs to the token whose value hashes to it, else to `current-access-key-id`'s.
+ * The R2 secret belongs to the token whose value hashes to it, else to `current-access-key-id`'s;
+ * when both name one token and the secret is not its own, it belongs to a token the inputs do not
+ * name (a mix again) and is left out. `mismatch` says why the inputs do not describe one token.
  */
 async function knownCredentials(
   ctx: RotationContext,
   owner: TokenOwner,
   resolvedId: string
-): Promise<Credentials[]> {
+): Promise<{ known: Credentials[]; mismatch?: string }> {
   const { currentToken, currentAccessKeyId, currentSecretAccessKey } = ctx.settings
   const known: Credentials[] = []
   let tokenId: string | undefined
@@ -470,10 +483,10 @@ async function knownCredentials(
   } else if (currentAccessKeyId && currentSecretAccessKey && known[0]) {
     // Same token: the given secret must be its own (else a rollback would restore a broken pair).
     if (known[0].secretAccessKey !== currentSecretAccessKey) {
-      throw new RotationError(
-        'preflight',
-        `Input 'current-secret-access-key' does not belong to current-token (an R2 Secret Access Key is the SHA-256 of its token value). Pass the secrets of the same token.`
-      )
+      return {
+        known,
+        mismatch: `Input 'current-secret-access-key' does not belong to current-token (an R2 Secret Access Key is the SHA-256 of its token value). Pass the secrets of the same token.`
+      }
     }
   } else if (currentAccessKeyId && !currentToken) {
     known.push({
@@ -481,7 +494,13 @@ async function knownCredentials(
       ...(currentSecretAccessKey ? { secretAccessKey: currentSecretAccessKey } : {})
     })
   }
-  return known
+  if (known.length > 1) {
+    return {
+      known,
+      mismatch: `Inputs 'current-token' and 'current-access-key-id' name different tokens (${known.map(k => k.id).join(' and ')}). Pass the values the deployments use now, from the same token.`
+    }
+  }
+  return { known }
 }
 
 async function planRecovery(
@@ -712,7 +731,7 @@ async function mint(
   let created: { token: ApiToken; value: string }
   try {
     // Never retried by the client: a repeated create could mint a duplicate.
-    created = await ctx.tokens.create(plan.owner, body)
+    created = await createUnlessRefused(ctx, plan.owner, body)
   } catch (error) {
     if (!isAmbiguous(error)) throw error
     // The create may have happened. Its value came only in the lost answer, so a token minted
@@ -727,7 +746,7 @@ async function mint(
     core.warning(
       `The token create got no clear answer (${errorMessage(error)}); ${orphans.length} token(s) minted by it were found and deleted. Minting once more.`
     )
-    created = await ctx.tokens.create(plan.owner, body)
+    created = await createUnlessRefused(ctx, plan.owner, body)
   }
   const { token, value } = created
   maskToken(value)
@@ -756,6 +775,37 @@ async function mint(
     )
   }
   return next
+}
+
+/** How long a create that Cloudflare refused with 429 is sent again. */
+const CREATE_REFUSED_DEADLINE_MS = 30_000
+
+/**
+ * `tokens.create`, sent again only after a 429: a rate-limited request was refused before it was
+ * processed, so nothing was minted (developers.cloudflare.com/fundamentals/api/reference/limits/).
+ * Any other failure is the caller's to judge.
+ */
+async function createUnlessRefused(
+  ctx: RotationContext,
+  owner: TokenOwner,
+  body: Parameters<TokenApi['create']>[1]
+): Promise<{ token: ApiToken; value: string }> {
+  let refusal: unknown
+  const result = await retryUntil<{ token: ApiToken; value: string } | undefined>(
+    async () => {
+      try {
+        return { done: true, value: await ctx.tokens.create(owner, body) }
+      } catch (error) {
+        if (!(error instanceof CloudflareApiError && error.status === 429)) throw error
+        refusal = error
+        core.warning('Cloudflare refused the token create (429, rate limit); nothing was minted.')
+        return { done: false, value: undefined }
+      }
+    },
+    { deadlineMs: CREATE_REFUSED_DEADLINE_MS, initialDelayMs: 1000, sleep: ctx.sleep }
+  )
+  if (!result.value) throw refusal
+  return result.value
 }
 
 /** No answer, or a server error: the request may have taken effect. */
@@ -903,14 +953,20 @@ async function deploy(
     deploySettings.repository,
     plan.workflow!,
     plan.deployRef!,
-    deploySettings.inputs
+    deploySettings.inputs,
+    {
+      sleep: ctx.sleep,
+      // After a dispatch with no clear answer, none of this rotation's runs may be taken for its run.
+      knownRunIds: [...(ctx.journal.record?.deploy_run_ids ?? []), ...state.deployRunIds]
+    }
   )
   state.deployRunIds.push(run.runId)
   report.deployRunId = run.runId
   report.deployRunUrl = run.htmlUrl
   core.info(`Dispatched deploy run ${run.runId}: ${run.htmlUrl}`)
+  // The phase stays what it was (`deploying`, or `rolling-back` for a rollback's redeploy).
   await journalWrite(ctx, report, {
-    phase: 'deploying',
+    phase: ctx.journal.record?.phase ?? 'deploying',
     deploy_run_ids: [...(ctx.journal.record?.deploy_run_ids ?? []), run.runId]
   })
   let lastStatus = ''
@@ -941,7 +997,7 @@ async function deploy(
     throw new RotationError(
       'deploy',
       outcome.reason === 'timeout'
-        ? `Deploy run ${run.runId} did not conclude within deploy-timeout; it was left running: ${run.htmlUrl}`
+        ? `Deploy run ${run.runId} did not conclude within deploy-timeout${outcome.status ? ` (still ${outcome.status === 'waiting' ? 'waiting for an environment approval' : outcome.status})` : ''}; it was left running: ${run.htmlUrl}`
         : `Deploy run ${run.runId} concluded ${outcome.conclusion}${jobs ? ` — failed: ${jobs}` : ''}: ${run.htmlUrl}`
     )
   }

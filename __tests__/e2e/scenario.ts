@@ -1,0 +1,169 @@
+/**
+ * Shared checks for the crash, fault and input scenarios (not a test file itself): what "the world
+ * is sound" means after a run — every target consistent with one live token, no orphan of the
+ * rotated token's lineage, no value anywhere in the output or the journal.
+ */
+import { createHash } from 'node:crypto'
+import type { Sandbox } from '../../sandbox/index.js'
+import type { SecretScope } from '../../sandbox/github.js'
+import type { RequestEntry } from '../../sandbox/log.js'
+import { findLeaks, sandboxInputs, type ActionResult } from '../../sandbox/runner.js'
+
+export const sha256 = (text: string): string =>
+  createHash('sha256').update(text, 'utf8').digest('hex')
+
+export const JOURNAL = 'R2_ROTATION_STATE'
+
+/** The name every token of the rotated lineage starts with (sandbox: `avatars-uploader`). */
+export const LINEAGE = 'avatars-uploader'
+
+export function secretScope(sb: Sandbox): SecretScope {
+  return sb.environment
+    ? { kind: 'env', repo: sb.repository, environment: sb.environment }
+    : { kind: 'repo', repo: sb.repository }
+}
+
+/** The three secrets as they are now (what the deploy workflow and the next run would read). */
+export function secretsNow(sb: Sandbox): {
+  token: string | undefined
+  accessKeyId: string | undefined
+  secretAccessKey: string | undefined
+} {
+  const scope = secretScope(sb)
+  return {
+    token: sb.github.getSecret(scope, sb.secretNames.token),
+    accessKeyId: sb.github.getSecret(scope, sb.secretNames.accessKeyId),
+    secretAccessKey: sb.github.getSecret(scope, sb.secretNames.secretAccessKey)
+  }
+}
+
+/** The inputs of the next scheduled run: `current-*` read from the secrets as they are now. */
+export function nextRunInputs(
+  sb: Sandbox,
+  overrides: Record<string, string> = {}
+): Record<string, string> {
+  const now = secretsNow(sb)
+  return sandboxInputs(sb, {
+    'current-token': now.token ?? '',
+    'current-access-key-id': now.accessKeyId ?? '',
+    'current-secret-access-key': now.secretAccessKey ?? '',
+    ...overrides
+  })
+}
+
+/** Live tokens of the rotated lineage (the management token is not one of them). */
+export function lineage(sb: Sandbox): Array<{ id: string; name: string; status: string }> {
+  return [...sb.cloudflare.tokens.values()]
+    .filter(t => t.name.startsWith(LINEAGE))
+    .map(t => ({ id: t.id, name: t.name, status: t.status }))
+}
+
+/**
+ * Every target secret holds the value, id and SHA-256 of the same active token, that token is the
+ * only one of its lineage left, and the app is deployed with it. Returns its id.
+ */
+export function expectOneLiveToken(sb: Sandbox): string {
+  const now = secretsNow(sb)
+  const id = now.accessKeyId!
+  const token = sb.cloudflare.findById(id)
+  expect(token?.status).toBe('active')
+  expect(now).toEqual({
+    token: token!.value,
+    accessKeyId: id,
+    secretAccessKey: sha256(token!.value)
+  })
+  expect(lineage(sb).map(t => t.id)).toEqual([id])
+  expect(sb.liveAccessKeyId()).toBe(id)
+  return id
+}
+
+export function journalText(sb: Sandbox): string {
+  return sb.github.getVariable(sb.repository, JOURNAL) ?? ''
+}
+
+export function journalOf(sb: Sandbox): Record<string, unknown> {
+  return JSON.parse(journalText(sb) || '{}') as Record<string, unknown>
+}
+
+/**
+ * No token value, SHA-256 secret or ciphertext in any run's stdout, stderr, outputs or summary,
+ * nor in the journal. The scan must cover what it is meant to: the first token's value and hash.
+ */
+export function expectNoLeaks(sb: Sandbox, results: ActionResult[]): void {
+  const values = sb.secretValues()
+  expect(values).toEqual(expect.arrayContaining([sb.current.value, sb.current.secretAccessKey]))
+  const journal = journalText(sb)
+  for (const result of results) expect(findLeaks(result, values, [journal])).toEqual([])
+}
+
+/** Waits until every run the simulator knows has completed (a killed action leaves its run going). */
+export async function waitForRuns(sb: Sandbox, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while ([...sb.github.runs.values()].some(run => run.status !== 'completed')) {
+    if (Date.now() > deadline) throw new Error('a deploy run did not complete in the simulator')
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+}
+
+/** `METHOD /path` with ids replaced, so that requests of different sandboxes compare equal. */
+export function requestKey(entry: Pick<RequestEntry, 'method' | 'path'>): string {
+  const path = entry.path
+    .split('?')[0]!
+    .replace(/\b[0-9a-f]{32}\b/g, '{id}')
+    .replace(/\/runs\/\d+/g, '/runs/{run_id}')
+    .replace(/\/workflows\/\d+/g, '/workflows/{workflow_id}')
+  return `${entry.method} ${path}`
+}
+
+/** The mutating Cloudflare and GitHub requests among `entries` (the R2 probe's writes are not). */
+export function apiMutations(entries: RequestEntry[]): RequestEntry[] {
+  return entries.filter(
+    e =>
+      (e.service === 'cloudflare' || e.service === 'github') &&
+      ['POST', 'PUT', 'PATCH', 'DELETE'].includes(e.method)
+  )
+}
+
+/** Dispatch requests that were answered (a faulted one started no run). */
+export function dispatches(sb: Sandbox): RequestEntry[] {
+  return sb.log
+    .requests({ service: 'github', method: 'POST' })
+    .filter(e => e.path.endsWith('/dispatches'))
+}
+
+/**
+ * Runs at most `concurrency` tasks at a time. Scenarios spend most of their time waiting for a
+ * child process or a simulated run, so a few at once fit two cores.
+ */
+export function limited(concurrency: number): <T>(task: () => Promise<T>) => Promise<T> {
+  let running = 0
+  const waiting: Array<() => void> = []
+  return async <T>(task: () => Promise<T>): Promise<T> => {
+    if (running >= concurrency) await new Promise<void>(resolve => waiting.push(resolve))
+    running++
+    try {
+      return await task()
+    } finally {
+      running--
+      waiting.shift()?.()
+    }
+  }
+}
+
+/**
+ * Starts every scenario now (at most `concurrency` at a time); each `describe` awaits its own.
+ * A failure is reported by the `describe` that awaits it, not as an unhandled rejection.
+ */
+export function startAll<T>(
+  tasks: Array<() => Promise<T>>,
+  concurrency: number,
+  /** Indexes of the slow tasks, started first so that the others overlap them. */
+  slow: number[] = []
+): Promise<T>[] {
+  const schedule = limited(concurrency)
+  const order = [...slow, ...tasks.keys()].filter((i, at, all) => all.indexOf(i) === at)
+  const started: Promise<T>[] = []
+  for (const i of order) started[i] = schedule(tasks[i]!)
+  for (const promise of started) promise.catch(() => undefined)
+  return started
+}
