@@ -4,7 +4,6 @@
  * invariant: the old token is deleted only after the deploy run concluded success and the smoke
  * checks passed.
  */
-import { createHash } from 'node:crypto'
 import {
   HEALTH_OBJECT_KEY,
   startSandbox,
@@ -13,8 +12,7 @@ import {
 } from '../../sandbox/index.js'
 import { findLeaks, runAction, sandboxInputs, type ActionResult } from '../../sandbox/runner.js'
 import type { RequestEntry, LogEntry } from '../../sandbox/log.js'
-
-const sha256 = (text: string): string => createHash('sha256').update(text, 'utf8').digest('hex')
+import { expectNoLeaks as expectNoLeaksIn, journalOf, secretScope, sha256 } from './scenario.js'
 
 interface Scenario {
   sb: Sandbox
@@ -48,28 +46,8 @@ function lastIndexOf(sb: Sandbox, match: (e: LogEntry) => boolean): number {
   return -1
 }
 
-function secretScope(sb: Sandbox) {
-  return sb.environment
-    ? { kind: 'env' as const, repo: sb.repository, environment: sb.environment }
-    : { kind: 'repo' as const, repo: sb.repository }
-}
-
 function expectNoLeaks(scenario: Scenario): void {
-  const values = scenario.sb.secretValues()
-  // The scan must cover the values it is meant to: old and new token, their SHA-256, ciphertexts.
-  expect(values).toEqual(
-    expect.arrayContaining([scenario.sb.current.value, scenario.sb.current.secretAccessKey])
-  )
-  const journal = scenario.sb.github.getVariable(scenario.sb.repository, JOURNAL) ?? ''
-  expect(findLeaks(scenario.result, values, [journal])).toEqual([])
-}
-
-const JOURNAL = 'R2_ROTATION_STATE'
-function journalOf(sb: Sandbox): Record<string, unknown> {
-  return JSON.parse(sb.github.getVariable(sb.repository, JOURNAL) ?? '{}') as Record<
-    string,
-    unknown
-  >
+  expectNoLeaksIn(scenario.sb, [scenario.result])
 }
 
 describe.each(['user', 'account'] as const)('a %s-owned R2 token', owner => {
