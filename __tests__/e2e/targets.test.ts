@@ -202,6 +202,94 @@ describe('rotating into all six target forms at once', () => {
   })
 })
 
+describe('a rollback across all six target forms', () => {
+  let scenario: Scenario
+  let accessAfter: Array<{ visibility: string; selectedRepositoryIds: number[] }>
+  const selected = ['acme/site', 'acme/api']
+  const scopes: SecretScope[] = [
+    { kind: 'repo', repo: 'acme/site' },
+    { kind: 'repo', repo: 'acme/api' },
+    { kind: 'env', repo: 'acme/site', environment: 'production' },
+    { kind: 'env', repo: 'acme/api', environment: 'staging' },
+    { kind: 'org', org: 'acme' },
+    { kind: 'dependabot', repo: 'acme/api' }
+  ]
+
+  beforeAll(async () => {
+    const sb = await startSandbox({
+      repositories: [{ name: 'acme/web' }],
+      targets: [
+        { kind: 'repo', repo: 'acme/api' },
+        { kind: 'env', repo: 'acme/site', environment: 'production' },
+        { kind: 'env', repo: 'acme/api', environment: 'staging' },
+        { kind: 'org', org: 'acme', visibility: 'selected', selectedRepositories: selected },
+        { kind: 'dependabot', repo: 'acme/api' }
+      ]
+    })
+    // The deploy with the new secrets fails: everything must go back to the old token.
+    sb.github.queueRun({ conclusion: 'failure' })
+    const watch = sb.watchHealth(50)
+    const result = await runAction(
+      sb,
+      sandboxInputs(sb, {
+        'secret-targets': [
+          'repo',
+          'repo:acme/api',
+          'env:production',
+          'env:acme/api:staging',
+          'org:acme',
+          'dependabot:acme/api'
+        ].join('\n')
+      })
+    )
+    const healthFailures = await watch.stop()
+    scenario = { sb, result, healthFailures, runEntries: sb.log.entries.length }
+    accessAfter = await Promise.all(
+      Object.values(sb.secretNames).map(name => orgSecretAccess(sb, 'acme', name))
+    )
+  })
+  afterAll(async () => {
+    await scenario?.sb.stop()
+  })
+
+  it('restores every target to the previous values and deletes the new token', () => {
+    const { sb, result } = scenario
+    expect(result.exitCode).toBe(1)
+    expect(result.outputs.result).toBe('rolled-back')
+    for (const scope of scopes) {
+      expect({
+        token: sb.github.getSecret(scope, sb.secretNames.token),
+        accessKeyId: sb.github.getSecret(scope, sb.secretNames.accessKeyId),
+        secretAccessKey: sb.github.getSecret(scope, sb.secretNames.secretAccessKey)
+      }).toEqual({
+        token: sb.current.value,
+        accessKeyId: sb.current.id,
+        secretAccessKey: sb.current.secretAccessKey
+      })
+    }
+    // 18 writes of the new values, then 18 of the previous ones.
+    expect(sb.github.secretWrites).toHaveLength(36)
+    expect(sb.cloudflare.findById(sb.current.id)?.status).toBe('active')
+    const newIds = sb.log.events('token.created').map(e => e.detail.id as string)
+    expect(newIds).toHaveLength(1)
+    expect(sb.cloudflare.findById(newIds[0]!)).toBeUndefined()
+    expect(sb.liveAccessKeyId()).toBe(sb.current.id)
+  })
+
+  it('keeps the org secret visible to the same selected repositories', () => {
+    const ids = selected.map(name => scenario.sb.repositoryIds[name]!).sort()
+    for (const access of accessAfter) {
+      expect(access).toEqual({ visibility: 'selected', selectedRepositoryIds: ids })
+    }
+  })
+
+  it('kept the app serving, sent only what the OpenAPI descriptions allow, leaked nothing', () => {
+    expect(scenario.healthFailures).toEqual([])
+    expect(scenario.sb.log.violations).toEqual([])
+    expectNoLeaks(scenario)
+  })
+})
+
 function scopePath(scope: SecretScope): string {
   switch (scope.kind) {
     case 'repo':
