@@ -1,7 +1,8 @@
 /**
  * A tiny HTTP service base shared by the simulators: listens on 127.0.0.1 (ephemeral port),
  * records every request and its answer in the shared RequestLog, and can inject faults
- * (a status, an optional `retry-after`, a dropped connection) for the next matching requests.
+ * (a status, an optional `retry-after`, a dropped connection) for the next matching requests,
+ * and a network latency (`latencyMs`) that delays every answer.
  */
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -43,6 +44,11 @@ export interface OutgoingResponse {
 
 export type Handler = (req: IncomingRequest) => Promise<OutgoingResponse> | OutgoingResponse
 
+export interface ServiceOptions {
+  /** See `Service.latencyMs` (default 0). */
+  latencyMs?: number
+}
+
 export class Service {
   readonly faults: Fault[] = []
   /**
@@ -50,14 +56,23 @@ export class Service {
    * answered that request, then the process died").
    */
   onAnswered?: (entry: RequestEntry) => void
+  /**
+   * A simulated network round trip: every answer (a fault's and a dropped connection's too) is
+   * held this long after the request arrived and was handled. The log's `at` stays the arrival
+   * time. 0 (the default) answers at once. May be changed while the service runs.
+   */
+  latencyMs: number
   private server?: http.Server
   url = ''
 
   constructor(
     readonly name: ServiceName,
     readonly log: RequestLog,
-    private readonly handler: Handler
-  ) {}
+    private readonly handler: Handler,
+    options: ServiceOptions = {}
+  ) {
+    this.latencyMs = options.latencyMs ?? 0
+  }
 
   async start(port = 0): Promise<string> {
     this.server = http.createServer((req, res) => {
@@ -80,6 +95,11 @@ export class Service {
   /** Fault the next matching request(s). */
   inject(fault: Fault): void {
     this.faults.push({ times: 1, ...fault })
+  }
+
+  /** Awaited only when there is a latency, so that without one the answer path stays synchronous. */
+  private networkDelay(): Promise<void> {
+    return new Promise(resolve => setTimeout(resolve, this.latencyMs))
   }
 
   private takeFault(method: string, path: string): Fault | undefined {
@@ -121,10 +141,12 @@ export class Service {
     if (fault?.drop) {
       entry.faulted = true
       entry.status = 0
+      if (this.latencyMs > 0) await this.networkDelay()
       req.socket.destroy()
       return
     }
     if (fault && !fault.dropAfterHandling) {
+      if (this.latencyMs > 0) await this.networkDelay()
       entry.faulted = true
       entry.status = fault.status ?? 500
       const headers: Record<string, string> = { 'content-type': 'application/json' }
@@ -155,6 +177,7 @@ export class Service {
       this.log.violation(`${this.name} ${method} ${url.pathname}: simulator error: ${message}`)
       out = { status: 500, body: { message: 'simulator error' } }
     }
+    if (this.latencyMs > 0) await this.networkDelay()
     if (fault?.dropAfterHandling) {
       entry.faulted = true
       entry.status = out.status

@@ -827,6 +827,8 @@ async function deploy(
   let lastStatus = ''
   const outcome = await followRun(ctx.github, deploySettings.repository, run.runId, {
     timeoutMs: deploySettings.timeoutMs,
+    // The budget read just before the dispatch: no second /rate_limit read.
+    rateBudget: run.rateBudget,
     sleep: ctx.sleep,
     onStatus: status => {
       if (status !== lastStatus) {
@@ -866,6 +868,9 @@ async function smoke(
   credentials: Credentials
 ): Promise<void> {
   const { checks, headers, timeoutMs } = ctx.settings.smoke
+  // The S3 probe and the smoke URLs are independent: run them side by side.
+  const probe = probeR2(ctx, report, plan, credentials, 'smoke')
+  probe.catch(() => undefined)
   if (checks.length > 0) {
     report.smoke = await runSmokeChecks(checks, headers, timeoutMs, { sleep: ctx.sleep })
     for (const result of report.smoke) {
@@ -881,7 +886,7 @@ async function smoke(
       )
     }
   }
-  await probeR2(ctx, report, plan, credentials, 'smoke')
+  await probe
 }
 
 /** Revokes `previousId` as `revoke` says; deletes tokens earlier runs left disabled. Returns the ids left disabled now. */

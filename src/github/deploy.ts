@@ -278,7 +278,7 @@ function serverTime(headers: Headers | undefined): number | undefined {
   return Number.isNaN(ms) ? undefined : ms
 }
 
-interface RateBudget {
+export interface RateBudget {
   limit: number
   remaining: number
   /** Epoch milliseconds. */
@@ -345,6 +345,11 @@ export interface DispatchedRun {
   apiUrl: string
   /** The value sent as the `rotation_id` input, when the workflow declares it. */
   rotationId?: string
+  /**
+   * The core rate-limit budget as read just before the dispatch, less the dispatches sent (each
+   * counts); pass it to `followRun` as `rateBudget` so that it need not read it again.
+   */
+  rateBudget?: RateBudget
 }
 
 export interface DispatchOptions {
@@ -640,6 +645,11 @@ export async function dispatchWorkflow(
 
   // Any run created before this instant, on GitHub's clock, is not ours.
   const before = await readRateLimit(octokit, log)
+  const spent = (dispatches: number): RateBudget | undefined =>
+    before.budget && {
+      ...before.budget,
+      remaining: Math.max(0, before.budget.remaining - dispatches)
+    }
   const search: RunSearch = {
     match: { by: 'time' },
     known: new Set(options.knownRunIds),
@@ -699,7 +709,7 @@ export async function dispatchWorkflow(
       )
       const lookMs = options.lookMs ?? LOOK_AFTER_AMBIGUOUS_MS
       const run = await lookForRun(octokit, repo, workflow, ref, search, lookMs, options)
-      if (run) return { ...run, rotationId }
+      if (run) return { ...run, rotationId, rateBudget: spent(sent) }
       log.info(
         `No run of that dispatch appeared; dispatching again (looked for ${Math.round(lookMs / 1000)} s).`
       )
@@ -712,12 +722,13 @@ export async function dispatchWorkflow(
         runId: details.workflow_run_id,
         htmlUrl: String(details.html_url ?? ''),
         apiUrl: String(details.run_url ?? ''),
-        rotationId
+        rotationId,
+        rateBudget: spent(sent)
       }
     }
     const findMs = options.findTimeoutMs ?? FIND_RUN_TIMEOUT_MS
     const run = await lookForRun(octokit, repo, workflow, ref, search, findMs, options)
-    if (run) return { ...run, rotationId }
+    if (run) return { ...run, rotationId, rateBudget: spent(sent) }
     const hint =
       search.match.by === 'title'
         ? ` with rotation id ${search.match.rotationId} in its title; check that the run-name of ${workflow.path} contains \${{ inputs.${ROTATION_ID_INPUT} }}`
@@ -774,6 +785,11 @@ export interface FollowOptions {
    * spent rate limit, `x-poll-interval`) or when polls would count (no ETag support).
    */
   pollMs?: number
+  /**
+   * The core budget as read just before (`DispatchedRun.rateBudget`); without it the budget is
+   * read once at the start (GET /rate_limit, free but one more round trip).
+   */
+  rateBudget?: RateBudget
   /** Called when the run's status or attempt changes (`waiting`: an environment approval). */
   onStatus?: (status: string, run: { htmlUrl: string; attempt: number }) => void
   /** Default: @actions/core (warnings: a low rate budget at start, rate limits, GitHub errors). */
@@ -887,14 +903,18 @@ function pollPause(headers: Headers, pollMs: number, pollsCount: boolean, nowMs:
   return pause
 }
 
-/** Reads the budget once (free) and warns when following the run could run out of it. */
+/**
+ * Reads the budget once (free), unless the caller just did, and warns when following the run
+ * could run out of it.
+ */
 async function warnIfBudgetLow(
   octokit: GitHubClient,
   timeoutMs: number,
   log: GitHubClientLog,
-  nowMs: number
+  nowMs: number,
+  known: RateBudget | undefined
 ): Promise<void> {
-  const { budget } = await readRateLimit(octokit, log)
+  const budget = known ?? (await readRateLimit(octokit, log)).budget
   if (!budget) return
   const resets = new Date(budget.resetAt).toISOString().replace(/\.\d{3}Z$/, 'Z')
   log.debug(`GitHub rate limit: ${budget.remaining} of ${budget.limit} left, resets at ${resets}`)
@@ -928,7 +948,7 @@ export async function followRun(
   const now = options.now ?? Date.now
   const clock = sleepClock(options.sleep, now)
   const pollMs = options.pollMs ?? POLL_MS
-  await warnIfBudgetLow(octokit, options.timeoutMs, log, now())
+  await warnIfBudgetLow(octokit, options.timeoutMs, log, now(), options.rateBudget)
 
   const cache: Conditional<RunState> = {}
   let seen: { status: string | null; attempt: number } | undefined
