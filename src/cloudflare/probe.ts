@@ -15,6 +15,7 @@ import { randomBytes } from 'node:crypto'
 import * as core from '@actions/core'
 import { AwsClient } from 'aws4fetch'
 import { retryUntil } from '../backoff.js'
+import { rootCause } from '../errors.js'
 import type { S3Credentials } from './r2.js'
 
 export interface ProbeOptions {
@@ -74,7 +75,7 @@ export async function probeBucket(options: ProbeOptions): Promise<ProbeResult> {
     } catch (error) {
       if (signal?.aborted)
         throw new ProbeStepError({ ok: false, retryable: false, reason: `${what}: aborted` })
-      const cause = timeout.aborted ? 'timed out' : networkCause(error)
+      const cause = timeout.aborted ? 'timed out' : rootCause(error) || 'unknown'
       throw new ProbeStepError({
         ok: false,
         retryable: true,
@@ -188,17 +189,6 @@ async function answer(what: string, res: Response): Promise<Step> {
     retryable,
     reason: `${what}: HTTP ${res.status}${code ? ` ${code}` : ''}`
   }
-}
-
-function networkCause(error: unknown): string {
-  let current: unknown = error
-  let last = 'unknown'
-  for (let depth = 0; depth < 5 && current instanceof Error; depth++) {
-    const code = (current as { code?: unknown }).code
-    last = typeof code === 'string' ? code : current.message
-    current = (current as { cause?: unknown }).cause
-  }
-  return last
 }
 
 function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {

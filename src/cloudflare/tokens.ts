@@ -8,6 +8,7 @@
 import * as core from '@actions/core'
 import Cloudflare, { APIConnectionTimeoutError, APIError } from 'cloudflare'
 import { InputError } from '../settings.js'
+import { rootCause } from '../errors.js'
 
 export type TokenOwner = { kind: 'user' } | { kind: 'account'; accountId: string }
 
@@ -375,26 +376,12 @@ function toCloudflareError(
     // No answer (connection error, timeout): a mutating request may still have taken effect.
     ambiguous = how.mutating === true
     const timedOut = error instanceof APIConnectionTimeoutError
-    const cause = connectionCause(error)
+    const cause = rootCause(error)
     message = `Cloudflare API: ${what} failed: ${timedOut ? 'the request timed out' : `no answer${cause ? ` (${cause})` : ''}`}.`
     if (how.mutating)
       message += ` It may have taken effect${how.once ? '; it was not retried' : ''}.`
   }
   return new CloudflareApiError(redact(message, secrets), { status, codes, ambiguous })
-}
-
-/** The innermost system error code or message of a failed fetch (ECONNREFUSED, ECONNRESET…). */
-function connectionCause(error: unknown): string {
-  let current: unknown = error
-  let last = ''
-  for (let depth = 0; depth < 5 && current instanceof Error; depth++) {
-    const code = (current as { code?: unknown }).code
-    const text = typeof code === 'string' ? code : current.message
-    // The SDK wraps non-Error causes as `new Error(JSON.stringify(cause))`, often `{}`.
-    if (text && text !== '{}') last = text
-    current = (current as { cause?: unknown }).cause
-  }
-  return last
 }
 
 function redact(text: string, secrets: string[]): string {

@@ -376,13 +376,6 @@ export interface DispatchOptions {
   knownRunIds?: Iterable<number>
   /** Default: @actions/core. */
   log?: GitHubClientLog
-  /**
-   * After a refusal (429, a rate limit), wait as GitHub asks and dispatch again: nothing was
-   * dispatched. After a dispatch with no clear answer (5xx, no answer), look for the run it may
-   * have started (as for a server without run details) and dispatch once more only when none
-   * appeared. Default false: the dispatch is sent exactly once and any failure is thrown.
-   */
-  recover?: boolean
 }
 
 /** GitHub usually lists a dispatched run within seconds; a minute covers a busy queue. */
