@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { startSandbox, type Sandbox } from '../../sandbox/index.js'
 import { findLeaks, runAction, sandboxInputs, type ActionResult } from '../../sandbox/runner.js'
+import { journalText } from './scenario.js'
 import { chromiumPath, summaryPage, viewInChromium } from '../../sandbox/summary-view.js'
 
 /** Text content of an HTML document, whitespace folded. */
@@ -55,7 +56,7 @@ describe('the job summary of a rotation', () => {
     expect(text).toContain(`✅ ${sb.appUrl}/healthz (200)`)
     expect(text).toContain('Revocation deleted')
     expect(dom).toContain(`href="${result.outputs['deploy-run-url']}"`)
-    expect(findLeaks(result, sb.secretValues(), [dom])).toEqual([])
+    expect(findLeaks(result, sb.secretValues(), [dom, journalText(sb)])).toEqual([])
     if (chromium) {
       const png = readFileSync(screenshot)
       expect(png.subarray(1, 4).toString('latin1')).toBe('PNG')

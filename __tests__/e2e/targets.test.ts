@@ -3,16 +3,14 @@
  * secret shared with selected repositories, Dependabot), fifty targets in one run, and the
  * preflight that refuses a target it cannot write before anything is minted.
  */
-import { createHash } from 'node:crypto'
 import { startSandbox, type Sandbox, type SandboxOptions } from '../../sandbox/index.js'
 import type { SecretScope } from '../../sandbox/github.js'
-import { findLeaks, runAction, sandboxInputs, type ActionResult } from '../../sandbox/runner.js'
+import { runAction, sandboxInputs, type ActionResult } from '../../sandbox/runner.js'
+import { expectNoLeaks as expectNoLeaksIn, sha256 } from './scenario.js'
 import type { RequestEntry } from '../../sandbox/log.js'
 import { createGitHubClient } from '../../src/github/client.js'
 import { SecretWriter } from '../../src/github/secrets.js'
 import type { SecretTarget } from '../../src/settings.js'
-
-const sha256 = (text: string): string => createHash('sha256').update(text, 'utf8').digest('hex')
 
 interface Scenario {
   sb: Sandbox
@@ -37,11 +35,7 @@ function runRequests(scenario: Scenario): RequestEntry[] {
 }
 
 function expectNoLeaks(scenario: Scenario): void {
-  const values = scenario.sb.secretValues()
-  expect(values).toEqual(
-    expect.arrayContaining([scenario.sb.current.value, scenario.sb.current.secretAccessKey])
-  )
-  expect(findLeaks(scenario.result, values)).toEqual([])
+  expectNoLeaksIn(scenario.sb, [scenario.result])
 }
 
 /** Each secret of `scope` decrypts to the new token's values. */
@@ -85,7 +79,8 @@ async function orgSecretAccess(
 
 const publicKeyPath = /\/secrets\/public-key$/
 
-describe('rotating into all six target forms at once', () => {
+/** Every target form at once: 2 repositories, 2 environments, an org secret, a Dependabot secret. */
+const SIX_FORMS = (() => {
   const selected = ['acme/site', 'acme/api']
   const options: SandboxOptions = {
     repositories: [{ name: 'acme/web' }],
@@ -113,6 +108,11 @@ describe('rotating into all six target forms at once', () => {
     { kind: 'org', org: 'acme' },
     { kind: 'dependabot', repo: 'acme/api' }
   ]
+  return { selected, options, targets, scopes }
+})()
+
+describe('rotating into all six target forms at once', () => {
+  const { selected, options, targets, scopes } = SIX_FORMS
   let scenario: Scenario
   let accessAfter: Array<{ visibility: string; selectedRepositoryIds: number[] }>
 
@@ -205,43 +205,14 @@ describe('rotating into all six target forms at once', () => {
 describe('a rollback across all six target forms', () => {
   let scenario: Scenario
   let accessAfter: Array<{ visibility: string; selectedRepositoryIds: number[] }>
-  const selected = ['acme/site', 'acme/api']
-  const scopes: SecretScope[] = [
-    { kind: 'repo', repo: 'acme/site' },
-    { kind: 'repo', repo: 'acme/api' },
-    { kind: 'env', repo: 'acme/site', environment: 'production' },
-    { kind: 'env', repo: 'acme/api', environment: 'staging' },
-    { kind: 'org', org: 'acme' },
-    { kind: 'dependabot', repo: 'acme/api' }
-  ]
+  const { selected, options, targets, scopes } = SIX_FORMS
 
   beforeAll(async () => {
-    const sb = await startSandbox({
-      repositories: [{ name: 'acme/web' }],
-      targets: [
-        { kind: 'repo', repo: 'acme/api' },
-        { kind: 'env', repo: 'acme/site', environment: 'production' },
-        { kind: 'env', repo: 'acme/api', environment: 'staging' },
-        { kind: 'org', org: 'acme', visibility: 'selected', selectedRepositories: selected },
-        { kind: 'dependabot', repo: 'acme/api' }
-      ]
-    })
+    const sb = await startSandbox(options)
     // The deploy with the new secrets fails: everything must go back to the old token.
     sb.github.queueRun({ conclusion: 'failure' })
     const watch = sb.watchHealth(50)
-    const result = await runAction(
-      sb,
-      sandboxInputs(sb, {
-        'secret-targets': [
-          'repo',
-          'repo:acme/api',
-          'env:production',
-          'env:acme/api:staging',
-          'org:acme',
-          'dependabot:acme/api'
-        ].join('\n')
-      })
-    )
+    const result = await runAction(sb, sandboxInputs(sb, { 'secret-targets': targets.join('\n') }))
     const healthFailures = await watch.stop()
     scenario = { sb, result, healthFailures, runEntries: sb.log.entries.length }
     accessAfter = await Promise.all(
