@@ -1,8 +1,9 @@
 /**
  * A tiny HTTP service base shared by the simulators: listens on 127.0.0.1 (ephemeral port),
  * records every request and its answer in the shared RequestLog, and can inject faults
- * (a status, an optional `retry-after`, a dropped connection) for the next matching requests,
- * and a network latency (`latencyMs`) that delays every answer.
+ * (a status, an optional `retry-after`, a dropped connection, an error that quotes the request
+ * back) for the next matching requests, and a network latency (`latencyMs`) that delays every
+ * answer.
  */
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -21,6 +22,14 @@ export interface Fault {
   drop?: boolean
   /** How many matching requests are faulted (default 1). */
   times?: number
+  /**
+   * Answer with `status` (default 500) and an error message that quotes the request back: its
+   * Authorization header and its raw body, as a careless server (or a proxy in front of one) may
+   * do. Tests of the action's scrubbing of server error texts use it: whatever the action prints
+   * of such an answer must not carry the credential. The body's shape comes from the service's
+   * `faultBody` (the Cloudflare envelope for the Cloudflare simulator; `{message, …}` otherwise).
+   */
+  echoRequest?: boolean
 }
 
 export interface IncomingRequest {
@@ -30,6 +39,11 @@ export interface IncomingRequest {
   query: URLSearchParams
   headers: http.IncomingHttpHeaders
   raw: Buffer
+  /**
+   * The peer's address as the socket reports it (always loopback in the sandbox; simulators that
+   * care about the client's address let tests stand another one in for it).
+   */
+  remoteAddress: string
   /** JSON-parsed body when the content type says JSON (undefined otherwise or when empty). */
   json?: unknown
   entry: RequestEntry
@@ -47,6 +61,21 @@ export type Handler = (req: IncomingRequest) => Promise<OutgoingResponse> | Outg
 export interface ServiceOptions {
   /** See `Service.latencyMs` (default 0). */
   latencyMs?: number
+  /**
+   * Headers sent with every answer, an injected fault's too (e.g. the server's `date`, computed
+   * from the simulator's own clock). The handler's own headers win over these.
+   */
+  answerHeaders?: (req: { headers: http.IncomingHttpHeaders }) => Record<string, string>
+  /**
+   * The JSON body of an injected fault, given its message (`injected fault`, or the quoted request
+   * of an `echoRequest` fault). Default: `{message, success: false, errors: [{code: 10000,
+   * message}]}`, which both GitHub (`message`) and Cloudflare (`errors`) clients read.
+   */
+  faultBody?: (message: string, status: number) => unknown
+}
+
+function defaultFaultBody(message: string): unknown {
+  return { message, success: false, errors: [{ code: 10000, message }] }
 }
 
 export class Service {
@@ -63,6 +92,8 @@ export class Service {
    */
   latencyMs: number
   private server?: http.Server
+  private readonly answerHeaders?: ServiceOptions['answerHeaders']
+  private readonly faultBody: NonNullable<ServiceOptions['faultBody']>
   url = ''
 
   constructor(
@@ -72,6 +103,8 @@ export class Service {
     options: ServiceOptions = {}
   ) {
     this.latencyMs = options.latencyMs ?? 0
+    this.answerHeaders = options.answerHeaders
+    this.faultBody = options.faultBody ?? defaultFaultBody
   }
 
   async start(port = 0): Promise<string> {
@@ -149,16 +182,16 @@ export class Service {
       if (this.latencyMs > 0) await this.networkDelay()
       entry.faulted = true
       entry.status = fault.status ?? 500
-      const headers: Record<string, string> = { 'content-type': 'application/json' }
+      const headers: Record<string, string> = {
+        ...(this.answerHeaders?.(req) ?? {}),
+        'content-type': 'application/json'
+      }
       if (fault.retryAfter !== undefined) headers['retry-after'] = String(fault.retryAfter)
+      const message = fault.echoRequest
+        ? echoMessage(method, url.pathname, req, raw)
+        : 'injected fault'
       res.writeHead(entry.status, headers)
-      res.end(
-        JSON.stringify({
-          message: 'injected fault',
-          success: false,
-          errors: [{ code: 10000, message: 'injected fault' }]
-        })
-      )
+      res.end(JSON.stringify(this.faultBody(message, entry.status)))
       return
     }
     let out: OutgoingResponse
@@ -169,6 +202,7 @@ export class Service {
         query: url.searchParams,
         headers: req.headers,
         raw,
+        remoteAddress: req.socket.remoteAddress ?? '',
         json,
         entry
       })
@@ -185,7 +219,10 @@ export class Service {
       return
     }
     entry.status = out.status
-    const headers: Record<string, string> = { ...(out.headers ?? {}) }
+    const headers: Record<string, string> = {
+      ...(this.answerHeaders?.(req) ?? {}),
+      ...(out.headers ?? {})
+    }
     let payload: Buffer | string | undefined
     if (out.body === undefined || out.status === 204 || out.status === 304) {
       payload = undefined
@@ -198,4 +235,13 @@ export class Service {
     res.writeHead(out.status, headers)
     res.end(payload, () => this.onAnswered?.(entry))
   }
+}
+
+/**
+ * The message of an `echoRequest` fault: the request quoted back verbatim, credential included
+ * (that is the point: the action must scrub it before printing anything).
+ */
+function echoMessage(method: string, path: string, req: http.IncomingMessage, raw: Buffer): string {
+  const authorization = req.headers.authorization ?? '(none)'
+  return `Request rejected: ${method} ${path} with Authorization: ${authorization} and body: ${raw.toString('utf8')}`
 }
