@@ -374,6 +374,110 @@ describe('R2 simulator', () => {
     expect(sigv2.status).toBe(401)
   })
 
+  it('keeps its own time on the Cloudflare clock: skew check, Last-Modified and Date', async () => {
+    const token = seed('clock', [
+      allow('Workers R2 Storage Bucket Item Write', { [bucketResource('avatars')]: '*' })
+    ])
+    const s3 = client(token)
+    const amzDate = (ms: number): string => new Date(ms).toISOString().replace(/[:-]|\.\d{3}/g, '')
+    try {
+      // R2 3 s behind the runner: a fresh signature is well inside the 15 minutes.
+      cloudflare.skewMs = -3000
+      const put = await s3.fetch(objectUrl('avatars', 'clock.txt'), { method: 'PUT', body: 'x' })
+      expect(put.status).toBe(200)
+      const date = Date.parse(put.headers.get('date')!)
+      expect(date).toBeLessThanOrEqual(Date.now() - 3000)
+      expect(date).toBeGreaterThan(Date.now() - 5000)
+      const head = await s3.fetch(objectUrl('avatars', 'clock.txt'), { method: 'HEAD' })
+      expect(Date.parse(head.headers.get('last-modified')!)).toBeLessThanOrEqual(Date.now() - 3000)
+      expect((await s3.fetch(objectUrl('avatars', 'clock.txt'), { method: 'DELETE' })).status).toBe(
+        204
+      )
+
+      // A signature 20 minutes old by the runner's clock is fresh for an R2 20 minutes behind it…
+      cloudflare.skewMs = -20 * 60 * 1000
+      const stale = amzDate(Date.now() - 20 * 60 * 1000)
+      const behind = await s3.fetch(objectUrl('avatars', 'hello.txt'), { aws: { datetime: stale } })
+      expect(behind.status).toBe(200)
+      // …and a fresh one is 20 minutes in R2's future: too skewed.
+      const ahead = await s3.fetch(objectUrl('avatars', 'hello.txt'))
+      expect(ahead.status).toBe(403)
+      expect(await s3Code(ahead)).toBe('RequestTimeTooSkewed')
+
+      // Expiry follows the same clock.
+      cloudflare.skewMs = 0
+      const expiring = seed(
+        'expiring',
+        [allow('Workers R2 Storage Bucket Item Read', { [bucketResource('avatars')]: '*' })],
+        { expires_on: new Date(Date.now() + 60_000).toISOString() }
+      )
+      expect((await client(expiring).fetch(objectUrl('avatars', 'hello.txt'))).status).toBe(200)
+      cloudflare.skewMs = 61_000
+      const expired = await client(expiring).fetch(objectUrl('avatars', 'hello.txt'), {
+        aws: { datetime: amzDate(Date.now() + 61_000) }
+      })
+      expect(expired.status).toBe(403)
+      expect(await s3Code(expired)).toBe('AccessDenied')
+    } finally {
+      cloudflare.skewMs = 0
+    }
+  })
+
+  it('enforces IP conditions only when cloudflare.enforceConditions is on', async () => {
+    const token = seed(
+      'restricted',
+      [allow('Workers R2 Storage Bucket Item Read', { [bucketResource('avatars')]: '*' })],
+      { condition: { request_ip: { in: ['192.0.2.0/24'], not_in: ['192.0.2.7'] } } }
+    )
+    const s3 = client(token)
+    const get = (headers: Record<string, string> = {}): Promise<Response> =>
+      s3.fetch(objectUrl('avatars', 'hello.txt'), { headers })
+    // Off by default: the request comes from 127.0.0.1, outside the condition, and passes.
+    expect(cloudflare.enforceConditions).toBe(false)
+    expect((await get()).status).toBe(200)
+    try {
+      cloudflare.enforceConditions = true
+      // The socket address (127.0.0.1) is outside the condition.
+      const loopback = await get()
+      expect(loopback.status).toBe(403)
+      expect(await s3Code(loopback)).toBe('AccessDenied')
+
+      r2.clientAddress = '192.0.2.10'
+      expect((await get()).status).toBe(200)
+      r2.clientAddress = '192.0.2.7'
+      expect((await get()).status).toBe(403)
+
+      // The sample app's header wins over clientAddress, either way.
+      r2.clientAddress = '198.51.100.1'
+      expect((await get({ 'x-sandbox-client-address': '192.0.2.99' })).status).toBe(200)
+      r2.clientAddress = '192.0.2.10'
+      const fromApp = await get({ 'x-sandbox-client-address': '203.0.113.5' })
+      expect(fromApp.status).toBe(403)
+      expect(await s3Code(fromApp)).toBe('AccessDenied')
+      expect(log.events('auth.denied').at(-1)?.detail).toEqual({
+        reason: 'client address outside the token condition',
+        access_key_id: token.id,
+        client_address: '203.0.113.5'
+      })
+
+      // A token without a condition works from anywhere; so does the legacy key's in-range address.
+      r2.clientAddress = '203.0.113.5'
+      const open = seed('open', [
+        allow('Workers R2 Storage Bucket Item Read', { [bucketResource('avatars')]: '*' })
+      ])
+      expect((await client(open).fetch(objectUrl('avatars', 'hello.txt'))).status).toBe(200)
+      const legacy = seed(
+        'legacy',
+        [allow('Workers R2 Storage Bucket Item Read', { [bucketResource('avatars')]: '*' })],
+        { condition: { 'request.ip': { in: ['203.0.113.0/24'] } } }
+      )
+      expect((await client(legacy).fetch(objectUrl('avatars', 'hello.txt'))).status).toBe(200)
+    } finally {
+      cloudflare.enforceConditions = false
+      r2.clientAddress = undefined
+    }
+  })
+
   it('logs denials without any secret', () => {
     const denials = log.events('auth.denied')
     expect(denials.length).toBeGreaterThan(0)

@@ -5,10 +5,22 @@
  * AWS SDK's own signer (`@smithy/signature-v4`), so a client that signs wrongly fails here as it
  * would against R2, and what a token may do follows its policies (permission groups and
  * resources, deny policies subtracting), so a replacement token that lost a scope is caught.
+ *
+ * Time is the Cloudflare simulator's clock (`cloudflare.now()`, which follows `cloudflare.skewMs`):
+ * the 15-minute SigV4 skew check, token expiry and not_before, `Last-Modified` and `Date`.
+ *
+ * A token's IP condition is enforced when `cloudflare.enforceConditions` is on (opt-in; see there
+ * why): a request signed with a token whose condition excludes the client's address gets 403
+ * AccessDenied. UNCONFIRMED: that R2's S3 endpoint enforces the API token's client IP filter, and
+ * with which S3 error; AccessDenied is what S3 answers for any other policy refusal. The client's
+ * address is, in order: the request header `x-sandbox-client-address` (a sandbox-only device: the
+ * sample app sends it because it runs "elsewhere" than the runner; no real client sends it and R2
+ * knows no such header), `clientAddress`, and the socket's address.
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { SignatureV4 } from '@smithy/signature-v4'
 import { Sha256 } from '@aws-crypto/sha256-js'
+import { normalizeAddress } from './ip-condition.js'
 import type { RequestLog } from './log.js'
 import { Service, type IncomingRequest, type OutgoingResponse } from './service.js'
 import type { CfPolicy, CfTokenRecord, CloudflareSim } from './cloudflare.js'
@@ -48,6 +60,8 @@ const MAX_SKEW_MS = 15 * 60 * 1000
  */
 const ACCEPTED_REGIONS = new Set(['auto', 'us-east-1', ''])
 const S3_XMLNS = 'http://s3.amazonaws.com/doc/2006-03-01/'
+/** The sandbox-only header that names the client's address (see the file comment). */
+export const CLIENT_ADDRESS_HEADER = 'x-sandbox-client-address'
 
 class S3Error extends Error {
   constructor(
@@ -91,6 +105,11 @@ const errors = {
 export class R2Sim {
   readonly service: Service
   readonly accountId: string
+  /**
+   * The client address R2 "sees" when a request does not carry `x-sandbox-client-address`.
+   * Undefined (the default): the socket's address.
+   */
+  clientAddress?: string
   private readonly buckets = new Map<string, Bucket>()
 
   constructor(
@@ -99,7 +118,9 @@ export class R2Sim {
     options: { accountId: string }
   ) {
     this.accountId = options.accountId
-    this.service = new Service('r2', log, req => this.handle(req))
+    this.service = new Service('r2', log, req => this.handle(req), {
+      answerHeaders: () => ({ date: new Date(this.cloudflare.now()).toUTCString() })
+    })
   }
 
   get url(): string {
@@ -116,7 +137,12 @@ export class R2Sim {
 
   addBucket(name: string, jurisdiction: Jurisdiction = 'default'): void {
     if (!this.buckets.has(name)) {
-      this.buckets.set(name, { name, jurisdiction, createdAt: new Date(), objects: new Map() })
+      this.buckets.set(name, {
+        name,
+        jurisdiction,
+        createdAt: new Date(this.cloudflare.now()),
+        objects: new Map()
+      })
     }
   }
 
@@ -133,7 +159,7 @@ export class R2Sim {
       body: bytes,
       // R2's ETag of a single-part object is the MD5 of its payload, as on S3.
       etag: `"${createHash('md5').update(bytes).digest('hex')}"`,
-      lastModified: new Date(),
+      lastModified: new Date(this.cloudflare.now()),
       contentType
     })
   }
@@ -219,7 +245,7 @@ export class R2Sim {
         'The authorization header is malformed; Invalid credential date. Date is not the same as X-Amz-Date.'
       )
     }
-    if (Math.abs(Date.now() - signingDate.getTime()) > MAX_SKEW_MS) {
+    if (Math.abs(this.cloudflare.now() - signingDate.getTime()) > MAX_SKEW_MS) {
       this.denied('clock skew', akid)
       throw new S3Error(
         403,
@@ -294,10 +320,17 @@ export class R2Sim {
       }
     }
 
-    const unusable = unusableReason(token)
+    const unusable = unusableReason(token, this.cloudflare.now())
     if (unusable) {
       this.denied(unusable, akid)
       throw errors.accessDenied()
+    }
+    if (this.cloudflare.enforceConditions) {
+      const address = this.clientAddressOf(req)
+      if (!this.cloudflare.conditionAllows(token, address)) {
+        this.denied('client address outside the token condition', akid, { client_address: address })
+        throw errors.accessDenied()
+      }
     }
     // Records the use (last_used_on), as the dashboard shows for R2 keys too.
     this.cloudflare.authenticate(token.value)
@@ -425,11 +458,20 @@ export class R2Sim {
     return allowed
   }
 
-  private denied(reason: string, accessKeyId?: string): void {
+  /** The header's address, else `clientAddress`, else the socket's (see the file comment). */
+  private clientAddressOf(req: IncomingRequest): string {
+    return normalizeAddress(
+      firstHeader(req.headers[CLIENT_ADDRESS_HEADER]) ?? this.clientAddress ?? req.remoteAddress
+    )
+  }
+
+  private denied(reason: string, accessKeyId?: string, extra: Record<string, unknown> = {}): void {
     this.log.event(
       'r2',
       'auth.denied',
-      accessKeyId === undefined ? { reason } : { reason, access_key_id: accessKeyId }
+      accessKeyId === undefined
+        ? { reason, ...extra }
+        : { reason, access_key_id: accessKeyId, ...extra }
     )
   }
 }
@@ -439,9 +481,8 @@ export function sha256Hex(value: string): string {
   return createHash('sha256').update(value, 'utf8').digest('hex')
 }
 
-/** Why a token cannot be used right now (disabled, expired, not yet valid), or undefined. */
-function unusableReason(token: CfTokenRecord): string | undefined {
-  const now = Date.now()
+/** Why a token cannot be used at `now` (disabled, expired, not yet valid), or undefined. */
+function unusableReason(token: CfTokenRecord, now: number): string | undefined {
   if (token.status !== 'active') return `token ${token.status}`
   if (token.expires_on !== undefined && Date.parse(token.expires_on) <= now) return 'token expired'
   if (token.not_before !== undefined && Date.parse(token.not_before) > now)
