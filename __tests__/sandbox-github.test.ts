@@ -1,12 +1,14 @@
 /**
  * The GitHub simulator driven through a real Octokit, as the action drives GitHub: sealed-box
- * secrets in every scope, variables, workflows and their files, dispatch and runs, conditional
- * requests and the rate limit, permissions, and the OpenAPI contract (no violations for valid traffic).
+ * secrets in every scope (and an environment's that shadow the repository's), variables (and a
+ * lock made of one), workflows and their files, dispatch and runs, API versions,
+ * GitHub Enterprise Server, tokens that expire, conditional requests and the rate limit,
+ * permissions, and the OpenAPI contract (no violations for valid traffic).
  */
 import { Octokit } from '@octokit/rest'
 import sodium from 'libsodium-wrappers'
 import { RequestLog } from '../sandbox/log.js'
-import { GitHubSim, ManualClock, type SimRun } from '../sandbox/github.js'
+import { GitHubSim, ManualClock, type GitHubSimOptions, type SimRun } from '../sandbox/github.js'
 
 const TOKEN = 'github_pat_sandbox_full_access'
 const NO_SECRETS = 'github_pat_sandbox_no_secrets'
@@ -309,6 +311,55 @@ describe('secrets', () => {
   })
 })
 
+describe('secrets that shadow others', () => {
+  it('reads environment and repository secret metadata, each under its own permission', async () => {
+    sim.setSecret({ kind: 'repo', repo: full }, 'R2_ACCESS_KEY_ID', 'repo-id')
+    sim.setSecret({ kind: 'repo', repo: full }, 'R2_SECRET_ACCESS_KEY', 'repo-secret')
+    sim.setSecret(
+      { kind: 'env', repo: full, environment: 'production' },
+      'R2_ACCESS_KEY_ID',
+      'env-id'
+    )
+    const env = (secret_name: string, environment_name = 'production', client = octokit) =>
+      client.rest.actions.getEnvironmentSecret({ owner, repo, environment_name, secret_name })
+    const repoSecret = (secret_name: string, client = octokit) =>
+      client.rest.actions.getRepoSecret({ owner, repo, secret_name })
+
+    // Both scopes hold R2_ACCESS_KEY_ID: the environment's copy shadows the repository's.
+    const shadowing = await env('r2_access_key_id')
+    expect(Object.keys(shadowing.data).sort()).toEqual(['created_at', 'name', 'updated_at'])
+    expect(shadowing.data.name).toBe('R2_ACCESS_KEY_ID')
+    expect((await repoSecret('R2_ACCESS_KEY_ID')).data.name).toBe('R2_ACCESS_KEY_ID')
+    expect(sim.secretsForRun(full, 'production')).toMatchObject({
+      R2_ACCESS_KEY_ID: 'env-id',
+      R2_SECRET_ACCESS_KEY: 'repo-secret'
+    })
+
+    // Only the repository holds R2_SECRET_ACCESS_KEY: the environment answers 404 (no fallback).
+    expect((await failure(env('R2_SECRET_ACCESS_KEY'))).status).toBe(404)
+    expect((await failure(repoSecret('MISSING'))).status).toBe(404)
+    expect((await failure(env('R2_ACCESS_KEY_ID', 'staging'))).status).toBe(404)
+
+    // Environment secrets need Environments (read), repository secrets Secrets (read): see
+    // docs.github.com/rest/authentication/permissions-required-for-fine-grained-personal-access-tokens
+    const NO_ENVIRONMENTS = 'github_pat_sandbox_no_environments'
+    sim.addToken(NO_ENVIRONMENTS, { environments: false })
+    const noEnvironments = new Octokit({ auth: NO_ENVIRONMENTS, baseUrl: sim.url })
+    const noSecrets = new Octokit({ auth: NO_SECRETS, baseUrl: sim.url })
+    const envForbidden = await failure(env('R2_ACCESS_KEY_ID', 'production', noEnvironments))
+    expect(envForbidden.status).toBe(403)
+    expect(envForbidden.response?.headers['x-accepted-github-permissions']).toBe(
+      'environments=read'
+    )
+    expect((await repoSecret('R2_ACCESS_KEY_ID', noEnvironments)).status).toBe(200)
+    const repoForbidden = await failure(repoSecret('R2_ACCESS_KEY_ID', noSecrets))
+    expect(repoForbidden.status).toBe(403)
+    expect(repoForbidden.response?.headers['x-accepted-github-permissions']).toBe('secrets=read')
+    expect((await env('R2_ACCESS_KEY_ID', 'production', noSecrets)).status).toBe(200)
+    expect(log.violations).toEqual([])
+  })
+})
+
 describe('variables', () => {
   it('creates (201), refuses a duplicate (409), updates (204), reads and deletes', async () => {
     const created = await octokit.rest.actions.createRepoVariable({
@@ -352,6 +403,72 @@ describe('variables', () => {
       ).status
     ).toBe(404)
     expect(log.violations).toEqual([])
+  })
+})
+
+describe('variables as a lock', () => {
+  it('lets exactly one of several simultaneous creates win (201; the others 409)', async () => {
+    // Names are case-insensitive: differently spelt claims still contend for one variable.
+    const names = ['R2_ROTATION_LOCK', 'r2_rotation_lock', 'R2_Rotation_Lock', 'R2_ROTATION_LOCK']
+    const statuses = await Promise.all(
+      names.map((name, i) =>
+        octokit.rest.actions.createRepoVariable({ owner, repo, name, value: `holder-${i}` }).then(
+          r => r.status,
+          (error: HttpError) => error.status
+        )
+      )
+    )
+    expect([...statuses].sort()).toEqual([201, 409, 409, 409])
+    const winner = statuses.indexOf(201)
+    expect(sim.getVariable(full, 'R2_ROTATION_LOCK')).toBe(`holder-${winner}`)
+    const creates = log.requests({ service: 'github', method: 'POST' })
+    expect(creates.map(e => e.status).sort()).toEqual([201, 409, 409, 409])
+
+    // Released with DELETE (204); a second release finds nothing (404); then it can be claimed
+    // again.
+    const released = await octokit.rest.actions.deleteRepoVariable({
+      owner,
+      repo,
+      name: 'R2_ROTATION_LOCK'
+    })
+    expect(released.status).toBe(204)
+    expect(sim.getVariable(full, 'R2_ROTATION_LOCK')).toBeUndefined()
+    expect(
+      (
+        await failure(
+          octokit.rest.actions.deleteRepoVariable({ owner, repo, name: 'R2_ROTATION_LOCK' })
+        )
+      ).status
+    ).toBe(404)
+    const again = await octokit.rest.actions.createRepoVariable({
+      owner,
+      repo,
+      name: 'R2_ROTATION_LOCK',
+      value: 'next'
+    })
+    expect(again.status).toBe(201)
+    expect(log.violations).toEqual([])
+  })
+
+  it('refuses a claim without Variables (write), and a claim that breaks the schema', async () => {
+    const app = new Octokit({ auth: APP_NO_VARIABLES, baseUrl: sim.url })
+    const forbidden = await failure(
+      app.rest.actions.createRepoVariable({ owner, repo, name: 'R2_ROTATION_LOCK', value: 'x' })
+    )
+    expect(forbidden.status).toBe(403)
+    expect(forbidden.response?.headers['x-accepted-github-permissions']).toBe(
+      'actions_variables=write'
+    )
+    const noValue = await failure(
+      octokit.request('POST /repos/{owner}/{repo}/actions/variables', {
+        owner,
+        repo,
+        name: 'R2_ROTATION_LOCK'
+      } as never)
+    )
+    expect(noValue.status).toBe(422)
+    expect(log.violations).toHaveLength(1)
+    expect(sim.getVariable(full, 'R2_ROTATION_LOCK')).toBeUndefined()
   })
 })
 
@@ -1021,5 +1138,203 @@ jobs:
     expect(() => own.dispatchAs('octocat', full, 'release.yml', { ref: 'nope' })).toThrow(
       /no ref nope/
     )
+  })
+})
+
+describe('API versions', () => {
+  const route = 'POST /repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches' as const
+  const v2026 = { 'x-github-api-version': '2026-03-10' }
+
+  it('answers a dispatch under 2026-03-10 with the run details, and refuses the removed flag', async () => {
+    const plain = await octokit.request(route, {
+      owner,
+      repo,
+      workflow_id: 'deploy.yml',
+      ref: 'main',
+      headers: v2026
+    })
+    expect(plain.status).toBe(200)
+    expect(plain.headers['x-github-api-version-selected']).toBe('2026-03-10')
+    const details = plain.data as unknown as { workflow_run_id: number; run_url: string }
+    expect(sim.runs.has(details.workflow_run_id)).toBe(true)
+    expect(details.run_url).toBe(`${sim.url}/repos/${full}/actions/runs/${details.workflow_run_id}`)
+
+    for (const flag of [true, false]) {
+      const err = await failure(
+        octokit.request(route, {
+          owner,
+          repo,
+          workflow_id: 'deploy.yml',
+          ref: 'main',
+          return_run_details: flag,
+          headers: v2026
+        })
+      )
+      expect(err.status).toBe(422)
+      expect(err.message).toContain('"return_run_details" is not a permitted key.')
+    }
+    expect(sim.runs.size).toBe(1)
+
+    // Without the header: 2022-11-28, where the flag chooses between 200 and 204.
+    const flagged = await octokit.request(route, {
+      owner,
+      repo,
+      workflow_id: 'deploy.yml',
+      ref: 'main',
+      return_run_details: true
+    })
+    expect(flagged.status).toBe(200)
+    expect(flagged.headers['x-github-api-version-selected']).toBe('2022-11-28')
+    const none = await octokit.request(route, {
+      owner,
+      repo,
+      workflow_id: 'deploy.yml',
+      ref: 'main'
+    })
+    expect(none.status).toBe(204)
+    expect(log.violations).toEqual([])
+  })
+
+  it('answers 400 to a version it does not serve', async () => {
+    const err = await failure(
+      octokit.rest.repos.get({ owner, repo, headers: { 'x-github-api-version': '2023-01-01' } })
+    )
+    expect(err.status).toBe(400)
+    expect(err.message).toContain('"2023-01-01", is not a supported version')
+    expect(err.message).toContain('"2026-03-10" (most recent), "2022-11-28"')
+    expect(err.response?.headers['x-github-api-version-selected']).toBeUndefined()
+    const dispatch = await failure(
+      octokit.rest.actions.createWorkflowDispatch({
+        owner,
+        repo,
+        workflow_id: 'deploy.yml',
+        ref: 'main',
+        headers: { 'x-github-api-version': 'v3' }
+      })
+    )
+    expect(dispatch.status).toBe(400)
+    expect(sim.runs.size).toBe(0)
+    const selected = await octokit.rest.repos.get({
+      owner,
+      repo,
+      headers: { 'x-github-api-version': '2022-11-28' }
+    })
+    expect(selected.headers['x-github-api-version-selected']).toBe('2022-11-28')
+    expect(log.violations).toEqual([])
+  })
+})
+
+describe('GitHub Enterprise Server', () => {
+  const running: GitHubSim[] = []
+  afterEach(async () => {
+    while (running.length) await running.pop()!.stop()
+  })
+
+  async function enterprise(
+    options: GitHubSimOptions['enterpriseServer']
+  ): Promise<{ ghes: GitHubSim; client: Octokit; origin: string }> {
+    const ghes = new GitHubSim(log, { enterpriseServer: options })
+    ghes.addToken(TOKEN)
+    ghes.addRepo(full, { environments: ['production'] })
+    ghes.addWorkflow(full, {
+      path: '.github/workflows/deploy.yml',
+      name: 'Deploy',
+      content: DEPLOY_YAML
+    })
+    ghes.addWorkflow(full, { path: '.github/workflows/ci.yml', name: 'CI', content: CI_YAML })
+    ghes.runBehavior = { neverStarts: true }
+    const url = await ghes.start()
+    running.push(ghes)
+    return { ghes, client: new Octokit({ auth: TOKEN, baseUrl: url }), origin: ghes.service.url }
+  }
+
+  it('serves the API under /api/v3, says its version, and has no rate limit by default', async () => {
+    const { ghes, client, origin } = await enterprise({ version: '3.20' })
+    expect(ghes.url).toBe(`${origin}/api/v3`)
+    const { data, headers } = await client.rest.repos.get({ owner, repo })
+    expect(headers['x-github-enterprise-version']).toBe('3.20.0')
+    expect(headers['x-ratelimit-limit']).toBeUndefined()
+    expect(data.url).toBe(`${origin}/api/v3/repos/${full}`)
+    expect(data.html_url).toBe(`${origin}/${full}`)
+
+    const limit = await failure(client.rest.rateLimit.get())
+    expect(limit.status).toBe(404)
+    expect(limit.message).toContain('Rate limiting is not enabled.')
+
+    const page = await client.rest.actions.listRepoWorkflows({ owner, repo, per_page: 1 })
+    expect(page.headers.link).toContain(`<${origin}/api/v3/repos/${full}/actions/workflows?`)
+
+    // GHES 3.20 refuses return_run_details; it serves 2022-11-28 only.
+    const route = 'POST /repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches' as const
+    const dispatch = { owner, repo, workflow_id: 'deploy.yml', ref: 'main' }
+    expect(
+      (await failure(client.request(route, { ...dispatch, return_run_details: true }))).status
+    ).toBe(422)
+    expect((await client.request(route, dispatch)).status).toBe(204)
+    const v2026 = await failure(
+      client.request(route, { ...dispatch, headers: { 'x-github-api-version': '2026-03-10' } })
+    )
+    expect(v2026.status).toBe(400)
+    expect(log.violations).toEqual([])
+
+    // The API is not at the server's root.
+    const root = await fetch(`${origin}/repos/${full}`, {
+      headers: { authorization: `Bearer ${TOKEN}` }
+    })
+    expect(root.status).toBe(404)
+    expect(log.violations).toHaveLength(1)
+    expect(log.violations[0]).toContain('/api/v3')
+  })
+
+  it('accepts return_run_details from 3.21 on, and limits the rate when told to', async () => {
+    const { client } = await enterprise({ version: '3.21', rateLimiting: true })
+    const answer = await client.request(
+      'POST /repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches',
+      { owner, repo, workflow_id: 'deploy.yml', ref: 'main', return_run_details: true }
+    )
+    expect(answer.status).toBe(200)
+    expect(answer.headers['x-github-enterprise-version']).toBe('3.21.0')
+    expect(answer.headers['x-ratelimit-limit']).toBe('5000')
+    expect((await client.rest.rateLimit.get()).status).toBe(200)
+    expect(log.violations).toEqual([])
+  })
+})
+
+describe('tokens that expire', () => {
+  it('names the expiry on every answer, then answers 401 Bad credentials', async () => {
+    const expiresAt = Date.UTC(2026, 11, 20, 10, 0, 0)
+    const clock = new ManualClock(expiresAt - 60_000)
+    const own = new GitHubSim(log, { clock })
+    const EXPIRING = 'github_pat_sandbox_expiring'
+    own.addToken(EXPIRING, { expiresAt: new Date(expiresAt) })
+    own.addToken(TOKEN)
+    own.addRepo(full)
+    await own.start()
+    try {
+      const client = new Octokit({ auth: EXPIRING, baseUrl: own.url })
+      const ok = await client.rest.repos.get({ owner, repo })
+      expect(ok.headers['github-authentication-token-expiration']).toBe('2026-12-20 10:00:00 UTC')
+      const missing = await failure(client.rest.actions.getRepoVariable({ owner, repo, name: 'X' }))
+      expect(missing.status).toBe(404)
+      expect(missing.response?.headers['github-authentication-token-expiration']).toBe(
+        '2026-12-20 10:00:00 UTC'
+      )
+      const other = await new Octokit({ auth: TOKEN, baseUrl: own.url }).rest.repos.get({
+        owner,
+        repo
+      })
+      expect(other.headers['github-authentication-token-expiration']).toBeUndefined()
+
+      clock.advance(59_999)
+      expect((await client.rest.repos.get({ owner, repo })).status).toBe(200)
+      clock.advance(1)
+      const expired = await failure(client.rest.repos.get({ owner, repo }))
+      expect(expired.status).toBe(401)
+      expect(expired.message).toContain('Bad credentials')
+      expect(expired.response?.headers['github-authentication-token-expiration']).toBeUndefined()
+      expect(log.violations).toEqual([])
+    } finally {
+      await own.stop()
+    }
   })
 })
