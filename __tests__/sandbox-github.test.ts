@@ -1,14 +1,21 @@
 /**
  * The GitHub simulator driven through a real Octokit, as the action drives GitHub: sealed-box
  * secrets in every scope (and an environment's that shadow the repository's), variables (and a
- * lock made of one), workflows and their files, dispatch and runs, API versions,
- * GitHub Enterprise Server, tokens that expire, conditional requests and the rate limit,
- * permissions, and the OpenAPI contract (no violations for valid traffic).
+ * lock made of one), workflows and their files, dispatch and runs (and what a run's deploy
+ * ships), API versions, GitHub Enterprise Server, tokens that expire, conditional requests and
+ * the rate limit, permissions, and the OpenAPI contract (no violations for valid traffic).
  */
 import { Octokit } from '@octokit/rest'
 import sodium from 'libsodium-wrappers'
 import { RequestLog } from '../sandbox/log.js'
-import { GitHubSim, ManualClock, type GitHubSimOptions, type SimRun } from '../sandbox/github.js'
+import {
+  GitHubSim,
+  ManualClock,
+  type GitHubSimOptions,
+  type RunBehavior,
+  type RunCompletion,
+  type SimRun
+} from '../sandbox/github.js'
 
 const TOKEN = 'github_pat_sandbox_full_access'
 const NO_SECRETS = 'github_pat_sandbox_no_secrets'
@@ -1138,6 +1145,76 @@ jobs:
     expect(() => own.dispatchAs('octocat', full, 'release.yml', { ref: 'nope' })).toThrow(
       /no ref nope/
     )
+  })
+
+  it('tells the deploy hook what each completing run shipped, by its rollout', async () => {
+    const { clock, sim: own, client } = await simulated()
+    const told: Array<[number, RunCompletion]> = []
+    own.hooks.beforeComplete = (run, completion) => {
+      told.push([run.id, completion])
+    }
+    const behaviors: RunBehavior[] = [
+      {},
+      { conclusion: 'failure' },
+      { rollout: 'stale' },
+      { rollout: 'stale', conclusion: 'failure' },
+      { rollout: 'always', conclusion: 'failure' },
+      { rollout: 'always', conclusion: 'startup_failure' }
+    ]
+    for (const behavior of behaviors) {
+      own.queueRun({ queuedMs: 1000, runningMs: 3000, ...behavior })
+      await client.rest.actions.createWorkflowDispatch({
+        owner,
+        repo,
+        workflow_id: 'release.yml',
+        ref: 'main'
+      })
+    }
+    clock.advance(4000)
+    await waitFor(() => [...own.runs.values()].every(r => r.status === 'completed'))
+    const ids = [...own.runs.keys()]
+    expect(told.map(([id, c]) => [ids.indexOf(id), c.conclusion, c.rollout, c.deploy])).toEqual([
+      [5, 'startup_failure', 'always', 'none'],
+      [0, 'success', 'on-success', 'fresh'],
+      [1, 'failure', 'on-success', 'none'],
+      [2, 'success', 'stale', 'stale'],
+      [3, 'failure', 'stale', 'none'],
+      [4, 'failure', 'always', 'fresh']
+    ])
+    expect([...own.runs.values()].map(r => r.conclusion)).toEqual([
+      'success',
+      'failure',
+      'success',
+      'failure',
+      'failure',
+      'startup_failure'
+    ])
+    const stale = log.events('run.completed').filter(e => e.detail.stale === true)
+    expect(stale.map(e => e.detail.run_id)).toEqual([ids[2]])
+
+    // A hook that throws fails a run about to succeed, and leaves a failure as it was; the
+    // reason is kept either way.
+    own.hooks.beforeComplete = () => {
+      throw new Error('post-deploy check failed')
+    }
+    own.queueRun({ queuedMs: 1000, runningMs: 3000, rollout: 'always', conclusion: 'failure' })
+    own.queueRun({ queuedMs: 1000, runningMs: 3000 })
+    for (let i = 0; i < 2; i++) {
+      await client.rest.actions.createWorkflowDispatch({
+        owner,
+        repo,
+        workflow_id: 'release.yml',
+        ref: 'main'
+      })
+    }
+    clock.advance(4000)
+    const thrown = [...own.runs.values()].slice(-2)
+    await waitFor(() => thrown.every(r => r.status === 'completed'))
+    expect(thrown.map(r => [r.conclusion, r.attempts[0]!.failure])).toEqual([
+      ['failure', 'post-deploy check failed'],
+      ['failure', 'post-deploy check failed']
+    ])
+    expect(log.violations).toEqual([])
   })
 })
 

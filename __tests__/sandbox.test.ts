@@ -1,15 +1,27 @@
 /**
- * The wired-up sandbox: the app serves with the token in use; changing the secrets through the
- * GitHub API and dispatching the deploy workflow redeploys the app with the new credentials (and
- * the app keeps answering); a failed run deploys nothing; every secret value is known to the
- * leak checks; stop() leaves nothing running.
+ * The wired-up sandbox: the app serves with the token in use and names it; changing the secrets
+ * through the GitHub API and dispatching the deploy workflow redeploys the app with the new
+ * credentials (and the app keeps answering); a failed run deploys nothing, a stale one ships the
+ * old credentials, one that rolls out and then fails ships the new ones; an app that reads the
+ * secrets at every check needs no deploy; an environment's secrets shadow the repository's;
+ * every secret value is known to the leak checks; stop() leaves nothing running.
  */
 import sodium from 'libsodium-wrappers'
 import { Octokit } from '@octokit/rest'
-import { startSandbox, type Sandbox } from '../sandbox/index.js'
+import { DEFAULT_APP_ADDRESS, startSandbox, type Sandbox } from '../sandbox/index.js'
+import { ManualClock } from '../sandbox/github.js'
 import { sha256Hex } from '../sandbox/r2.js'
 
 const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
+
+/** Waits (a few milliseconds at a time) until `predicate` holds: for events, never for time. */
+async function until(predicate: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error('timed out waiting')
+    await sleep(2)
+  }
+}
 
 async function healthz(sb: Sandbox): Promise<{ status: number; body: string }> {
   const response = await fetch(`${sb.appUrl}/healthz`)
@@ -54,8 +66,15 @@ async function mintReplacement(sb: Sandbox): Promise<{ id: string; value: string
   return { id: body.result.id, value: body.result.value }
 }
 
-/** Seals the three values into the deploy's secrets through the GitHub API (repo or environment). */
-async function publishSecrets(sb: Sandbox, token: { id: string; value: string }): Promise<void> {
+/**
+ * Seals the three values into secrets through the GitHub API: the deploy's (the environment's,
+ * when there is one), or the repository's.
+ */
+async function publishSecrets(
+  sb: Sandbox,
+  token: { id: string; value: string },
+  scope: 'deploy' | 'repo' = 'deploy'
+): Promise<void> {
   const octokit = octokitFor(sb)
   const { owner, repo } = repoOf(sb)
   await sodium.ready
@@ -64,12 +83,13 @@ async function publishSecrets(sb: Sandbox, token: { id: string; value: string })
     [sb.secretNames.accessKeyId, token.id],
     [sb.secretNames.secretAccessKey, sha256Hex(token.value)]
   ]
-  const key = sb.environment
+  const environment = scope === 'deploy' ? sb.environment : undefined
+  const key = environment
     ? (
         await octokit.rest.actions.getEnvironmentPublicKey({
           owner,
           repo,
-          environment_name: sb.environment
+          environment_name: environment
         })
       ).data
     : (await octokit.rest.actions.getRepoPublicKey({ owner, repo })).data
@@ -82,10 +102,10 @@ async function publishSecrets(sb: Sandbox, token: { id: string; value: string })
       sodium.base64_variants.ORIGINAL
     )
     const params = { owner, repo, secret_name: name, encrypted_value: sealed, key_id: key.key_id }
-    if (sb.environment) {
+    if (environment) {
       await octokit.rest.actions.createOrUpdateEnvironmentSecret({
         ...params,
-        environment_name: sb.environment
+        environment_name: environment
       })
     } else {
       await octokit.rest.actions.createOrUpdateRepoSecret(params)
@@ -93,11 +113,9 @@ async function publishSecrets(sb: Sandbox, token: { id: string; value: string })
   }
 }
 
-/** Dispatches deploy.yml and follows the run to its conclusion through the API. */
-async function dispatchAndFollow(sb: Sandbox): Promise<{ id: number; conclusion: string | null }> {
-  const octokit = octokitFor(sb)
+async function dispatchDeploy(sb: Sandbox): Promise<number> {
   const { owner, repo } = repoOf(sb)
-  const { data } = await octokit.request(
+  const { data } = await octokitFor(sb).request(
     'POST /repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches',
     {
       owner,
@@ -108,13 +126,41 @@ async function dispatchAndFollow(sb: Sandbox): Promise<{ id: number; conclusion:
       return_run_details: true
     }
   )
-  const runId = Number(data.workflow_run_id)
+  return Number(data.workflow_run_id)
+}
+
+/** Dispatches deploy.yml and follows the run to its conclusion through the API. */
+async function dispatchAndFollow(sb: Sandbox): Promise<{ id: number; conclusion: string | null }> {
+  const octokit = octokitFor(sb)
+  const { owner, repo } = repoOf(sb)
+  const runId = await dispatchDeploy(sb)
   for (let i = 0; i < 200; i++) {
     const { data: run } = await octokit.rest.actions.getWorkflowRun({ owner, repo, run_id: runId })
     if (run.status === 'completed') return { id: runId, conclusion: run.conclusion }
     await sleep(50)
   }
   throw new Error(`run ${runId} did not complete`)
+}
+
+/**
+ * Dispatches deploy.yml in a sandbox whose GitHub runs on `clock`, moves the clock past the run's
+ * whole life and reads its conclusion through the API.
+ */
+async function dispatchOnClock(
+  sb: Sandbox,
+  clock: ManualClock
+): Promise<{ id: number; conclusion: string | null }> {
+  const { owner, repo } = repoOf(sb)
+  const runId = await dispatchDeploy(sb)
+  clock.advance(10 * 60_000)
+  // The completion awaits the deploy hook: it lands a microtask or two after the timer fired.
+  await until(() => sb.github.runs.get(runId)?.status === 'completed')
+  const { data: run } = await octokitFor(sb).rest.actions.getWorkflowRun({
+    owner,
+    repo,
+    run_id: runId
+  })
+  return { id: runId, conclusion: run.conclusion }
 }
 
 describe('startSandbox() with defaults', () => {
@@ -129,7 +175,10 @@ describe('startSandbox() with defaults', () => {
   })
 
   it('serves the app with the token in use, whose credentials are in the repository secrets', async () => {
-    expect(await healthz(sb)).toEqual({ status: 200, body: 'ok v1' })
+    expect(await healthz(sb)).toEqual({
+      status: 200,
+      body: `ok v1 access-key-id=${sb.current.id}`
+    })
     expect(sb.liveAccessKeyId()).toBe(sb.current.id)
     expect(sb.current.secretAccessKey).toBe(sha256Hex(sb.current.value))
     const scope = { kind: 'repo', repo: sb.repository } as const
@@ -160,7 +209,10 @@ describe('startSandbox() with defaults', () => {
 
     expect(run.conclusion).toBe('success')
     expect(sb.liveAccessKeyId()).toBe(replacement.id)
-    expect(await healthz(sb)).toEqual({ status: 200, body: `ok run-${run.id}` })
+    expect(await healthz(sb)).toEqual({
+      status: 200,
+      body: `ok run-${run.id} access-key-id=${replacement.id}`
+    })
     expect(failures).toEqual([])
     const deployed = sb.log.events('app.deployed').at(-1)
     expect(deployed?.detail).toEqual({ run_id: run.id, access_key_id: replacement.id })
@@ -193,7 +245,15 @@ describe('startSandbox() with defaults', () => {
     expect(failures.length).toBeGreaterThan(0)
     expect(failures.every(f => f.status === 503)).toBe(true)
     expect(sb.app.healthChecks.some(c => c.status === 503)).toBe(true)
-    expect(await healthz(sb)).toEqual({ status: 200, body: 'ok fixed' })
+    expect(await healthz(sb)).toEqual({ status: 200, body: `ok fixed access-key-id=${live.id}` })
+  })
+
+  it("sends the app's address with each of its R2 requests", async () => {
+    await healthz(sb)
+    const read = sb.log.requests({ service: 'r2', method: 'GET' }).at(-1)!
+    expect(read.path).toBe(`/${sb.bucket}/healthz.txt`)
+    expect(read.headers['x-sandbox-client-address']).toBe(DEFAULT_APP_ADDRESS)
+    expect(read.status).toBe(200)
   })
 
   it('lists every value that must never be printed, and no identifier', () => {
@@ -236,7 +296,10 @@ describe('startSandbox() with an account-owned token and environment secrets', (
     expect(
       sb.github.getSecret({ kind: 'repo', repo: sb.repository }, 'R2_ACCESS_KEY_ID')
     ).toBeUndefined()
-    expect(await healthz(sb)).toEqual({ status: 200, body: 'ok v1' })
+    expect(await healthz(sb)).toEqual({
+      status: 200,
+      body: `ok v1 access-key-id=${sb.current.id}`
+    })
 
     const replacement = await mintReplacement(sb)
     await publishSecrets(sb, replacement)
@@ -244,6 +307,214 @@ describe('startSandbox() with an account-owned token and environment secrets', (
     expect(run.conclusion).toBe('success')
     expect(sb.liveAccessKeyId()).toBe(replacement.id)
     expect((await healthz(sb)).status).toBe(200)
+    expect(sb.log.violations).toEqual([])
+  })
+})
+
+describe('deploy runs whose rollout is stale, or comes before a failure', () => {
+  let sb: Sandbox
+  let clock: ManualClock
+
+  beforeEach(async () => {
+    clock = new ManualClock()
+    sb = await startSandbox({ githubClock: clock })
+  })
+
+  afterEach(async () => {
+    await sb.stop()
+  })
+
+  it('a stale deploy succeeds but the app keeps the credentials it had', async () => {
+    const replacement = await mintReplacement(sb)
+    await publishSecrets(sb, replacement)
+    sb.github.queueRun({ rollout: 'stale' })
+    const run = await dispatchOnClock(sb, clock)
+
+    expect(run.conclusion).toBe('success')
+    expect(sb.liveAccessKeyId()).toBe(sb.current.id)
+    expect(await healthz(sb)).toEqual({
+      status: 200,
+      body: `ok run-${run.id} access-key-id=${sb.current.id}`
+    })
+    expect(sb.log.events('app.deployed').map(e => e.detail)).toEqual([
+      { run_id: run.id, access_key_id: sb.current.id, stale: true }
+    ])
+    expect(sb.log.events('run.completed').map(e => e.detail)).toEqual([
+      { run_id: run.id, attempt: 1, conclusion: 'success', stale: true }
+    ])
+    expect(sb.log.violations).toEqual([])
+  })
+
+  it('a run that rolls out and then fails leaves the app on the new credentials', async () => {
+    const replacement = await mintReplacement(sb)
+    await publishSecrets(sb, replacement)
+    sb.github.queueRun({ conclusion: 'failure', rollout: 'always' })
+    const run = await dispatchOnClock(sb, clock)
+
+    expect(run.conclusion).toBe('failure')
+    expect(sb.liveAccessKeyId()).toBe(replacement.id)
+    expect(await healthz(sb)).toEqual({
+      status: 200,
+      body: `ok run-${run.id} access-key-id=${replacement.id}`
+    })
+    const names = sb.log.events().map(e => e.name)
+    expect(names.indexOf('app.deployed')).toBeLessThan(names.indexOf('run.completed'))
+    expect(sb.log.events('app.deployed')[0]!.detail).toEqual({
+      run_id: run.id,
+      access_key_id: replacement.id
+    })
+    expect(sb.log.events('run.completed')[0]!.detail).toMatchObject({ conclusion: 'failure' })
+  })
+
+  it('a run that never starts ships nothing, whatever its rollout', async () => {
+    const replacement = await mintReplacement(sb)
+    await publishSecrets(sb, replacement)
+    sb.github.queueRun({ conclusion: 'startup_failure', rollout: 'always' })
+    const run = await dispatchOnClock(sb, clock)
+    expect(run.conclusion).toBe('startup_failure')
+    expect(sb.liveAccessKeyId()).toBe(sb.current.id)
+    expect(sb.log.events('app.deployed')).toEqual([])
+  })
+})
+
+describe('startSandbox() with a consumer that reads the secrets when it starts', () => {
+  let sb: Sandbox
+  let clock: ManualClock
+
+  beforeAll(async () => {
+    clock = new ManualClock()
+    sb = await startSandbox({
+      consumer: 'reads-secrets',
+      environment: 'production',
+      githubClock: clock
+    })
+  })
+
+  afterAll(async () => {
+    await sb.stop()
+  })
+
+  it('uses the secrets as they are at each check, without a deploy', async () => {
+    expect(await healthz(sb)).toEqual({
+      status: 200,
+      body: `ok v1 access-key-id=${sb.current.id}`
+    })
+    const replacement = await mintReplacement(sb)
+    await publishSecrets(sb, replacement)
+    expect(sb.liveAccessKeyId()).toBe(replacement.id)
+    expect(await healthz(sb)).toEqual({
+      status: 200,
+      body: `ok v1 access-key-id=${replacement.id}`
+    })
+
+    // A dispatched run concludes, but deploys nothing: there is no deploy to make.
+    const run = await dispatchOnClock(sb, clock)
+    expect(run.conclusion).toBe('success')
+    expect(sb.log.events('app.deployed')).toEqual([])
+    expect(sb.app.deployments).toHaveLength(1)
+    expect(sb.log.violations).toEqual([])
+  })
+
+  it('reads the environment, which shadows the repository', async () => {
+    const before = sb.liveAccessKeyId()
+    const other = await mintReplacement(sb)
+    await publishSecrets(sb, other, 'repo')
+    expect(sb.liveAccessKeyId()).toBe(before)
+    expect((await healthz(sb)).body).toBe(`ok v1 access-key-id=${before}`)
+  })
+})
+
+describe('startSandbox() where the environment shadows repository secrets', () => {
+  let sb: Sandbox
+  let clock: ManualClock
+
+  beforeAll(async () => {
+    clock = new ManualClock()
+    // The deploy job runs in `production`, which has its own copies of the R2 secrets, while the
+    // repository also holds them: a run sees the environment's (docs.github.com/actions/
+    // security-guides/using-secrets-in-github-actions: "If a secret with the same name exists at
+    // multiple levels, the secret at the lowest level takes precedence").
+    sb = await startSandbox({
+      environment: 'production',
+      targets: [{ kind: 'repo', repo: 'acme/site' }],
+      githubClock: clock
+    })
+  })
+
+  afterAll(async () => {
+    await sb.stop()
+  })
+
+  it('holds the credentials in both scopes, as the secrets API shows', async () => {
+    const octokit = octokitFor(sb)
+    const { owner, repo } = repoOf(sb)
+    const names = [sb.secretNames.accessKeyId, sb.secretNames.secretAccessKey]
+    for (const secret_name of names) {
+      const env = await octokit.rest.actions.getEnvironmentSecret({
+        owner,
+        repo,
+        environment_name: 'production',
+        secret_name
+      })
+      const repoSecret = await octokit.rest.actions.getRepoSecret({ owner, repo, secret_name })
+      expect(env.data.name).toBe(secret_name)
+      expect(repoSecret.data.name).toBe(secret_name)
+    }
+    const envScope = { kind: 'env', repo: sb.repository, environment: 'production' } as const
+    const repoScope = { kind: 'repo', repo: sb.repository } as const
+    expect(sb.github.getSecret(envScope, sb.secretNames.accessKeyId)).toBe(sb.current.id)
+    expect(sb.github.getSecret(repoScope, sb.secretNames.accessKeyId)).toBe(sb.current.id)
+  })
+
+  it('deploys the environment values: a repository-only update changes nothing', async () => {
+    const replacement = await mintReplacement(sb)
+    await publishSecrets(sb, replacement, 'repo')
+    const first = await dispatchOnClock(sb, clock)
+    expect(first.conclusion).toBe('success')
+    expect(sb.liveAccessKeyId()).toBe(sb.current.id)
+    expect(sb.log.events('app.deployed').at(-1)!.detail).toEqual({
+      run_id: first.id,
+      access_key_id: sb.current.id
+    })
+
+    await publishSecrets(sb, replacement)
+    const second = await dispatchOnClock(sb, clock)
+    expect(second.conclusion).toBe('success')
+    expect(sb.liveAccessKeyId()).toBe(replacement.id)
+    expect((await healthz(sb)).body).toBe(`ok run-${second.id} access-key-id=${replacement.id}`)
+    expect(sb.log.violations).toEqual([])
+  })
+})
+
+describe('startSandbox() with more options', () => {
+  let sb: Sandbox
+
+  afterEach(async () => {
+    await sb.stop()
+  })
+
+  it('sends the app address given', async () => {
+    sb = await startSandbox({ appAddress: '203.0.113.7' })
+    expect((await healthz(sb)).status).toBe(200)
+    const read = sb.log.requests({ service: 'r2', method: 'GET' }).at(-1)!
+    expect(read.headers['x-sandbox-client-address']).toBe('203.0.113.7')
+  })
+
+  it('acts as GitHub Enterprise Server, with an expiring GitHub token', async () => {
+    const expiresAt = Date.UTC(2099, 0, 2, 3, 4, 5)
+    sb = await startSandbox({
+      enterpriseServer: { version: '3.20' },
+      githubTokenExpiresAt: expiresAt
+    })
+    expect(sb.githubApiUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/api\/v3$/)
+    const { owner, repo } = repoOf(sb)
+    const { headers } = await octokitFor(sb).rest.repos.get({ owner, repo })
+    expect(headers['x-github-enterprise-version']).toBe('3.20.0')
+    expect(headers['github-authentication-token-expiration']).toBe('2099-01-02 03:04:05 UTC')
+    const run = await dispatchAndFollow(sb).catch((error: { status?: number }) => error)
+    // GHES 3.20 refuses return_run_details.
+    expect(run).toMatchObject({ status: 422 })
+    expect(headers['x-ratelimit-limit']).toBeUndefined()
     expect(sb.log.violations).toEqual([])
   })
 })
@@ -289,7 +560,7 @@ describe('startSandbox() with weaker credentials', () => {
     ).rejects.toMatchObject({
       status: 403
     })
-    expect(await healthz(sb)).toEqual({ status: 200, body: 'ok v1' })
+    expect((await healthz(sb)).body).toBe(`ok v1 access-key-id=${sb.current.id}`)
   })
 })
 

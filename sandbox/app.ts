@@ -3,6 +3,13 @@
  * proves they work on every `GET /healthz` by reading one object through the S3 API. Smoke checks
  * hit it; a watcher polling it during a rotation shows whether the app ever lost access (the
  * zero-downtime claim).
+ *
+ * `/healthz` answers `ok <version> access-key-id=<id>`: the app names the credential it runs on,
+ * so that a check can tell a deploy that rolled out the new token from one that did not.
+ *
+ * Instead of deployed credentials the app can take them from a source read at every health check
+ * (`readCredentials`): a consumer that reads the secrets when it starts, as a job started later
+ * does, rather than one that a deploy step hands them to.
  */
 import { AwsClient } from 'aws4fetch'
 import type { RequestLog } from './log.js'
@@ -13,16 +20,40 @@ export interface AppCredentials {
   secretAccessKey: string
 }
 
+export interface SampleAppOptions {
+  r2Url: string
+  bucket: string
+  key: string
+  /**
+   * The address the app's R2 requests come from, sent as `x-sandbox-client-address` (see
+   * `CLIENT_ADDRESS_HEADER`). Default: none (the header is not sent).
+   */
+  clientAddress?: string
+  /**
+   * When set, every health check takes its credentials from here (undefined: none to be had)
+   * instead of from the latest deploy.
+   */
+  readCredentials?: () => AppCredentials | undefined
+}
+
+/**
+ * SANDBOX ONLY, no such header exists on R2: every request reaches the simulators from 127.0.0.1,
+ * so the app states the address it would have on the internet, and the R2 simulator enforces a
+ * token's IP condition (`request.ip`) against it. A real app sends nothing of the kind; R2 sees
+ * its real address.
+ */
+export const CLIENT_ADDRESS_HEADER = 'x-sandbox-client-address'
+
 export class SampleApp {
   readonly service: Service
   readonly deployments: Array<{ version: string; accessKeyId?: string; at: number }> = []
   readonly healthChecks: Array<{ at: number; status: number }> = []
-  private client?: AwsClient
+  private deployed?: { credentials: AppCredentials; client: AwsClient }
   private version?: string
 
   constructor(
     log: RequestLog,
-    private readonly options: { r2Url: string; bucket: string; key: string }
+    private readonly options: SampleAppOptions
   ) {
     this.service = new Service('app', log, req => this.handle(req))
   }
@@ -41,18 +72,16 @@ export class SampleApp {
 
   /** Replaces the running release: the next health check uses these credentials. */
   deploy(credentials: AppCredentials | undefined, version: string): void {
-    this.client = credentials
-      ? new AwsClient({
-          accessKeyId: credentials.accessKeyId,
-          secretAccessKey: credentials.secretAccessKey,
-          region: 'auto',
-          service: 's3',
-          // aws4fetch retries 5xx and 429 ten times by default; a health check must answer at once.
-          retries: 0
-        })
-      : undefined
+    this.deployed = credentials ? { credentials, client: r2Client(credentials) } : undefined
     this.version = version
     this.deployments.push({ version, accessKeyId: credentials?.accessKeyId, at: Date.now() })
+  }
+
+  /** The credentials the next health check uses (deployed, or read from `readCredentials`). */
+  credentials(): AppCredentials | undefined {
+    return this.options.readCredentials
+      ? this.options.readCredentials()
+      : this.deployed?.credentials
   }
 
   private async handle(req: IncomingRequest): Promise<OutgoingResponse> {
@@ -70,23 +99,49 @@ export class SampleApp {
     return text(404, 'not found')
   }
 
+  private client(): { credentials: AppCredentials; client: AwsClient } | undefined {
+    if (!this.options.readCredentials) return this.deployed
+    const credentials = this.options.readCredentials()
+    return credentials ? { credentials, client: r2Client(credentials) } : undefined
+  }
+
   private async checkHealth(): Promise<OutgoingResponse> {
     if (this.version === undefined) return text(503, 'r2 error 0 NotDeployed')
-    if (!this.client) return text(503, 'r2 error 0 NoCredentials')
-    const { r2Url, bucket, key } = this.options
+    const current = this.client()
+    if (!current) return text(503, 'r2 error 0 NoCredentials')
+    const { r2Url, bucket, key, clientAddress } = this.options
     const objectUrl = `${r2Url}/${encodeURIComponent(bucket)}/${key.split('/').map(encodeURIComponent).join('/')}`
     let response: Response
     try {
-      response = await this.client.fetch(objectUrl, { method: 'GET' })
+      response = await current.client.fetch(objectUrl, {
+        method: 'GET',
+        headers: clientAddress === undefined ? {} : { [CLIENT_ADDRESS_HEADER]: clientAddress }
+      })
     } catch {
       return text(503, 'r2 error 0 NetworkError')
     }
     const body = await response.text()
-    if (response.ok) return text(200, `ok ${this.version}`)
+    if (response.ok) {
+      // The one line a real app adds: it names the credential it runs on. The Access Key ID is
+      // the Cloudflare token's id, an identifier and not a secret (the secret is its SHA-256
+      // partner), so it may be shown; it lets a smoke check see which token the app really uses.
+      return text(200, `ok ${this.version} access-key-id=${current.credentials.accessKeyId}`)
+    }
     // Only the S3 error code is echoed: never anything that could carry a credential.
     const code = /<Code>([A-Za-z0-9]+)<\/Code>/.exec(body)?.[1] ?? 'Unknown'
     return text(503, `r2 error ${response.status} ${code}`)
   }
+}
+
+function r2Client(credentials: AppCredentials): AwsClient {
+  return new AwsClient({
+    accessKeyId: credentials.accessKeyId,
+    secretAccessKey: credentials.secretAccessKey,
+    region: 'auto',
+    service: 's3',
+    // aws4fetch retries 5xx and 429 ten times by default; a health check must answer at once.
+    retries: 0
+  })
 }
 
 function text(status: number, body: string): OutgoingResponse {

@@ -2,9 +2,9 @@
  * A GitHub REST API simulator for the sandbox: repositories, environments, sealed-box secrets
  * (repository, environment, organization, Dependabot) with real libsodium key pairs, Actions
  * variables, workflows and their files, workflow dispatch and runs that move through their states
- * on timers, jobs, conditional requests (ETag), the primary rate limit, API
- * versions (`X-GitHub-Api-Version`), tokens that expire, and GitHub Enterprise Server's variant
- * of all this (`enterpriseServer`).
+ * on timers (telling a deploy hook what each completing run shipped), jobs, conditional
+ * requests (ETag), the primary rate limit, API versions (`X-GitHub-Api-Version`), tokens that
+ * expire, and GitHub Enterprise Server's variant of all this (`enterpriseServer`).
  *
  * Time comes from a clock: the real one, or a `ManualClock` that a test moves, so that a run of
  * simulated minutes is followed in a moment. A run's resource changes (and so its ETag) only
@@ -47,6 +47,34 @@ export interface RunBehavior {
    *  behaviour, after `rerunAfterMs` (default 0: at once, before anyone can read the conclusion). */
   rerun?: RunBehavior
   rerunAfterMs?: number
+  /**
+   * What the run's deploy ships (default `on-success`):
+   * - `on-success`: a run that concludes `success` rolls out the secrets it was dispatched with;
+   *   any other conclusion ships nothing (the deploy step failed, or never ran);
+   * - `stale`: the run concludes as `conclusion` says, but what it ships carries the credentials
+   *   the app already had (a deploy that restored a cached build, or read other secrets);
+   * - `always`: the run rolls out the secrets it was dispatched with and THEN concludes as
+   *   `conclusion` says, even `failure` (a post-deploy step failed after the rollout).
+   * A run that concludes without running a job (`startup_failure`, `action_required`, `stale`,
+   * `skipped`) ships nothing whatever this says. The simulator only tells `hooks.beforeComplete`
+   * (see `RunCompletion.deploy`); the sandbox's deploy wiring acts on it.
+   */
+  rollout?: Rollout
+}
+
+export type Rollout = 'on-success' | 'stale' | 'always'
+
+/** What a completing attempt's deploy step shipped, as `hooks.beforeComplete` is told. */
+export interface RunCompletion {
+  /** The conclusion the attempt reaches (unless the hook throws: then `success` becomes `failure`). */
+  conclusion: string
+  /** The attempt's `RunBehavior.rollout`, defaulted. */
+  rollout: Rollout
+  /**
+   * `fresh`: the deploy shipped the secrets the run was dispatched with; `stale`: it shipped, but
+   * with the credentials the app already had; `none`: nothing was shipped.
+   */
+  deploy: 'fresh' | 'stale' | 'none'
 }
 
 /** The simulator's time: run timers, timestamps, the rate-limit window and the `date` header. */
@@ -241,9 +269,13 @@ export interface SimRun {
 export interface GitHubSimHooks {
   /** Called synchronously when a run is created (also for a re-run's new attempt). */
   onDispatch?: (run: SimRun) => void
-  /** Awaited just before a run is marked completed with conclusion `success`;
-   *  a throw fails the run. */
-  beforeComplete?: (run: SimRun) => Promise<void> | void
+  /**
+   * Awaited just before an attempt is marked completed, whatever its conclusion (the deploy
+   * step's moment: `completion` says what it shipped). A throw fails a run that was about to
+   * succeed, and is kept as the attempt's `failure` in any case. Not called when the run is
+   * cancelled through the API.
+   */
+  beforeComplete?: (run: SimRun, completion: RunCompletion) => Promise<void> | void
 }
 
 type Permission = keyof TokenPermissions
@@ -473,6 +505,26 @@ function canonicalName(raw: string, what: 'Secret' | 'Variable'): string {
     )
   }
   return name
+}
+
+/**
+ * What an attempt's deploy step shipped when it concludes `conclusion` (see `RunBehavior.rollout`):
+ * nothing when no job ran; under `always`, the dispatched secrets whatever the conclusion;
+ * otherwise only a success ships, stale or fresh.
+ */
+function completionOf(attempt: RunAttempt, conclusion: string): RunCompletion {
+  const rollout = attempt.behavior.rollout ?? 'on-success'
+  const ran = attempt.startedAt !== null
+  const deploy = !ran
+    ? 'none'
+    : rollout === 'always'
+      ? 'fresh'
+      : conclusion !== 'success'
+        ? 'none'
+        : rollout === 'stale'
+          ? 'stale'
+          : 'fresh'
+  return { conclusion, rollout, deploy }
 }
 
 function errorReply(
@@ -1146,11 +1198,12 @@ export class GitHubSim {
 
   private async complete(run: SimRun, attempt: RunAttempt, conclusion: string): Promise<void> {
     let final = conclusion
-    if (conclusion === 'success' && this.hooks.beforeComplete) {
+    const completion = completionOf(attempt, conclusion)
+    if (this.hooks.beforeComplete) {
       try {
-        await this.hooks.beforeComplete(run)
+        await this.hooks.beforeComplete(run, completion)
       } catch (error) {
-        final = 'failure'
+        if (conclusion === 'success') final = 'failure'
         attempt.failure = error instanceof Error ? error.message : String(error)
       }
       // Cancelled while the deploy hook ran: the cancellation stands.
@@ -1161,6 +1214,7 @@ export class GitHubSim {
       run_id: run.id,
       attempt: attempt.attempt,
       conclusion: final,
+      ...(completion.deploy === 'stale' ? { stale: true } : {}),
       ...(attempt.failure !== undefined ? { failure: attempt.failure } : {})
     })
     const again = attempt.behavior.rerun

@@ -3,15 +3,24 @@
  * token in use), GitHub (the repository, its secrets holding the current credentials, a deploy
  * workflow), R2 (a bucket with the object the app reads) and the sample app, deployed with the
  * current credentials. A successful deploy run redeploys the app with the secrets it was
- * dispatched with, as a real workflow would; a failed run leaves the app as it was.
+ * dispatched with, as a real workflow would; a failed run leaves the app as it was. A run's
+ * `rollout` (see `RunBehavior`) makes a deploy stale, or roll out and then fail; the `consumer`
+ * option replaces the deploy by an app that reads the secrets at every health check.
  */
 import { randomBytes } from 'node:crypto'
 import YAML from 'yaml'
 import { RequestLog } from './log.js'
 import { CloudflareSim, PERMISSION_GROUPS, type CfOwner } from './cloudflare.js'
-import { GitHubSim, type RunBehavior, type SecretScope, type SimRun } from './github.js'
+import {
+  GitHubSim,
+  type EnterpriseServerOptions,
+  type RunBehavior,
+  type SecretScope,
+  type SimClock,
+  type SimRun
+} from './github.js'
 import { R2Sim, sha256Hex } from './r2.js'
-import { SampleApp } from './app.js'
+import { SampleApp, type AppCredentials } from './app.js'
 
 export interface SecretNames {
   token: string
@@ -54,11 +63,36 @@ export interface SandboxOptions {
   secretNames?: SecretNames
   /** Default: one allow policy, Bucket Item Write on the one bucket. */
   rotatedPolicies?: (ctx: { accountId: string; bucket: string }) => SandboxPolicy[]
-  /** Default { request_ip: { in: ['192.0.2.0/24'], not_in: [] } } (stored, not enforced). */
+  /** Default { request_ip: { in: ['192.0.2.0/24'], not_in: [] } }, which admits `appAddress`. */
   condition?: unknown
-  /** Default { queuedMs: 150, runningMs: 400, conclusion: 'success' }. */
+  /** Default { queuedMs: 150, runningMs: 400, conclusion: 'success' } (rollout 'on-success'). */
   run?: RunBehavior
   rejectReturnRunDetails?: boolean
+  /** GitHub acts as GitHub Enterprise Server (see `EnterpriseServerOptions`; default github.com). */
+  enterpriseServer?: EnterpriseServerOptions
+  /**
+   * GitHub's clock: runs move, and tokens expire, on it. Default the real clock; a `ManualClock`
+   * lets a test move runs by hand.
+   */
+  githubClock?: SimClock
+  /** When the GitHub token expires (default never; see `TokenOptions.expiresAt`). */
+  githubTokenExpiresAt?: Date | number
+  /**
+   * Who uses the R2 credentials (default 'deployed'):
+   * - 'deployed': the sample app holds the credentials its latest deploy gave it; a deploy run
+   *   replaces them when it rolls out (see `RunBehavior.rollout`);
+   * - 'reads-secrets': nothing is deployed; at every health check the app reads the deploy
+   *   scope's secrets as they are then (org < repository < `environment`), as a job started
+   *   later reads them. Deploy runs still run and conclude, but change nothing in the app and log
+   *   no `app.deployed`.
+   */
+  consumer?: 'deployed' | 'reads-secrets'
+  /**
+   * The internet address the sample app's R2 requests come from, sent as the sandbox-only header
+   * `x-sandbox-client-address` (see sandbox/app.ts). Default '192.0.2.10', inside the default
+   * `condition` (192.0.2.0/24), so that the app can read R2 when IP conditions are enforced.
+   */
+  appAddress?: string
   /** What the management token may do with API tokens (default 'write'). */
   managementPermissions?: 'write' | 'read' | 'none'
   githubPermissions?: {
@@ -99,7 +133,7 @@ export interface Sandbox {
   githubToken: string
   /** The token in use at start. */
   current: { id: string; value: string; secretAccessKey: string }
-  /** The app's deployed credentials' token id right now. */
+  /** The token id of the credentials the app uses right now (deployed, or read from the secrets). */
   liveAccessKeyId(): string | undefined
   /**
    * Every value that must never appear in output: all token values ever seen (management, rotated
@@ -115,6 +149,7 @@ export interface Sandbox {
 export const DEFAULT_ACCOUNT_ID = '0a1b2c3d4e5f60718293a4b5c6d7e8f9'
 export const HEALTH_OBJECT_KEY = 'healthz.txt'
 export const DEPLOY_WORKFLOW_PATH = '.github/workflows/deploy.yml'
+export const DEFAULT_APP_ADDRESS = '192.0.2.10'
 const DAY_MS = 24 * 60 * 60 * 1000
 
 /** A permission group id by its Cloudflare name (ids are data; the names are the contract). */
@@ -136,10 +171,15 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     secretAccessKey: 'R2_SECRET_ACCESS_KEY'
   }
   const ownerKind = options.owner ?? 'user'
+  const consumer = options.consumer ?? 'deployed'
 
   const log = new RequestLog()
   const cloudflare = new CloudflareSim(log)
-  const github = new GitHubSim(log, { rejectReturnRunDetails: options.rejectReturnRunDetails })
+  const github = new GitHubSim(log, {
+    rejectReturnRunDetails: options.rejectReturnRunDetails,
+    enterpriseServer: options.enterpriseServer,
+    clock: options.githubClock
+  })
   const r2 = new R2Sim(log, cloudflare, { accountId })
   const started: Array<{ stop(): Promise<void> }> = []
   let app: SampleApp
@@ -149,7 +189,16 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       started.push(service)
     }
     // The app is configured with the R2 endpoint, which exists once R2 listens.
-    app = new SampleApp(log, { r2Url: r2.url, bucket, key: HEALTH_OBJECT_KEY })
+    app = new SampleApp(log, {
+      r2Url: r2.url,
+      bucket,
+      key: HEALTH_OBJECT_KEY,
+      clientAddress: options.appAddress ?? DEFAULT_APP_ADDRESS,
+      readCredentials:
+        consumer === 'reads-secrets'
+          ? () => credentialsFrom(github.secretsForRun(repository, environment), secretNames)
+          : undefined
+    })
     await app.start()
     started.push(app)
   } catch (error) {
@@ -187,16 +236,16 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
 
   // GitHub: the repository, the secrets holding the current credentials, the deploy workflow.
   const githubToken = `github_pat_${randomBytes(30).toString('base64url')}`
-  github.addToken(
-    githubToken,
-    options.githubPermissions ?? {
+  github.addToken(githubToken, {
+    ...(options.githubPermissions ?? {
       secrets: true,
       environments: true,
       actions: true,
       variables: true,
       contents: true
-    }
-  )
+    }),
+    expiresAt: options.githubTokenExpiresAt
+  })
   const targets = options.targets ?? []
   const repositoryIds = createRepositories(github, {
     repository,
@@ -235,7 +284,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   r2.putObject(bucket, HEALTH_OBJECT_KEY, 'ok\n', 'text/plain')
   app.deploy({ accessKeyId: current.id, secretAccessKey: current.secretAccessKey }, 'v1')
 
-  wireDeploys({ log, github, app, repository, secretNames })
+  if (consumer === 'deployed') wireDeploys({ log, github, app, repository, secretNames })
 
   const watchers = new Set<{ stop(): Promise<Array<{ at: number; status: number }>> }>()
   const sandbox: Sandbox = {
@@ -257,7 +306,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     managementToken: management.value,
     githubToken,
     current,
-    liveAccessKeyId: () => app.deployments.at(-1)?.accessKeyId,
+    liveAccessKeyId: () => app.credentials()?.accessKeyId,
     secretValues: () => {
       const values = new Set<string>([githubToken])
       for (const token of [...cloudflare.tokens.values(), ...cloudflare.deletedTokens]) {
@@ -439,10 +488,27 @@ function deployWorkflow(names: SecretNames, environment: string | undefined): st
   })
 }
 
+/** The app's credentials among a run's secrets (undefined when either is missing). */
+function credentialsFrom(
+  secrets: Record<string, string>,
+  names: SecretNames
+): AppCredentials | undefined {
+  const accessKeyId = secrets[names.accessKeyId.toUpperCase()]
+  const secretAccessKey = secrets[names.secretAccessKey.toUpperCase()]
+  return accessKeyId !== undefined && secretAccessKey !== undefined
+    ? { accessKeyId, secretAccessKey }
+    : undefined
+}
+
 /**
- * A run reads the secrets as they are when it is dispatched (a re-run's attempt reads them again);
- * when it concludes `success` the app is redeployed with them. The GitHub simulator calls
- * `beforeComplete` only for a run about to conclude `success`, so a failed run deploys nothing.
+ * A run reads the secrets as they are when it is dispatched (a re-run's attempt reads them again).
+ * The GitHub simulator tells `beforeComplete` about every attempt that completes, with what its
+ * deploy shipped (`RunCompletion.deploy`, from the run's `rollout`):
+ * - `fresh`: the app is redeployed with the dispatched secrets; `app.deployed` then precedes
+ *   `run.completed`, whatever the conclusion (a run can fail after its rollout);
+ * - `stale`: a new release that carries the credentials the app already had; `app.deployed`
+ *   says `stale: true` and names the credential kept;
+ * - `none`: the app stays as it was and nothing is logged.
  */
 function wireDeploys(ctx: {
   log: RequestLog
@@ -459,21 +525,29 @@ function wireDeploys(ctx: {
     // The environment is the one the workflow's job names, as on GitHub.
     snapshots.set(attemptKey(run), github.secretsForRun(repository, run.environment))
   }
-  github.hooks.beforeComplete = run => {
+  github.hooks.beforeComplete = (run, completion) => {
     if (run.repo !== repository) return
     const secrets =
       snapshots.get(attemptKey(run)) ?? github.secretsForRun(repository, run.environment)
     snapshots.delete(attemptKey(run))
-    const accessKeyId = secrets[secretNames.accessKeyId.toUpperCase()]
-    const secretAccessKey = secrets[secretNames.secretAccessKey.toUpperCase()]
+    if (completion.deploy === 'none') return
+    if (completion.deploy === 'stale') {
+      const kept = app.credentials()
+      app.deploy(kept, `run-${run.id}`)
+      log.event('app', 'app.deployed', {
+        run_id: run.id,
+        access_key_id: kept?.accessKeyId,
+        stale: true
+      })
+      return
+    }
     // A deploy whose secrets are missing ships an app without credentials, as a real one would.
-    app.deploy(
-      accessKeyId !== undefined && secretAccessKey !== undefined
-        ? { accessKeyId, secretAccessKey }
-        : undefined,
-      `run-${run.id}`
-    )
-    log.event('app', 'app.deployed', { run_id: run.id, access_key_id: accessKeyId })
+    const credentials = credentialsFrom(secrets, secretNames)
+    app.deploy(credentials, `run-${run.id}`)
+    log.event('app', 'app.deployed', {
+      run_id: run.id,
+      access_key_id: secrets[secretNames.accessKeyId.toUpperCase()]
+    })
   }
 }
 
