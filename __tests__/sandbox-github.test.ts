@@ -1149,6 +1149,13 @@ jobs:
 
   it('tells the deploy hook what each completing run shipped, by its rollout', async () => {
     const { clock, sim: own, client } = await simulated()
+    const dispatchRelease = () =>
+      client.rest.actions.createWorkflowDispatch({
+        owner,
+        repo,
+        workflow_id: 'release.yml',
+        ref: 'main'
+      })
     const told: Array<[number, RunCompletion]> = []
     own.hooks.beforeComplete = (run, completion) => {
       told.push([run.id, completion])
@@ -1163,12 +1170,7 @@ jobs:
     ]
     for (const behavior of behaviors) {
       own.queueRun({ queuedMs: 1000, runningMs: 3000, ...behavior })
-      await client.rest.actions.createWorkflowDispatch({
-        owner,
-        repo,
-        workflow_id: 'release.yml',
-        ref: 'main'
-      })
+      await dispatchRelease()
     }
     clock.advance(4000)
     await waitFor(() => [...own.runs.values()].every(r => r.status === 'completed'))
@@ -1199,14 +1201,8 @@ jobs:
     }
     own.queueRun({ queuedMs: 1000, runningMs: 3000, rollout: 'always', conclusion: 'failure' })
     own.queueRun({ queuedMs: 1000, runningMs: 3000 })
-    for (let i = 0; i < 2; i++) {
-      await client.rest.actions.createWorkflowDispatch({
-        owner,
-        repo,
-        workflow_id: 'release.yml',
-        ref: 'main'
-      })
-    }
+    await dispatchRelease()
+    await dispatchRelease()
     clock.advance(4000)
     const thrown = [...own.runs.values()].slice(-2)
     await waitFor(() => thrown.every(r => r.status === 'completed'))
@@ -1220,16 +1216,11 @@ jobs:
 
 describe('API versions', () => {
   const route = 'POST /repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches' as const
+  const deploy = { owner, repo, workflow_id: 'deploy.yml', ref: 'main' }
   const v2026 = { 'x-github-api-version': '2026-03-10' }
 
   it('answers a dispatch under 2026-03-10 with the run details, and refuses the removed flag', async () => {
-    const plain = await octokit.request(route, {
-      owner,
-      repo,
-      workflow_id: 'deploy.yml',
-      ref: 'main',
-      headers: v2026
-    })
+    const plain = await octokit.request(route, { ...deploy, headers: v2026 })
     expect(plain.status).toBe(200)
     expect(plain.headers['x-github-api-version-selected']).toBe('2026-03-10')
     const details = plain.data as unknown as { workflow_run_id: number; run_url: string }
@@ -1238,14 +1229,7 @@ describe('API versions', () => {
 
     for (const flag of [true, false]) {
       const err = await failure(
-        octokit.request(route, {
-          owner,
-          repo,
-          workflow_id: 'deploy.yml',
-          ref: 'main',
-          return_run_details: flag,
-          headers: v2026
-        })
+        octokit.request(route, { ...deploy, return_run_details: flag, headers: v2026 })
       )
       expect(err.status).toBe(422)
       expect(err.message).toContain('"return_run_details" is not a permitted key.')
@@ -1253,22 +1237,10 @@ describe('API versions', () => {
     expect(sim.runs.size).toBe(1)
 
     // Without the header: 2022-11-28, where the flag chooses between 200 and 204.
-    const flagged = await octokit.request(route, {
-      owner,
-      repo,
-      workflow_id: 'deploy.yml',
-      ref: 'main',
-      return_run_details: true
-    })
+    const flagged = await octokit.request(route, { ...deploy, return_run_details: true })
     expect(flagged.status).toBe(200)
     expect(flagged.headers['x-github-api-version-selected']).toBe('2022-11-28')
-    const none = await octokit.request(route, {
-      owner,
-      repo,
-      workflow_id: 'deploy.yml',
-      ref: 'main'
-    })
-    expect(none.status).toBe(204)
+    expect((await octokit.request(route, deploy)).status).toBe(204)
     expect(log.violations).toEqual([])
   })
 
@@ -1281,13 +1253,7 @@ describe('API versions', () => {
     expect(err.message).toContain('"2026-03-10" (most recent), "2022-11-28"')
     expect(err.response?.headers['x-github-api-version-selected']).toBeUndefined()
     const dispatch = await failure(
-      octokit.rest.actions.createWorkflowDispatch({
-        owner,
-        repo,
-        workflow_id: 'deploy.yml',
-        ref: 'main',
-        headers: { 'x-github-api-version': 'v3' }
-      })
+      octokit.request(route, { ...deploy, headers: { 'x-github-api-version': 'v3' } })
     )
     expect(dispatch.status).toBe(400)
     expect(sim.runs.size).toBe(0)
