@@ -37,6 +37,25 @@ export default tseslint.config(
     }
   },
   {
+    // One scrubber for everything the action prints: only log.ts (and main.ts, which reads the
+    // inputs) may use @actions/core.
+    files: ['src/**'],
+    ignores: ['src/log.ts', 'src/main.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: [
+            {
+              name: '@actions/core',
+              message: 'Print through src/log.ts, which scrubs every value.'
+            }
+          ]
+        }
+      ]
+    }
+  },
+  {
     // The sandbox, the tests and the scripts are developer tools: they may print.
     files: ['sandbox/**', '__tests__/**', 'scripts/**'],
     rules: { 'no-console': 'off' }

@@ -9,6 +9,7 @@ import { RequestLog } from '../sandbox/log.js'
 import { GitHubSim, ManualClock, type RunBehavior, type SimRun } from '../sandbox/github.js'
 import { Service, type Handler } from '../sandbox/service.js'
 import { createGitHubClient, type GitHubClient } from '../src/github/client.js'
+import { type Clock, virtualClock } from '../src/backoff.js'
 import {
   type RunOutcome,
   type WorkflowInfo,
@@ -20,7 +21,6 @@ import {
 const TOKEN = 'github_pat_deploy_test'
 const quiet = { info: () => {}, warning: () => {}, debug: () => {} }
 const site = { owner: 'acme', repo: 'site' }
-const noSleep = async (): Promise<void> => {}
 
 const DEPLOY_YAML = `name: Deploy
 on:
@@ -109,12 +109,45 @@ describe('with the GitHub simulator', () => {
         htmlUrl: expect.any(String),
         defaultBranch: 'trunk',
         declaredInputs: ['reason', 'target', 'dry'],
-        runNameUsesRotationId: false
+        runNameUsesRotationId: false,
+        environments: []
       })
       // Read-only, and the file read at the default branch.
       expect(log.mutations()).toEqual([])
       expect(log.requests().some(r => /contents\/.*\?ref=trunk$/.test(r.path))).toBe(true)
       expect(requestViolations(log)).toEqual([])
+    })
+
+    it("lists each job's environment: a name, a {name, url} map, or an expression", async () => {
+      sim.addWorkflow('acme/site', {
+        path: '.github/workflows/envs.yml',
+        name: 'Envs',
+        content: [
+          'on: workflow_dispatch',
+          'jobs:',
+          '  build:',
+          '    runs-on: ubuntu-latest',
+          '    steps: [{ run: make }]',
+          '  deploy:',
+          '    runs-on: ubuntu-latest',
+          '    environment: production',
+          '    steps: [{ run: ./deploy.sh }]',
+          '  verify:',
+          '    runs-on: ubuntu-latest',
+          '    environment: { name: staging, url: "https://staging.example.com" }',
+          '    steps: [{ run: ./verify.sh }]',
+          '  preview:',
+          '    runs-on: ubuntu-latest',
+          '    environment: ${{ inputs.target }}',
+          '    steps: [{ run: ./preview.sh }]'
+        ].join('\n')
+      })
+      const info = await inspectWorkflow(github, site, 'envs.yml', {})
+      expect(info.environments).toEqual([
+        { job: 'deploy', name: 'production' },
+        { job: 'verify', name: 'staging' },
+        { job: 'preview', expression: '${{ inputs.target }}' }
+      ])
     })
 
     it('accepts a numeric workflow id', async () => {
@@ -298,9 +331,7 @@ describe('with the GitHub simulator', () => {
       const outcome = await followRun(github, site, run.runId, {
         timeoutMs: 60_000,
         log: quiet,
-        sleep: async ms => {
-          slept.push(ms)
-        }
+        clock: virtualClock(undefined, ms => slept.push(ms))
       })
       expect(outcome).toMatchObject({ ok: false, reason: 'timeout', status: 'queued' })
       expect(slept.reduce((a, b) => a + b, 0)).toBe(60_000)
@@ -321,7 +352,7 @@ describe('with the GitHub simulator', () => {
         workflow,
         'trunk',
         { target: 'production' },
-        { sleep: noSleep, log: { ...quiet, warning: m => warnings.push(m) } }
+        { clock: virtualClock(), log: { ...quiet, warning: m => warnings.push(m) } }
       )
       expect(log.requests({ method: 'POST' }).map(r => r.status)).toEqual([500, 200])
       expect(sim.runs.size).toBe(1)
@@ -346,7 +377,7 @@ describe('with the GitHub simulator', () => {
         workflow,
         'trunk',
         { target: 'production' },
-        { sleep: noSleep, log: quiet }
+        { clock: virtualClock(), log: quiet }
       )
       expect(log.requests({ method: 'POST' })).toHaveLength(1)
       expect([...sim.runs.keys()]).toEqual([run.runId])
@@ -362,7 +393,7 @@ describe('with the GitHub simulator', () => {
         workflow,
         'trunk',
         { target: 'production' },
-        { sleep: async ms => void slept.push(ms), log: quiet }
+        { clock: virtualClock(undefined, ms => slept.push(ms)), log: quiet }
       )
       expect(slept).toEqual([2000])
       expect(sim.runs.size).toBe(1)
@@ -378,7 +409,7 @@ describe('with the GitHub simulator', () => {
           workflow,
           'trunk',
           { target: 'production' },
-          { sleep: noSleep, log: quiet }
+          { clock: virtualClock(), log: quiet }
         )
       ).rejects.toThrow(
         /GitHub answered 503.*Gave up after 3 dispatches, each followed by a look for its run/s
@@ -418,7 +449,7 @@ describe('with the GitHub simulator', () => {
         'trunk',
         { target: 'production' },
         {
-          sleep: noSleep
+          clock: virtualClock()
         }
       )
       expect(run.runId).not.toBe(earlier)
@@ -482,6 +513,8 @@ jobs:
     workflow: WorkflowInfo
     sleep: (ms: number) => Promise<void>
     now: () => number
+    /** The simulator's clock as the action's: each sleep moves it. */
+    time: Clock
     warnings: string[]
     infos: string[]
   }
@@ -532,6 +565,7 @@ jobs:
       workflow,
       sleep: async ms => clock.advance(ms),
       now: () => clock.now(),
+      time: { now: () => clock.now(), sleep: async ms => clock.advance(ms), scale: 1 },
       warnings,
       infos
     }
@@ -562,15 +596,14 @@ jobs:
       ? { target: 'production' }
       : {}
     const run = await dispatchWorkflow(w.github, site, w.workflow, 'main', inputs, {
-      sleep: w.sleep,
+      clock: w.time,
       log: quietLog(w)
     })
     let noticed = NaN
     const statuses: string[] = []
     const outcome = await followRun(w.github, site, run.runId, {
       timeoutMs,
-      sleep: w.sleep,
-      now: w.now,
+      clock: w.time,
       log: quietLog(w),
       onStatus: status => {
         statuses.push(status)
@@ -672,8 +705,7 @@ jobs:
     const run = await dispatchWorkflow(w.github, site, w.workflow, 'main', {}, { log: quietLog(w) })
     const outcome = await followRun(w.github, site, run.runId, {
       timeoutMs: 5 * 60_000,
-      sleep: w.sleep,
-      now: w.now,
+      clock: w.time,
       log: quietLog(w),
       onStatus: (status, r) => seen.push({ status, htmlUrl: r.htmlUrl })
     })
@@ -702,11 +734,13 @@ jobs:
     const sleeps: number[] = []
     const outcome = await followRun(w.github, site, run.runId, {
       timeoutMs: 2 * 3600_000,
-      sleep: async ms => {
-        sleeps.push(ms)
-        await w.sleep(ms)
+      clock: {
+        ...w.time,
+        sleep: async ms => {
+          sleeps.push(ms)
+          await w.sleep(ms)
+        }
       },
-      now: w.now,
       log: quietLog(w)
     })
     expect(outcome.ok).toBe(true)
@@ -738,8 +772,7 @@ jobs:
     })
     const outcome = await followRun(w.github, site, run.runId, {
       timeoutMs: 60_000,
-      sleep: w.sleep,
-      now: w.now,
+      clock: w.time,
       log: quietLog(w)
     })
     expect(outcome.ok).toBe(true)
@@ -755,8 +788,7 @@ jobs:
     w.sim.setRateLimitRemaining(TOKEN, 25)
     const outcome = await followRun(w.github, site, run.runId, {
       timeoutMs: 10 * 60_000,
-      sleep: w.sleep,
-      now: w.now,
+      clock: w.time,
       log: quietLog(w)
     })
     expect(outcome.ok).toBe(true)
@@ -794,7 +826,7 @@ jobs:
         w.workflow,
         'main',
         { reason: 'rotation' },
-        { sleep: w.sleep, log: quietLog(w), rotationId: 'r-42' }
+        { clock: w.time, log: quietLog(w), rotationId: 'r-42' }
       )
       const ours = w.sim.runs.get(run.runId)!
       expect(ours.displayTitle).toBe('Deploy r-42')
@@ -829,7 +861,7 @@ jobs:
         w.workflow,
         'main',
         { target: 'production' },
-        { sleep: w.sleep, log: quietLog(w) }
+        { clock: w.time, log: quietLog(w) }
       )
       expect(w.sim.runs.size).toBe(2)
       expect(w.sim.runs.get(run.runId)!.inputs.target).toBe('production')
@@ -852,7 +884,7 @@ jobs:
           w.workflow,
           'main',
           { target: 'production' },
-          { sleep: w.sleep, log: quietLog(w) }
+          { clock: w.time, log: quietLog(w) }
         )
       ).rejects.toThrow(
         /but 2 new workflow_dispatch runs match it \(same workflow, branch and time\): https:\/\/github\.com\/acme\/site\/actions\/runs\/\d+ .*, https:\/\/github\.com\/acme\/site\/actions\/runs\/\d+ .*Refusing to guess/
@@ -882,7 +914,7 @@ jobs:
           w.workflow,
           'main',
           { target: 'production' },
-          { sleep, log: quietLog(w) }
+          { clock: { ...w.time, sleep }, log: quietLog(w) }
         )
       ).rejects.toThrow(/but 2 new workflow_dispatch runs match it/)
     })
@@ -914,7 +946,8 @@ describe('with a local server of its own', () => {
     path: '.github/workflows/deploy.yml',
     defaultBranch: 'main',
     declaredInputs: [],
-    runNameUsesRotationId: false
+    runNameUsesRotationId: false,
+    environments: []
   }
 
   function runJson(id: number, createdAt = new Date().toISOString()) {
@@ -959,7 +992,7 @@ describe('with a local server of its own', () => {
       workflow,
       'refs/heads/main',
       {},
-      { sleep: noSleep }
+      { clock: virtualClock() }
     )
     expect(run.runId).toBe(100)
     expect(log.requests({ method: 'POST' })).toHaveLength(2)
@@ -968,7 +1001,7 @@ describe('with a local server of its own', () => {
   it('refuses to guess between two runs that appeared at once', async () => {
     const { github, log } = await serve(oldServer(2))
     await expect(
-      dispatchWorkflow(github, site, workflow, 'main', {}, { sleep: noSleep })
+      dispatchWorkflow(github, site, workflow, 'main', {}, { clock: virtualClock() })
     ).rejects.toThrow(
       /2 new workflow_dispatch runs match it \(same workflow, branch and time\): https:\/\/github.com\/acme\/site\/actions\/runs\/101 \("Deploy", created .*\), https:\/\/github.com\/acme\/site\/actions\/runs\/100 .*Refusing to guess which one deploys the new secrets\. Declare a 'rotation_id' input/
     )
@@ -984,7 +1017,14 @@ describe('with a local server of its own', () => {
       return { status: 200, body: { total_count: runs.length, workflow_runs: runs } }
     })
     // A 204 to the flag: the server ignored it; the run exists, without details.
-    const found = await dispatchWorkflow(github, site, workflow, 'main', {}, { sleep: noSleep })
+    const found = await dispatchWorkflow(
+      github,
+      site,
+      workflow,
+      'main',
+      {},
+      { clock: virtualClock() }
+    )
     expect(found.runId).toBe(55)
     // Listed from the third look on, then watched for 5 s in case a second one shows up.
     expect(lists).toBe(8)
@@ -995,7 +1035,14 @@ describe('with a local server of its own', () => {
         : { status: 200, body: { total_count: 0, workflow_runs: [] } }
     )
     await expect(
-      dispatchWorkflow(empty, site, workflow, 'main', {}, { sleep: noSleep, findTimeoutMs: 5000 })
+      dispatchWorkflow(
+        empty,
+        site,
+        workflow,
+        'main',
+        {},
+        { clock: virtualClock(), findTimeoutMs: 5000 }
+      )
     ).rejects.toThrow(/no new workflow_dispatch run appeared within 5 s/)
   })
 
@@ -1022,9 +1069,7 @@ describe('with a local server of its own', () => {
     const outcome = await followRun(github, site, 9, {
       timeoutMs: 60_000,
       log: quiet,
-      sleep: async ms => {
-        slept.push(ms)
-      }
+      clock: virtualClock(undefined, ms => slept.push(ms))
     })
     expect(outcome).toMatchObject({ ok: false, reason: 'timeout' })
     // Half of the 980 requests above the reserve, over the hour: one poll about every 7.3 s.
@@ -1046,9 +1091,7 @@ describe('with a local server of its own', () => {
     await followRun(github, site, 9, {
       timeoutMs: 20_000,
       log: quiet,
-      sleep: async ms => {
-        slept.push(ms)
-      }
+      clock: virtualClock(undefined, ms => slept.push(ms))
     })
     expect(slept).toEqual([5000, 5000, 5000, 5000])
   })

@@ -9,16 +9,18 @@ import { jest } from '@jest/globals'
 import { RequestLog } from '../sandbox/log.js'
 import { GitHubSim } from '../sandbox/github.js'
 import { createGitHubClient, type GitHubClient } from '../src/github/client.js'
-import {
-  JOURNAL_PHASES,
-  Journal,
-  JournalError,
-  type JournalRecord,
-  decidePublishedRecovery,
-  isPublished,
-  isSettled
-} from '../src/journal.js'
-import type { SecretField } from '../src/settings.js'
+import { JOURNAL_PHASES, Journal, JournalError, type JournalRecord } from '../src/journal.js'
+import { type Recovery, decideRecovery, isPublished, isSettled } from '../src/decide.js'
+import type { Credentials, SecretField } from '../src/model.js'
+
+/** The recovery of a published rotation whose run has completed and whose tokens are all live. */
+function decidePublishedRecovery(
+  record: JournalRecord,
+  known: Credentials[],
+  fields: SecretField[]
+): Recovery {
+  return decideRecovery({ record, journalRun: 'completed', known, fields, ownerTokens: [] })
+}
 
 const TOKEN = 'github_pat_journal_test'
 const NO_VARIABLES = 'github_pat_no_variables'
@@ -62,7 +64,13 @@ function stored(): Record<string, unknown> {
 
 describe('Journal', () => {
   it('creates the variable with POST (201) when the read found none', async () => {
-    const journal = new Journal(github, repo, NAME, '1001', at('2026-03-01T10:00:00.000Z'))
+    const journal = new Journal(
+      github,
+      repo,
+      NAME,
+      { id: '1001', attempt: 1 },
+      at('2026-03-01T10:00:00.000Z')
+    )
     expect(await journal.read()).toBeUndefined()
     const record = await journal.write({
       phase: 'minting',
@@ -74,6 +82,7 @@ describe('Journal', () => {
       version: 1,
       phase: 'minting',
       run_id: '1001',
+      run_attempt: 1,
       previous_token_id: 'a'.repeat(32),
       pending_token_name: 'avatars (rotated 2026-03-01)',
       disabled_token_ids: [],
@@ -86,7 +95,7 @@ describe('Journal', () => {
 
   it('updates it with PATCH (204), keeping the fields not given', async () => {
     let now = '2026-03-01T10:00:00.000Z'
-    const journal = new Journal(github, repo, NAME, '1001', () => new Date(now))
+    const journal = new Journal(github, repo, NAME, { id: '1001', attempt: 1 }, () => new Date(now))
     await journal.read()
     await journal.write({ phase: 'minting', previous_token_id: 'a'.repeat(32) })
     now = '2026-03-01T10:00:05.000Z'
@@ -101,7 +110,7 @@ describe('Journal', () => {
       updated_at: '2026-03-01T10:00:05.000Z'
     })
     // A new run reads what the last one left, and signs its own writes.
-    const next = new Journal(github, repo, NAME, '2002')
+    const next = new Journal(github, repo, NAME, { id: '2002', attempt: 1 })
     expect(await next.read()).toMatchObject({ phase: 'deploying', run_id: '1001' })
     expect(await next.write({ phase: 'pending' })).toMatchObject({
       phase: 'pending',
@@ -112,7 +121,7 @@ describe('Journal', () => {
   })
 
   it('turns a 409 on create (created meanwhile) into an update', async () => {
-    const journal = new Journal(github, repo, NAME, '1001')
+    const journal = new Journal(github, repo, NAME, { id: '1001', attempt: 1 })
     await journal.read()
     sim.setVariable('acme/site', NAME, '{"version":1,"phase":"done","run_id":"999"}')
     await journal.write({ phase: 'minting' })
@@ -121,7 +130,7 @@ describe('Journal', () => {
   })
 
   it('updates a variable it did not read first; creates it when PATCH finds none (404)', async () => {
-    const journal = new Journal(github, repo, NAME, '1001')
+    const journal = new Journal(github, repo, NAME, { id: '1001', attempt: 1 })
     await journal.write({ phase: 'minting' })
     expect(variableRequests()).toEqual(['PATCH 404', 'POST 201'])
     expect(stored()).toMatchObject({ phase: 'minting' })
@@ -143,7 +152,7 @@ describe('Journal', () => {
     'settles a create that %s with PATCH, never failing the rotation',
     async (_what, fault, seen) => {
       sim.service.inject({ method: 'POST', path: /\/actions\/variables$/, ...fault })
-      const journal = new Journal(github, repo, NAME, '1001')
+      const journal = new Journal(github, repo, NAME, { id: '1001', attempt: 1 })
       await journal.read()
       await journal.write({ phase: 'minting' })
       expect(variableRequests()).toEqual(seen)
@@ -152,7 +161,7 @@ describe('Journal', () => {
   )
 
   it('retries an update answered 502', async () => {
-    const journal = new Journal(github, repo, NAME, '1001')
+    const journal = new Journal(github, repo, NAME, { id: '1001', attempt: 1 })
     await journal.read()
     await journal.write({ phase: 'minting' })
     sim.service.inject({
@@ -167,7 +176,7 @@ describe('Journal', () => {
 
   it('names the permission when the token may not read or write variables', async () => {
     const denied = createGitHubClient({ token: NO_VARIABLES, baseUrl: sim.url, log: quiet })
-    const journal = new Journal(denied, repo, NAME, '1001')
+    const journal = new Journal(denied, repo, NAME, { id: '1001', attempt: 1 })
     await expect(journal.read()).rejects.toThrow(JournalError)
     await expect(journal.read()).rejects.toThrow(
       /Cannot read the rotation journal \(variable R2_ROTATION_STATE\): GitHub answered 403.*"Variables: read and write" on acme\/site/
@@ -178,7 +187,7 @@ describe('Journal', () => {
   })
 
   it('is a no-op without a variable name (state-variable empty)', async () => {
-    const journal = new Journal(github, repo, undefined, '1001')
+    const journal = new Journal(github, repo, undefined, { id: '1001', attempt: 1 })
     expect(journal.enabled).toBe(false)
     expect(await journal.read()).toBeUndefined()
     const record = await journal.write({ phase: 'minting', previous_token_id: 'a'.repeat(32) })
@@ -198,7 +207,7 @@ describe('Journal', () => {
       ['a numeric run id', '{"version":1,"phase":"done","run_id":1}', /version-1/]
     ])('refuses %s, saying what to do', async (_what, value, message) => {
       sim.setVariable('acme/site', NAME, value)
-      const journal = new Journal(github, repo, NAME, '1001')
+      const journal = new Journal(github, repo, NAME, { id: '1001', attempt: 1 })
       const read = journal.read()
       await expect(read).rejects.toThrow(JournalError)
       await expect(journal.read()).rejects.toThrow(message)
@@ -211,7 +220,7 @@ describe('Journal', () => {
         NAME,
         '{"version":1,"phase":"pending","run_id":"7","deploy_run_ids":["12",13],"disabled_token_ids":"x"}'
       )
-      const record = await new Journal(github, repo, NAME, '1001').read()
+      const record = await new Journal(github, repo, NAME, { id: '1001', attempt: 1 }).read()
       expect(record).toEqual({
         version: 1,
         phase: 'pending',
@@ -257,7 +266,8 @@ describe('decidePublishedRecovery', () => {
       kind: 'forward',
       record,
       next,
-      previousId: previous
+      previousId: previous,
+      from: 'publish'
     })
   })
 

@@ -128,7 +128,7 @@ describe('verifyManagementToken', () => {
     })
     const error = await failure(result)
     expect(error.message).toBe(
-      `The management token (cloudflare-api-token) ${id} may not read API tokens: Cloudflare refused it (403) even its own details. It lacks both 'API Tokens Write' (for user-owned tokens) and 'Account API Tokens Write' on account ${ACCOUNT} (for account-owned tokens). Edit it in the Cloudflare dashboard (My Profile → API Tokens) and add the permission for the kind of token you rotate.`
+      `The management token (cloudflare-api-token) ${id} may not read API tokens: Cloudflare refused it (403) even its own details. It lacks both 'API Tokens Write' (for user-owned tokens) and 'Account API Tokens Write' on account ${ACCOUNT} (for account-owned tokens). To get a token that has it, create one in the Cloudflare dashboard under My Profile → API Tokens → Create Token from the 'Create additional tokens' template (the Custom Token builder does not offer this permission).`
     )
     expect(error.message).not.toContain(value)
   })
@@ -140,7 +140,8 @@ describe('verifyManagementToken', () => {
     )
     const error = await failure(result)
     expect(error.message).toMatch(/It lacks 'API Tokens Write'\./)
-    expect(error.message).toMatch(/set account-id if that token is account-owned/)
+    expect(error.message).toMatch(/'Create additional tokens' template/)
+    expect(error.message).toMatch(/set account-id if the rotated token is account-owned/)
   })
 
   it('names Account API Tokens Write for an account-owned token without token rights', async () => {
@@ -151,7 +152,7 @@ describe('verifyManagementToken', () => {
     const error = await failure(result)
     expect(error.message).toMatch(
       new RegExp(
-        `It lacks 'Account API Tokens Write' on account ${ACCOUNT}\\. Edit it in the Cloudflare dashboard \\(Manage Account → Account API Tokens\\)`
+        `It lacks 'Account API Tokens Write' on account ${ACCOUNT}\\. To get a token that has it, create one in the Cloudflare dashboard under Manage Account → Account API Tokens → Create Token with the permission Account › Account API Tokens › Edit\\.`
       )
     )
   })
@@ -192,7 +193,7 @@ describe('requireManagementPermission', () => {
   it('names API Tokens Write when the token may only read', () => {
     const m = management([grant(['API Tokens Read'], userResource())])
     expect(() => requireManagementPermission(m, USER, names())).toThrow(
-      "The management token (cloudflare-api-token) f00dfeedf00dfeedf00dfeedf00dfeed lacks the permission 'API Tokens Write', needed to create and delete user-owned tokens. Edit it in the Cloudflare dashboard (My Profile → API Tokens) and add 'API Tokens Write'."
+      "The management token (cloudflare-api-token) f00dfeedf00dfeedf00dfeedf00dfeed lacks the permission 'API Tokens Write', needed to create and delete user-owned tokens. To get a token that has it, create one in the Cloudflare dashboard under My Profile → API Tokens → Create Token from the 'Create additional tokens' template (the Custom Token builder does not offer this permission)."
     )
   })
 

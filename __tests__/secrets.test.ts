@@ -8,7 +8,7 @@ import { RequestLog } from '../sandbox/log.js'
 import { GitHubSim } from '../sandbox/github.js'
 import { createGitHubClient, type GitHubClient } from '../src/github/client.js'
 import { SecretWriter, describeTarget, sealSecret } from '../src/github/secrets.js'
-import type { SecretTarget } from '../src/settings.js'
+import type { SecretTarget } from '../src/model.js'
 
 const TOKEN = 'github_pat_secrets_test'
 const NO_SECRETS = 'github_pat_no_secrets'

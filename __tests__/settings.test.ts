@@ -1,13 +1,8 @@
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { parse } from 'yaml'
-import {
-  getSettings,
-  INPUT_DEFAULTS,
-  InputError,
-  parseDuration,
-  type Settings
-} from '../src/settings.js'
+import { getSettings, INPUT_DEFAULTS, InputError, parseDuration } from '../src/settings.js'
+import type { Settings } from '../src/model.js'
 
 const ENV = { GITHUB_REPOSITORY: 'octo/app', GITHUB_RUN_ID: '4242' }
 const TOKEN_ID = '023e105f4ecef8ad9ca31a8372d0c353'
@@ -19,7 +14,8 @@ const REQUIRED = {
   'cloudflare-api-token': MANAGEMENT_TOKEN,
   'github-token': GITHUB_TOKEN,
   secrets: 'R2_TOKEN=token',
-  'current-access-key-id': TOKEN_ID
+  'current-access-key-id': TOKEN_ID,
+  'deploy-workflow': 'none'
 }
 
 type Inputs = Record<string, string>
@@ -63,6 +59,7 @@ describe('getSettings: defaults', () => {
       githubServerUrl: 'https://github.com',
       repository: { owner: 'octo', repo: 'app' },
       runId: '4242',
+      runAttempt: 1,
       smoke: { checks: [], headers: {}, timeoutMs: 5 * 60_000 },
       r2: { probe: 'auto' },
       tokenName: '{name} (rotated {date})',
@@ -70,6 +67,7 @@ describe('getSettings: defaults', () => {
       force: false,
       leastPrivilege: 'warn',
       revoke: 'delete',
+      revokeWatchMs: 2 * 60_000,
       revokeGraceMs: 0,
       onFailure: 'rollback',
       dryRun: false
@@ -296,8 +294,8 @@ describe('getSettings: secret-targets', () => {
 })
 
 describe('getSettings: deploy', () => {
-  it('is undefined without deploy-workflow', () => {
-    expect(settings({ 'deploy-inputs': '{}' }).deploy).toBeUndefined()
+  it('is undefined for deploy-workflow: none, which must be said', () => {
+    expect(settings({ 'deploy-workflow': 'none', 'deploy-inputs': '{}' }).deploy).toBeUndefined()
   })
 
   it('parses a file name, repository, ref and inputs', () => {
@@ -435,9 +433,16 @@ const BAD: Bad[] = [
     "invalid repository 'infra'. Expected format {owner}/{repo}.",
     { 'deploy-workflow': 'd.yml' }
   ],
-  ['deploy-repository', 'octo/infra', 'is set but deploy-workflow is empty'],
-  ['deploy-ref', 'main', 'is set but deploy-workflow is empty'],
-  ['deploy-inputs', '{"a": "b"}', 'is set but deploy-workflow is empty'],
+  [
+    'deploy-workflow',
+    '',
+    "required: the file name of the workflow that deploys the app with the new secrets (deploy.yml) or its id, or 'none' when nothing is deployed"
+  ],
+  ['deploy-repository', 'octo/infra', "is set but deploy-workflow is 'none'"],
+  ['deploy-ref', 'main', "is set but deploy-workflow is 'none'"],
+  ['deploy-inputs', '{"a": "b"}', "is set but deploy-workflow is 'none'"],
+  ['revoke-watch', '2', "expected a duration such as 90s, 30m, 12h or 7d, got '2'."],
+  ['revoke-watch', '25d', 'must be at most 24d'],
   ...[
     'my branch',
     'a..b',

@@ -4,15 +4,30 @@
  */
 import { RequestLog } from '../sandbox/log.js'
 import { Service } from '../sandbox/service.js'
-import { runSmokeChecks } from '../src/smoke.js'
-import type { SmokeCheck } from '../src/settings.js'
+import {
+  resolvePlaceholders,
+  runSmokeChecks as run,
+  runSmokeRound,
+  type SmokeOptions
+} from '../src/smoke.js'
+import { virtualClock } from '../src/backoff.js'
+import type { SmokeCheck } from '../src/model.js'
 
 const HEADERS = {
   'CF-Access-Client-Id': 'client.access',
   'CF-Access-Client-Secret': 'hunter2-secret'
 }
 const ok2xx = { min: 200, max: 299 }
-const noSleep = async (): Promise<void> => {}
+
+/** The former positional form: checks, headers, timeout, and a clock whose sleeps return at once. */
+function runSmokeChecks(
+  checks: SmokeCheck[],
+  headers: Record<string, string>,
+  timeoutMs: number,
+  options: Partial<SmokeOptions> = {}
+) {
+  return run(checks, timeoutMs, { headers, clock: virtualClock(), ...options })
+}
 
 let log: RequestLog
 let app: Service
@@ -77,8 +92,7 @@ describe('runSmokeChecks', () => {
     const results = await runSmokeChecks(
       [check('/created', { min: 200, max: 200 }), check('/health', ok2xx, 'version 3')],
       {},
-      300,
-      { sleep: noSleep }
+      300
     )
     expect(results.map(r => [r.ok, r.status, r.reason])).toEqual([
       [false, 201, 'status 201, expected 200'],
@@ -94,33 +108,36 @@ describe('runSmokeChecks', () => {
       expect(request.headers['cf-access-client-id']).toBe('client.access')
       expect(request.headers['cf-access-client-secret']).toBe('hunter2-secret')
     }
-    const failed = await runSmokeChecks([check('/missing')], HEADERS, 100, { sleep: noSleep })
+    const failed = await runSmokeChecks([check('/missing')], HEADERS, 100)
     expect(JSON.stringify(failed)).not.toContain('hunter2-secret')
   })
 
   it('retries with backoff until the check passes', async () => {
-    const started = Date.now()
-    const [result] = await runSmokeChecks([check('/flaky', ok2xx, 'ready')], {}, 10_000)
+    const clock = virtualClock()
+    const [result] = await runSmokeChecks([check('/flaky', ok2xx, 'ready')], {}, 10_000, {
+      clock
+    })
     expect(result).toMatchObject({ ok: true, status: 200, attempts: 3 })
-    // Two pauses: about 250 ms and 500 ms (±20 % jitter).
-    expect(Date.now() - started).toBeGreaterThanOrEqual(550)
-    expect(result!.durationMs).toBeGreaterThanOrEqual(550)
+    // Two pauses: about 250 ms and 500 ms (±20 % jitter), on the action's clock.
+    expect(clock.slept).toHaveLength(2)
+    expect(clock.slept[0]).toBeGreaterThanOrEqual(200)
+    expect(clock.slept[1]).toBeGreaterThanOrEqual(400)
+    expect(result!.durationMs).toBeGreaterThanOrEqual(600)
   })
 
   it('fails with the last reason once the timeout has elapsed', async () => {
-    const started = Date.now()
-    const [result] = await runSmokeChecks([check('/down')], {}, 600)
+    const clock = virtualClock()
+    const [result] = await runSmokeChecks([check('/down')], {}, 600, { clock })
     expect(result).toMatchObject({ ok: false, status: 500, reason: 'status 500, expected 200-299' })
     expect(result!.attempts).toBeGreaterThanOrEqual(2)
-    expect(Date.now() - started).toBeLessThan(2000)
+    expect(clock.slept.reduce((a, b) => a + b, 0)).toBeCloseTo(600, 0)
   })
 
   it('does not follow a redirect (a login page must not pass for the app)', async () => {
     const [followed, expected] = await runSmokeChecks(
       [check('/login-wall'), check('/login-wall', { min: 302, max: 302 })],
       {},
-      100,
-      { sleep: noSleep }
+      100
     )
     expect(followed).toMatchObject({ ok: false, status: 302 })
     expect(followed!.reason).toBe(`status 302, expected 200-299 (redirect to ${app.url}/login)`)
@@ -131,9 +148,7 @@ describe('runSmokeChecks', () => {
   it('reports an unreachable app', async () => {
     const url = app.url
     await app.stop()
-    const [result] = await runSmokeChecks([{ url: `${url}/health`, expect: ok2xx }], {}, 100, {
-      sleep: noSleep
-    })
+    const [result] = await runSmokeChecks([{ url: `${url}/health`, expect: ok2xx }], {}, 100)
     expect(result!.ok).toBe(false)
     expect(result!.status).toBeUndefined()
     expect(result!.reason).toMatch(/ECONNREFUSED/)
@@ -141,12 +156,9 @@ describe('runSmokeChecks', () => {
   })
 
   it('reaches its deadline with an injected sleep that returns at once', async () => {
-    const slept: number[] = []
-    const [result] = await runSmokeChecks([check('/down')], {}, 60_000, {
-      sleep: async ms => {
-        slept.push(ms)
-      }
-    })
+    const clock = virtualClock()
+    const slept = clock.slept
+    const [result] = await runSmokeChecks([check('/down')], {}, 60_000, { clock })
     expect(result!.ok).toBe(false)
     expect(slept.reduce((a, b) => a + b, 0)).toBeCloseTo(60_000, 0)
     expect(Math.max(...slept)).toBeLessThanOrEqual(5000 * 1.2)
@@ -167,5 +179,68 @@ describe('runSmokeChecks', () => {
       .map(r => r.seq)
     // /health is asked while /flaky is still retrying.
     expect(log.requests()[health]!.seq).toBeLessThan(flaky.at(-1)!)
+  })
+
+  it('stops retrying once its signal aborts', async () => {
+    const stop = new AbortController()
+    const clock = virtualClock(undefined, () => stop.abort())
+    const [result] = await runSmokeChecks([check('/down')], {}, 60_000, {
+      clock,
+      signal: stop.signal
+    })
+    expect(result).toMatchObject({ ok: false, attempts: 1 })
+    expect(log.requests()).toHaveLength(1)
+  })
+})
+
+describe('the serving credential in contains=', () => {
+  it('stands for the id given now, and says so when the body names another', async () => {
+    const app2 = new Service('app', log, () => ({ status: 200, body: 'ok v2 access-key-id=aaa' }))
+    await app2.start()
+    try {
+      const probe = {
+        url: `${app2.url}/healthz`,
+        expect: ok2xx,
+        contains: 'access-key-id={access-key-id}'
+      }
+      const [pass] = await runSmokeChecks([probe], {}, 0, {
+        placeholders: { 'access-key-id': 'aaa' }
+      })
+      expect(pass!.ok).toBe(true)
+      const [stale] = await runSmokeChecks([probe], {}, 0, {
+        placeholders: { 'access-key-id': 'bbb' }
+      })
+      expect(stale).toMatchObject({ ok: false, status: 200 })
+      expect(stale!.reason).toBe(
+        'status 200, but the body does not name the credential that should be serving (access-key-id=bbb): the app runs on other credentials'
+      )
+      // Either of two tokens may serve while an earlier rotation is finished or undone.
+      const [either] = await runSmokeChecks([probe], {}, 0, {
+        placeholders: { 'access-key-id': ['bbb', 'aaa'] }
+      })
+      expect(either!.ok).toBe(true)
+      // One round: one attempt per check, however it ends.
+      const round = await runSmokeRound([probe, { ...probe, contains: 'nope' }], {
+        headers: {},
+        placeholders: { 'access-key-id': 'aaa' }
+      })
+      expect(round.map(r => [r.ok, r.attempts])).toEqual([
+        [true, 1],
+        [false, 1]
+      ])
+    } finally {
+      await app2.stop()
+    }
+  })
+
+  it('expands only known placeholders; other braces are text', () => {
+    expect(
+      resolvePlaceholders('{"status":"ok"} {access-key-id}', { 'access-key-id': 'x' })
+    ).toEqual(['{"status":"ok"} x'])
+    expect(resolvePlaceholders('{client-id}', {})).toEqual(['{client-id}'])
+    expect(resolvePlaceholders('a={access-key-id}', { 'access-key-id': ['1', '2'] })).toEqual([
+      'a=1',
+      'a=2'
+    ])
   })
 })

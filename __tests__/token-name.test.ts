@@ -109,3 +109,21 @@ describe('expandTokenName', () => {
     ).toThrow(/token-name '\{name\}\{run_id\}' expanded to nothing.*add text or \{date\}/)
   })
 })
+
+describe('the unique tag of a name that was taken', () => {
+  const now = new Date('2026-12-04T10:00:00Z')
+  const vars = (oldName: string) => ({ oldName, now, runId: '99', repository: 'acme/site' })
+
+  it('is stripped after an earlier expansion, so that suffixes do not pile up', () => {
+    expect(expandTokenName('{name} (rotated {date})', vars('app (rotated 2026-11-01) #123'))).toBe(
+      'app (rotated 2026-12-04)'
+    )
+    expect(expandTokenName('{name}-{date}', vars('app-2026-11-01 #123-2'))).toBe('app-2026-12-04')
+  })
+
+  it("is kept when it is the name's own", () => {
+    expect(expandTokenName('{name} (rotated {date})', vars('uploader #2'))).toBe(
+      'uploader #2 (rotated 2026-12-04)'
+    )
+  })
+})

@@ -15,7 +15,8 @@ async function main(): Promise<number> {
     console.error('dist/index.js is missing: run `npm run package` first.')
     return 1
   }
-  const sb = await startSandbox()
+  // Real time: the demo is watched by a person.
+  const sb = await startSandbox({ timeScale: 1 })
   try {
     console.log(rule('sandbox'))
     console.log(`Cloudflare API  ${sb.cloudflareApiUrl}`)

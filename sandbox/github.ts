@@ -96,6 +96,20 @@ const realClock: SimClock = {
 }
 
 /**
+ * A clock that runs `1 / scale` times as fast as real time: a run that stays queued for 150 ms of
+ * its time is queued for `150 * scale` real milliseconds. The sandbox's tests run the simulator
+ * and the action (its R2_ROTATION_TIME_SCALE) on the same scale.
+ */
+export function scaledClock(scale: number): SimClock {
+  const origin = Date.now()
+  return {
+    now: () => origin + (Date.now() - origin) / scale,
+    setTimeout: (callback, ms) => realClock.setTimeout(callback, ms * scale),
+    clearTimeout: handle => realClock.clearTimeout(handle)
+  }
+}
+
+/**
  * A clock that moves only when told to, so that a test can follow a run of simulated minutes in
  * a fraction of a second: `advance(ms)` fires every timer that falls due on the way, in order,
  * with the clock set to each timer's due time. HTTP requests take no simulated time.

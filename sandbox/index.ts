@@ -12,6 +12,7 @@ import YAML from 'yaml'
 import { RequestLog } from './log.js'
 import { CloudflareSim, PERMISSION_GROUPS, type CfOwner } from './cloudflare.js'
 import {
+  scaledClock,
   GitHubSim,
   type EnterpriseServerOptions,
   type RunBehavior,
@@ -75,6 +76,12 @@ export interface SandboxOptions {
    * lets a test move runs by hand.
    */
   githubClock?: SimClock
+  /**
+   * Real milliseconds per simulated millisecond for GitHub's clock (run timers, timestamps) and
+   * for the action run against the sandbox (`R2_ROTATION_TIME_SCALE`), so that simulated minutes
+   * pass in seconds. Default `SANDBOX_TIME_SCALE`; 1 is real time (the demo).
+   */
+  timeScale?: number
   /** When the GitHub token expires (default never; see `TokenOptions.expiresAt`). */
   githubTokenExpiresAt?: Date | number
   /**
@@ -111,7 +118,16 @@ export interface SandboxOptions {
   targets?: SandboxTarget[]
 }
 
+/**
+ * The sandbox's default time scale: GitHub's clock and the action run 50 times as fast as real
+ * time, so that a two-minute watch takes 2.4 s. Real work (HTTP, the other simulators) is not
+ * scaled.
+ */
+export const SANDBOX_TIME_SCALE = 0.02
+
 export interface Sandbox {
+  /** Real milliseconds per simulated millisecond (see `SandboxOptions.timeScale`). */
+  timeScale: number
   log: RequestLog
   cloudflare: CloudflareSim
   github: GitHubSim
@@ -172,13 +188,14 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   }
   const ownerKind = options.owner ?? 'user'
   const consumer = options.consumer ?? 'deployed'
+  const timeScale = options.timeScale ?? SANDBOX_TIME_SCALE
 
   const log = new RequestLog()
   const cloudflare = new CloudflareSim(log)
   const github = new GitHubSim(log, {
     rejectReturnRunDetails: options.rejectReturnRunDetails,
     enterpriseServer: options.enterpriseServer,
-    clock: options.githubClock
+    clock: options.githubClock ?? (timeScale === 1 ? undefined : scaledClock(timeScale))
   })
   const r2 = new R2Sim(log, cloudflare, { accountId })
   const started: Array<{ stop(): Promise<void> }> = []
@@ -288,6 +305,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
 
   const watchers = new Set<{ stop(): Promise<Array<{ at: number; status: number }>> }>()
   const sandbox: Sandbox = {
+    timeScale,
     log,
     cloudflare,
     github,

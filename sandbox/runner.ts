@@ -28,6 +28,8 @@ export interface ActionResult {
   durationMs: number
 }
 
+export { SANDBOX_TIME_SCALE } from './index.js'
+
 export interface RunOptions {
   /** Extra environment (e.g. GITHUB_RUN_ID). */
   env?: Record<string, string>
@@ -63,10 +65,12 @@ export function sandboxInputs(
     'github-token': sb.githubToken,
     'deploy-workflow': 'deploy.yml',
     'deploy-inputs': '{"reason":"scheduled token rotation"}',
-    'deploy-timeout': '2m',
+    'deploy-timeout': '10m',
     'smoke-urls': `${sb.appUrl}/healthz expect=200 contains=ok`,
     'smoke-headers': 'X-Smoke-Check: r2-token-rotation',
-    'smoke-timeout': '30s',
+    'smoke-timeout': '1m',
+    // Simulated seconds (see SANDBOX_TIME_SCALE): 0.6 s of real time by default.
+    'revoke-watch': '30s',
     'r2-endpoint': sb.r2Endpoint
   }
   for (const [name, value] of Object.entries(overrides)) {
@@ -135,6 +139,8 @@ export async function runAction(
     GITHUB_OUTPUT: outputFile,
     GITHUB_STEP_SUMMARY: summaryFile,
     RUNNER_TEMP: dir,
+    // The action's clock runs on the sandbox's scale (honoured on loopback only).
+    R2_ROTATION_TIME_SCALE: String(sb.timeScale),
     ...options.env
   }
   for (const [name, value] of Object.entries({ ...actionDefaults(), ...inputs })) {

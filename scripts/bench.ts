@@ -48,7 +48,9 @@ import { parseArgs } from 'node:util'
 import { randomBytes } from 'node:crypto'
 import type { Sandbox, SandboxOptions, SandboxTarget } from '../sandbox/index.js'
 import { ACTION_ENTRY, actionDefaults, runAction, sandboxInputs } from '../sandbox/runner.js'
-import { sleep } from '../src/backoff.js'
+import { systemClock } from '../src/backoff.js'
+
+const sleep = (ms: number): Promise<void> => systemClock.sleep(ms)
 import { parseDuration } from '../src/settings.js'
 import {
   type RequestCounts,

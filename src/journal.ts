@@ -1,29 +1,26 @@
 /**
- * The rotation journal: a repository Actions variable (input `state-variable`) holding where the
- * last rotation got to, so that a run killed midway can be finished or undone by the next one.
- * It holds ids, names, phases, run ids and timestamps — never a value.
+ * The rotation journal and its lock, both repository Actions variables. Storage only: what the
+ * records mean, and when a lock may be taken over, is decided in decide.ts.
  *
- * Variables: POST creates (201; 409 when the name exists), PATCH updates (204); values up to
- * 48 KB (docs.github.com/en/rest/actions/variables).
+ * - The journal (input `state-variable`) holds where the last rotation got to, so that a run
+ *   killed midway can be finished or undone by the next one: ids, names, phases, run ids and
+ *   timestamps, never a value.
+ * - The lock (`<state-variable>_LOCK`) is held while a run changes anything. It is claimed by
+ *   creating the variable: GitHub answers 201 to exactly one of two simultaneous creates and 409
+ *   to the other, so two runs started in the same second cannot both proceed. It names the run
+ *   (id and attempt) that holds it and is deleted when that run ends. A lock left by a run that no
+ *   longer runs (killed) is taken over by overwriting it and reading it back after a pause.
+ *
+ * Variables: POST creates (201; 409 when the name exists), PATCH updates (204), DELETE removes
+ * (204); values up to 48 KB (docs.github.com/en/rest/actions/variables).
  */
-import * as core from '@actions/core'
-import type { GitHubClient } from './github/client.js'
-import { describeGitHubError, httpStatus } from './github/client.js'
-import type { RepoRef, SecretField } from './settings.js'
-import { type Credentials, missingFields } from './credentials.js'
+import type { JournalPhase, JournalRecord, RepoRef } from './model.js'
+import { httpStatus } from './errors.js'
+import { log } from './log.js'
+import { scrub } from './redact.js'
+import { type GitHubClient, describeGitHubError } from './github/client.js'
 
-export type JournalPhase =
-  | 'minting'
-  | 'minted'
-  | 'publishing'
-  | 'published'
-  | 'deploying'
-  | 'smoke'
-  | 'revoking'
-  | 'rolling-back'
-  | 'pending'
-  | 'done'
-  | 'rolled-back'
+export type { JournalPhase, JournalRecord } from './model.js'
 
 export const JOURNAL_PHASES: readonly JournalPhase[] = [
   'minting',
@@ -39,40 +36,27 @@ export const JOURNAL_PHASES: readonly JournalPhase[] = [
   'rolled-back'
 ]
 
-export interface JournalRecord {
-  version: 1
-  phase: JournalPhase
-  /** GITHUB_RUN_ID of the run that wrote it. */
-  run_id: string
-  previous_token_id?: string
-  pending_token_id?: string
-  pending_token_name?: string
-  /** Who owns the two tokens: `user`, or the account id. */
-  token_owner?: 'user' | { account_id: string }
-  /** Tokens left disabled by `revoke: disable`, deleted at the next rotation. */
-  disabled_token_ids: string[]
-  deploy_run_ids: number[]
-  /** When the rotation began (ISO 8601). */
-  started_at?: string
-  updated_at: string
-}
-
-/** Phases after which nothing is left to finish. */
-export function isSettled(phase: JournalPhase): boolean {
-  return phase === 'done' || phase === 'rolled-back'
-}
-
-/** Phases in which the new token may be in the secrets (publish began). */
-export function isPublished(phase: JournalPhase): boolean {
-  return !['minting', 'minted', 'done', 'rolled-back'].includes(phase)
-}
-
 export class JournalError extends Error {
   constructor(message: string) {
     super(message)
     this.name = 'JournalError'
   }
 }
+
+/** Who holds the lock, as stored in the lock variable. */
+export interface LockHolder {
+  run_id: string
+  run_attempt: number
+  claimed_at: string
+}
+
+/** This run, as the journal and the lock name it. */
+export interface RunIdentity {
+  id: string
+  attempt: number
+}
+
+type VariableParams = { owner: string; repo: string; name: string; value: string }
 
 /** Reads and writes the journal; a no-op journal when `name` is undefined (`state-variable: ''`). */
 export class Journal {
@@ -83,7 +67,7 @@ export class Journal {
     private readonly github: GitHubClient,
     private readonly repo: RepoRef,
     readonly name: string | undefined,
-    private readonly runId: string,
+    private readonly run: RunIdentity,
     private readonly now: () => Date = () => new Date()
   ) {}
 
@@ -96,30 +80,21 @@ export class Journal {
     return this.current
   }
 
+  /** The lock variable's name. */
+  get lockName(): string | undefined {
+    return this.name === undefined ? undefined : `${this.name}_LOCK`
+  }
+
   async read(): Promise<JournalRecord | undefined> {
     if (!this.name) return undefined
-    let raw: string
-    try {
-      const { data } = await this.github.request(
-        'GET /repos/{owner}/{repo}/actions/variables/{name}',
-        { ...this.repo, name: this.name }
-      )
-      raw = data.value
-      this.exists = true
-    } catch (error) {
-      if (httpStatus(error) === 404) {
-        this.exists = false
-        return undefined
-      }
-      throw new JournalError(
-        `Cannot read the rotation journal (variable ${this.name}): ${describeGitHubError(error)}. The github-token needs "Variables: read and write" on ${this.repo.owner}/${this.repo.repo}.`
-      )
-    }
+    const raw = await this.readVariable(this.name, 'read the rotation journal')
+    this.exists = raw !== undefined
+    if (raw === undefined) return undefined
     this.current = parseRecord(raw, this.name)
     return this.current
   }
 
-  /** Writes the journal: the fields given replace the last record's; `updated_at` and `run_id` are set. */
+  /** Writes the journal: the fields given replace the last record's; `updated_at` and the run are set. */
   async write(update: Partial<JournalRecord> & { phase: JournalPhase }): Promise<JournalRecord> {
     const record: JournalRecord = {
       version: 1,
@@ -127,30 +102,127 @@ export class Journal {
       deploy_run_ids: [],
       ...this.current,
       ...update,
-      run_id: this.runId,
+      run_id: this.run.id,
+      run_attempt: this.run.attempt,
       updated_at: this.now().toISOString()
     }
     this.current = record
     if (!this.name) return record
-    const value = JSON.stringify(record)
-    const params = { ...this.repo, name: this.name, value }
+    // The record holds ids only; the scrub is a second line of defence.
+    const params = { ...this.repo, name: this.name, value: scrub(JSON.stringify(record)) }
     try {
-      if (this.exists !== false || !(await this.create(params))) {
-        try {
-          await this.github.request('PATCH /repos/{owner}/{repo}/actions/variables/{name}', params)
-        } catch (error) {
-          if (httpStatus(error) !== 404) throw error
-          await this.github.request('POST /repos/{owner}/{repo}/actions/variables', params)
-        }
-      }
+      if (this.exists !== false || !(await this.create(params))) await this.update(params)
       this.exists = true
     } catch (error) {
-      throw new JournalError(
-        `Cannot write the rotation journal (variable ${this.name}): ${describeGitHubError(error)}. The github-token needs "Variables: read and write" on ${this.repo.owner}/${this.repo.repo}.`
-      )
+      throw this.failure('write the rotation journal', this.name, error)
     }
-    core.debug(`journal: ${record.phase}`)
+    log.debug(`journal: ${record.phase}`)
     return record
+  }
+
+  // ------------------------------------------------------------------------------ the lock
+
+  /**
+   * Claims the lock by creating its variable. 'claimed' when this create made it; 'held' when it
+   * exists (409: another run holds it, or an earlier run left it); 'unclear' when the answer was
+   * lost (read it to see whose it is).
+   */
+  async createLock(): Promise<'claimed' | 'held' | 'unclear'> {
+    const name = this.lockName!
+    try {
+      await this.github.request('POST /repos/{owner}/{repo}/actions/variables', {
+        ...this.repo,
+        name,
+        value: this.lockValue()
+      })
+      return 'claimed'
+    } catch (error) {
+      const status = httpStatus(error)
+      if (status === 409) return 'held'
+      if (status === undefined || status === 429 || status >= 500) return 'unclear'
+      throw this.failure('claim the rotation lock', name, error)
+    }
+  }
+
+  /** The lock's holder, or undefined when there is no lock. */
+  async readLock(): Promise<LockHolder | undefined> {
+    const name = this.lockName!
+    const raw = await this.readVariable(name, 'read the rotation lock')
+    if (raw === undefined) return undefined
+    try {
+      const parsed = JSON.parse(raw) as Partial<LockHolder>
+      return {
+        run_id: typeof parsed.run_id === 'string' ? parsed.run_id : '',
+        run_attempt: typeof parsed.run_attempt === 'number' ? parsed.run_attempt : 1,
+        claimed_at: typeof parsed.claimed_at === 'string' ? parsed.claimed_at : ''
+      }
+    } catch {
+      // Not ours to read: treat it as held by an unknown run.
+      return { run_id: '', run_attempt: 1, claimed_at: '' }
+    }
+  }
+
+  /** Overwrites the lock with this run's claim (taking over a stale one). */
+  async overwriteLock(): Promise<void> {
+    const name = this.lockName!
+    try {
+      await this.update({ ...this.repo, name, value: this.lockValue() })
+    } catch (error) {
+      throw this.failure('take over the rotation lock', name, error)
+    }
+  }
+
+  /** Whether `holder` is this run. */
+  isMine(holder: LockHolder | undefined): boolean {
+    return holder?.run_id === this.run.id && holder.run_attempt === this.run.attempt
+  }
+
+  /** Deletes the lock; a lock already gone is fine. */
+  async releaseLock(): Promise<void> {
+    const name = this.lockName!
+    try {
+      await this.github.request('DELETE /repos/{owner}/{repo}/actions/variables/{name}', {
+        ...this.repo,
+        name
+      })
+    } catch (error) {
+      if (httpStatus(error) === 404) return
+      throw this.failure('release the rotation lock', name, error)
+    }
+  }
+
+  // ------------------------------------------------------------------------------ storage
+
+  private lockValue(): string {
+    const holder: LockHolder = {
+      run_id: this.run.id,
+      run_attempt: this.run.attempt,
+      claimed_at: this.now().toISOString()
+    }
+    return JSON.stringify(holder)
+  }
+
+  private async readVariable(name: string, doing: string): Promise<string | undefined> {
+    try {
+      const { data } = await this.github.request(
+        'GET /repos/{owner}/{repo}/actions/variables/{name}',
+        { ...this.repo, name }
+      )
+      return data.value
+    } catch (error) {
+      if (httpStatus(error) === 404) return undefined
+      throw this.failure(doing, name, error)
+    }
+  }
+
+  /** PATCH (which the client retries); a variable that PATCH does not find (404) is created. */
+  private async update(params: VariableParams): Promise<void> {
+    try {
+      await this.github.request('PATCH /repos/{owner}/{repo}/actions/variables/{name}', params)
+    } catch (error) {
+      if (httpStatus(error) !== 404) throw error
+      await this.github.request('POST /repos/{owner}/{repo}/actions/variables', params)
+    }
   }
 
   /**
@@ -159,12 +231,7 @@ export class Journal {
    * dropped connection); the caller then updates it with PATCH, which the client does retry, and
    * creates it once more only if PATCH finds nothing (404).
    */
-  private async create(params: {
-    owner: string
-    repo: string
-    name: string
-    value: string
-  }): Promise<boolean> {
+  private async create(params: VariableParams): Promise<boolean> {
     try {
       await this.github.request('POST /repos/{owner}/{repo}/actions/variables', params)
       return true
@@ -173,6 +240,12 @@ export class Journal {
       if (status === 409 || status === 429 || status === undefined || status >= 500) return false
       throw error
     }
+  }
+
+  private failure(doing: string, name: string, error: unknown): JournalError {
+    return new JournalError(
+      `Cannot ${doing} (variable ${name}): ${describeGitHubError(error)}. The github-token needs "Variables: read and write" on ${this.repo.owner}/${this.repo.repo}.`
+    )
   }
 }
 
@@ -197,73 +270,20 @@ function parseRecord(raw: string, name: string): JournalRecord {
       `The variable ${name} is not a version-1 rotation journal. Delete it or choose another state-variable.`
     )
   }
+  const { revoke: rawRevoke, ...rest } = r
+  const revoke: JournalRecord['revoke'] = {}
+  if (typeof rawRevoke === 'object' && rawRevoke !== null) {
+    if (typeof rawRevoke.disabled_at === 'string') revoke.disabled_at = rawRevoke.disabled_at
+    if (typeof rawRevoke.reenabled_at === 'string') revoke.reenabled_at = rawRevoke.reenabled_at
+  }
   return {
-    ...r,
+    ...rest,
     version: 1,
     phase: r.phase as JournalPhase,
-    run_id: r.run_id,
+    run_id: r.run_id as string,
     disabled_token_ids: Array.isArray(r.disabled_token_ids) ? r.disabled_token_ids.map(String) : [],
     deploy_run_ids: Array.isArray(r.deploy_run_ids) ? r.deploy_run_ids.map(Number) : [],
+    ...(Object.keys(revoke).length > 0 ? { revoke } : {}),
     updated_at: typeof r.updated_at === 'string' ? r.updated_at : new Date(0).toISOString()
   }
-}
-
-/** What a run does about an unfinished rotation it finds in the journal. */
-export type Recovery =
-  /** Minted but never published (`minting`, `minted`): delete the orphan(s), then rotate afresh. */
-  | { kind: 'delete-unpublished'; record: JournalRecord; tokenIds: string[] }
-  /** The inputs (the secrets as they are now) hold the pending token: publish it everywhere, deploy, smoke, revoke the previous one. */
-  | { kind: 'forward'; record: JournalRecord; next: Credentials; previousId: string }
-  /** The inputs hold the previous token: restore it everywhere, deploy, smoke, delete the pending one. */
-  | { kind: 'restore'; record: JournalRecord; previous: Credentials; pendingId: string }
-  /** Neither can be completed from the inputs: keep both tokens and say what to do. */
-  | { kind: 'stuck'; record: JournalRecord; reason: string }
-
-/**
- * For a rotation that got as far as publishing: which way can it be finished, given the values the
- * inputs hold (one `Credentials` per token they name) and the fields `secrets` needs?
- * Forward is preferred: the pending token is already in at least one secret.
- */
-export function decidePublishedRecovery(
-  record: JournalRecord,
-  known: Credentials[],
-  fields: SecretField[]
-): Recovery {
-  const pendingId = record.pending_token_id
-  const previousId = record.previous_token_id
-  if (!pendingId || !previousId) {
-    return {
-      kind: 'stuck',
-      record,
-      reason: `the journal (phase ${record.phase}) names no ${pendingId ? 'previous' : 'pending'} token id`
-    }
-  }
-  const of = (id: string): Credentials => merge(id, known)
-  const next = of(pendingId)
-  if (missingFields(next, fields).length === 0) {
-    return { kind: 'forward', record, next, previousId }
-  }
-  const previous = of(previousId)
-  if (missingFields(previous, fields).length === 0) {
-    return { kind: 'restore', record, previous, pendingId }
-  }
-  return {
-    kind: 'stuck',
-    record,
-    reason:
-      `the current-* inputs give neither every field of the pending token ${pendingId} ` +
-      `(missing: ${missingFields(next, fields).join(', ')}) nor of the previous token ${previousId} ` +
-      `(missing: ${missingFields(previous, fields).join(', ')})`
-  }
-}
-
-/** Everything the inputs tell about one token id. */
-function merge(id: string, known: Credentials[]): Credentials {
-  const merged: Credentials = { id }
-  for (const c of known) {
-    if (c.id !== id) continue
-    merged.value ??= c.value
-    merged.secretAccessKey ??= c.secretAccessKey
-  }
-  return merged
 }

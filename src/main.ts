@@ -1,16 +1,20 @@
 /**
- * run(): settings → rotation → outputs and summary. The one place that fails the step.
+ * run(): settings → clients → rotation → outputs and summary. The one place that fails the step.
  */
 import * as core from '@actions/core'
-import { getSettings, InputError, type Settings } from './settings.js'
+import type { Settings } from './model.js'
+import type { RotationContext } from './context.js'
+import { getSettings } from './settings.js'
+import { InputError, errorMessage } from './errors.js'
+import { type Clock, scaledClock, systemClock } from './backoff.js'
+import { fail, log, mask, maskToken, setOutput } from './log.js'
+import { isLoopbackUrl } from './net.js'
 import { TokenApi } from './cloudflare/tokens.js'
 import { createGitHubClient } from './github/client.js'
 import { SecretWriter } from './github/secrets.js'
-import { rotate } from './rotation.js'
 import { Journal } from './journal.js'
-import { writeOutputs, writeSummary } from './report.js'
-import { mask, maskToken } from './mask.js'
-import { errorMessage } from './errors.js'
+import { rotate } from './rotation.js'
+import { writeOutputs, writeReport } from './report.js'
 
 /** Registers every secret input before anything else can print it. */
 function maskInputs(settings: Settings): void {
@@ -19,6 +23,47 @@ function maskInputs(settings: Settings): void {
   maskToken(settings.currentToken)
   mask(settings.currentSecretAccessKey)
   for (const value of Object.values(settings.smoke.headers)) mask(value)
+}
+
+/**
+ * The sandbox's tests run the action on a faster clock (`R2_ROTATION_TIME_SCALE`, e.g. 0.01: a
+ * two-minute watch takes 1.2 s). It is honoured only when every API the action talks to is on
+ * loopback (the local simulators), so that no setting can shorten a real rotation's waits.
+ */
+export function clockFor(settings: Settings, env: NodeJS.ProcessEnv): Clock {
+  const text = env.R2_ROTATION_TIME_SCALE?.trim()
+  if (!text) return systemClock
+  const scale = Number(text)
+  const local = [settings.cloudflareApiUrl, settings.githubApiUrl].every(isLoopbackUrl)
+  if (!local || !(scale > 0 && scale <= 1)) {
+    log.warning('R2_ROTATION_TIME_SCALE is ignored: it applies to the local sandbox only.')
+    return systemClock
+  }
+  return scaledClock(scale)
+}
+
+export function createContext(settings: Settings, env: NodeJS.ProcessEnv): RotationContext {
+  const clock = clockFor(settings, env)
+  const github = createGitHubClient({
+    token: settings.githubToken,
+    baseUrl: settings.githubApiUrl,
+    timeScale: clock.scale
+  })
+  return {
+    settings,
+    tokens: new TokenApi({
+      apiToken: settings.cloudflareApiToken,
+      baseURL: settings.cloudflareApiUrl,
+      clock
+    }),
+    github,
+    secrets: new SecretWriter(github),
+    journal: new Journal(github, settings.repository, settings.stateVariable, {
+      id: settings.runId,
+      attempt: settings.runAttempt
+    }),
+    clock
+  }
 }
 
 export async function run(): Promise<void> {
@@ -32,35 +77,21 @@ export async function run(): Promise<void> {
   try {
     settings = getSettings(name => core.getInput(name), process.env)
   } catch (error) {
-    core.setOutput('result', 'failed')
-    core.setFailed(error instanceof InputError ? error.message : errorMessage(error))
+    setOutput('result', 'failed')
+    fail(error instanceof InputError ? error.message : errorMessage(error))
     return
   }
   maskInputs(settings)
 
   try {
-    const github = createGitHubClient({
-      token: settings.githubToken,
-      baseUrl: settings.githubApiUrl,
-      log: core
-    })
-    const report = await rotate({
-      settings,
-      tokens: new TokenApi({
-        apiToken: settings.cloudflareApiToken,
-        baseURL: settings.cloudflareApiUrl
-      }),
-      github,
-      secrets: new SecretWriter(github),
-      journal: new Journal(github, settings.repository, settings.stateVariable, settings.runId)
-    })
+    const report = await rotate(createContext(settings, process.env))
     writeOutputs(report)
-    await writeSummary(report)
+    await writeReport(report)
     if (report.result === 'failed' || report.result === 'rolled-back') {
-      core.setFailed(report.error ?? `Rotation ${report.result}`)
+      fail(report.error ?? `Rotation ${report.result}`)
     }
   } catch (error) {
-    core.setOutput('result', 'failed')
-    core.setFailed(errorMessage(error))
+    setOutput('result', 'failed')
+    fail(errorMessage(error))
   }
 }

@@ -2,11 +2,11 @@
  * Outputs and the job summary. Only ids, names, links, counts and durations reach them — never a
  * value (the report type carries none).
  */
-import * as core from '@actions/core'
-import type { RotationReport } from './rotation.js'
+import type { RotationReport } from './model.js'
+import { setOutput, summaryBuilder, writeSummary } from './log.js'
 
 export function writeOutputs(report: RotationReport): void {
-  core.setOutput('result', report.result)
+  setOutput('result', report.result)
   const optional: Record<string, string | number | undefined> = {
     'token-id': report.tokenId,
     'previous-token-id': report.previousTokenId,
@@ -17,7 +17,7 @@ export function writeOutputs(report: RotationReport): void {
     'token-scope': report.tokenScope
   }
   for (const [name, value] of Object.entries(optional)) {
-    if (value !== undefined && value !== '') core.setOutput(name, String(value))
+    if (value !== undefined && value !== '') setOutput(name, String(value))
   }
 }
 
@@ -48,7 +48,7 @@ function seconds(ms: number): string {
 
 /** Markdown of the job summary (exported for tests). */
 export function summaryMarkdown(report: RotationReport): string {
-  const s = core.summary.emptyBuffer()
+  const s = summaryBuilder()
   s.addHeading(`R2 token rotation: ${RESULT_HEADLINE[report.result]}`, 2)
   if (report.warnings.length > 0) {
     s.addRaw(`> [!WARNING]\n${report.warnings.map(w => `> ${w}`).join('\n')}\n\n`)
@@ -107,7 +107,22 @@ export function summaryMarkdown(report: RotationReport): string {
         .join('<br>')
     ])
   }
+  if (report.evidence.length > 0) {
+    rows.push([
+      'Evidence of use',
+      report.evidence.map(e => `${e.role} ${code(e.tokenId)}: ${escape(e.verdict)}`).join('<br>')
+    ])
+  }
   if (report.revoked) rows.push(['Revocation', report.revoked])
+  if (report.watch) {
+    const w = report.watch
+    rows.push([
+      'Watch',
+      w.outcome === 'passed'
+        ? `passed: ${w.rounds} round(s) of checks over ${seconds(w.durationMs)} with the previous token disabled`
+        : `failed after ${seconds(w.durationMs)}: ${escape(w.detail ?? '')}; the previous token was enabled again (app failing for at most ${seconds(w.failingWindowMs ?? w.durationMs)})`
+    ])
+  }
   if (report.recovery) rows.push(['Recovery', escape(report.recovery)])
   if (report.rollback) rows.push(['After the failure', report.rollback])
   if (report.journalPhase) rows.push(['Journal', report.journalPhase])
@@ -141,9 +156,6 @@ export function summaryMarkdown(report: RotationReport): string {
   return s.stringify()
 }
 
-export async function writeSummary(report: RotationReport): Promise<void> {
-  if (!process.env.GITHUB_STEP_SUMMARY) return
-  const markdown = summaryMarkdown(report)
-  core.summary.emptyBuffer()
-  await core.summary.addRaw(markdown).write()
+export async function writeReport(report: RotationReport): Promise<void> {
+  await writeSummary(summaryMarkdown(report))
 }

@@ -1,235 +1,165 @@
 /**
- * The rotation, phase by phase. This is the one module that knows the invariant:
+ * The executor. It runs the phases in order and asks decide.ts at every branch:
  *
- *   a token is revoked only after a deploy that uses its replacement concluded `success`
- *   and every smoke check passed.
+ *   preflight (read-only) → lock → [recover] → mint → verify → publish → deploy → smoke →
+ *   revoke (disable, watch, delete)
  *
- * The clients below it know HTTP; nothing below it decides whether a token may be revoked.
+ * A failure before publish deletes the new token; after publish began it rolls back (previous
+ * values restored everywhere, redeployed, smoke-checked, then the new token deleted) or keeps both
+ * tokens valid, as decide.afterFailure says. The journal is written before and after each
+ * mutating phase so that the next run can finish or undo a killed one.
  *
- * Phases: preflight (read-only) → [recover] → mint → verify → publish → deploy → smoke → revoke.
- * A failure before publish deletes the new token. A failure at or after publish either rolls back
- * (previous values restored everywhere, redeployed, smoke-checked, then the new token deleted) or
- * leaves both tokens valid and the journal `pending`. The journal (an Actions variable) is written
- * before and after each mutating phase so that the next run can finish or undo a killed one.
+ * This is the only module that deletes, disables or enables a token, and each delete is asked of
+ * decide.mayDelete first (`removeToken`).
  */
-import * as core from '@actions/core'
-import type { Settings } from './settings.js'
+import type {
+  ApiToken,
+  Credentials,
+  JournalRecord,
+  PhaseName,
+  RotationReport,
+  TokenOwner,
+  TokenScope
+} from './model.js'
+import type { RotationContext } from './context.js'
+import * as decide from './decide.js'
+import { RotationError, errorMessage, mayHaveTakenEffect } from './errors.js'
+import { log, mask, maskToken } from './log.js'
+import { sha256Hex } from './redact.js'
+import { clonePolicies, sameCondition, samePolicies, TOKEN_QUOTA } from './cloudflare/tokens.js'
+import { MANAGEMENT_PERMISSION, requireManagementPermission } from './cloudflare/management.js'
+import { accountIdFromPolicies, classifyScope, r2Endpoint } from './cloudflare/r2.js'
+import { describeTarget } from './github/secrets.js'
+import { getRun } from './github/deploy.js'
+import { expandTokenName, TOKEN_NAME_MAX_LENGTH } from './token-name.js'
+import { readBaseline, readCloudflare, readDeploy, readTargets, runState } from './preflight.js'
 import {
-  type ApiToken,
-  type TokenApi,
-  type TokenOwner,
-  CloudflareApiError,
-  clonePolicies,
-  resolveCurrentToken,
-  sameCondition,
-  samePolicies
-} from './cloudflare/tokens.js'
-import {
-  type Jurisdiction,
-  type TokenScope,
-  accountIdFromPolicies,
-  classifyScope,
-  r2Endpoint,
-  sha256Hex
-} from './cloudflare/r2.js'
-import { probeBucket } from './cloudflare/probe.js'
-import {
-  MANAGEMENT_PERMISSION,
-  requireManagementPermission,
-  verifyManagementToken
-} from './cloudflare/management.js'
-import type { GitHubClient } from './github/client.js'
-import { type SecretWriter, describeTarget } from './github/secrets.js'
-import { type WorkflowInfo, dispatchWorkflow, followRun, inspectWorkflow } from './github/deploy.js'
-import { type SmokeResult, runSmokeChecks } from './smoke.js'
-import { expandTokenName } from './token-name.js'
-import { retryUntil, sleep } from './backoff.js'
-import { mask, maskToken } from './mask.js'
-import { RotationError, errorMessage } from './errors.js'
-import { describeRecovery, knownCredentials, planRecovery } from './recovery.js'
-import { type Credentials, fieldValue, missingFields } from './credentials.js'
-import { type Journal, type JournalRecord, type Recovery, isSettled } from './journal.js'
+  type DeployTarget,
+  type ProbeTarget,
+  deployAndFollow,
+  probeR2,
+  publishSecrets,
+  smokeAndProbe,
+  verifyToken,
+  watchChecks
+} from './steps.js'
 
-export { RotationError }
-
-export type Result = 'rotated' | 'skipped' | 'rolled-back' | 'dry-run' | 'failed'
-export type PhaseName =
-  | 'preflight'
-  | 'recover'
-  | 'mint'
-  | 'verify'
-  | 'publish'
-  | 'deploy'
-  | 'smoke'
-  | 'revoke'
-  | 'rollback'
-  | 'cleanup'
-
-export interface PhaseRecord {
-  name: PhaseName
-  status: 'ok' | 'failed'
-  durationMs: number
-  detail?: string
-}
-
-/** What the run did; everything here may be printed (ids, names, links — never a value). */
-export interface RotationReport {
-  result: Result
-  phases: PhaseRecord[]
-  warnings: string[]
-  error?: string
-  previousTokenId?: string
-  previousTokenName?: string
-  tokenId?: string
-  tokenName?: string
-  accessKeyId?: string
-  expiresOn?: string
-  tokenScope?: string
-  scope?: TokenScope
-  owner?: TokenOwner['kind']
-  /** One line per secret written: `<target> <NAME>`. */
-  secretsWritten: string[]
-  targets: string[]
-  deployRunId?: number
-  deployRunUrl?: string
-  deployConclusion?: string
-  smoke: SmokeResult[]
-  probe?: { mode: 'read' | 'write'; bucket: string; ok: boolean }
-  revoked?: 'deleted' | 'disabled' | 'kept' | 'already-gone'
-  /** What an unfinished earlier rotation led this run to do. */
-  recovery?: string
-  /** How a failure after publish was handled. */
-  rollback?: 'rolled-back' | 'pending'
-  /** The journal's phase at the end of the run. */
-  journalPhase?: string
-  /** The plan, for dry-run and the summary. */
-  plan: string[]
-}
-
-export interface RotationContext {
-  settings: Settings
-  tokens: TokenApi
-  github: GitHubClient
-  secrets: SecretWriter
-  journal: Journal
-  now?: () => Date
-  sleep?: (ms: number) => Promise<void>
-}
-
-/** How long a new token may take to work everywhere (api-facts: "retry the probe with backoff for about two minutes"). */
-const PROPAGATION_DEADLINE_MS = 120_000
+export type { RotationReport } from './model.js'
 
 interface Plan {
   owner: TokenOwner
-  /** The token the deployments use now (after a restore: the previous token). */
+  /** The token in service now (after a restore: the previous token of the unfinished rotation). */
   current: ApiToken
   /** What the inputs tell of its values (a rollback needs them). */
   currentCredentials: Credentials
-  accountId?: string
   scope: TokenScope
-  probe?: { mode: 'read' | 'write'; bucket: string; endpoint: string }
-  workflow?: WorkflowInfo
-  deployRef?: string
+  probe?: ProbeTarget
+  deploy?: DeployTarget
   newName: string
   expiresOn?: string
-  due: boolean
-  dueAt?: Date
-  recovery?: Recovery
-  /** Tokens an earlier `revoke: disable` left behind, deleted once this rotation succeeds. */
+  due: decide.Due
+  recovery?: decide.Recovery
+  /** Tokens an earlier `revoke: disable` left behind. */
   disabledTokenIds: string[]
+  ownerTokens: ApiToken[]
 }
 
 /** What has been changed so far: decides the clean-up when a phase fails. */
-interface RunState {
-  /** The token being introduced and what is known of it. */
+interface Progress {
   next?: Credentials
-  /** Where `next` came from: minted by this run, or found in the secrets by a recovery. */
   nextOrigin?: 'minted' | 'recovered'
-  /** Set once the first secret write may have happened. */
+  mintedAt?: Date
+  /** Set before the first secret write: from then on `next` may be in a secret. */
   publishStarted: boolean
+  publishedEverywhere: boolean
+  /** Distinct secrets written with `next`. */
+  writtenWithNext: Set<string>
   /** Deploy runs dispatched by this run (all must have concluded before a rollback deletes `next`). */
   deployRunIds: number[]
+  deployConcludedAt?: Date
+  /** The previous token is disabled right now. */
+  previousDisabled: boolean
 }
 
 export async function rotate(ctx: RotationContext): Promise<RotationReport> {
   const { settings } = ctx
-  const now = ctx.now ?? (() => new Date())
-  const report: RotationReport = {
-    result: 'failed',
-    phases: [],
-    warnings: [],
-    secretsWritten: [],
-    targets: settings.secretTargets.map(describeTarget),
-    smoke: [],
-    plan: []
+  const report = newReport(ctx)
+  const progress: Progress = {
+    publishStarted: false,
+    publishedEverywhere: false,
+    writtenWithNext: new Set(),
+    deployRunIds: [],
+    previousDisabled: false
   }
-  const state: RunState = { publishStarted: false, deployRunIds: [] }
   let plan: Plan | undefined
-
+  let locked = false
   try {
-    plan = await phase(report, 'preflight', () => preflight(ctx, report, now()))
+    plan = await phase(report, 'preflight', () => preflight(ctx, report))
     const p = plan
-
     if (settings.dryRun) {
       report.result = 'dry-run'
-      for (const line of report.plan) core.info(`plan: ${line}`)
+      for (const line of report.plan) log.info(`plan: ${line}`)
       return report
     }
-
-    if (p.recovery) {
-      const finished = await phase(report, 'recover', () => recover(ctx, report, p, state))
-      if (finished) {
-        report.result = 'rotated'
-        return report
-      }
-    }
-
-    if (!p.due) {
-      report.result = 'skipped'
-      core.notice(
-        `Token ${p.current.id} is not due for rotation yet (rotate-after); it will be due on ${p.dueAt ? isoSeconds(p.dueAt) : 'its issue date plus rotate-after'}. Set force: true to rotate now.`
-      )
+    if (!p.recovery && !p.due.due) return skip(report, p)
+    locked = await claimLock(ctx)
+    if (p.recovery && (await recover(ctx, report, p, progress))) {
+      report.result = 'rotated'
       return report
     }
-
-    const startedAt = now()
-    await journalWrite(ctx, report, {
-      phase: 'minting',
-      previous_token_id: p.current.id,
-      pending_token_id: undefined,
-      pending_token_name: p.newName,
-      token_owner: p.owner.kind === 'user' ? 'user' : { account_id: p.owner.accountId },
-      deploy_run_ids: [],
-      started_at: startedAt.toISOString()
+    if (!p.due.due) return skip(report, p)
+    const next = await phase(report, 'mint', () => mint(ctx, report, p, progress))
+    await phase(report, 'verify', async () => {
+      await verifyToken(ctx, p.owner, next)
+      report.probe = await probeR2(ctx, p.probe, next, 'verify')
     })
-    const minted = await phase(report, 'mint', () => mint(ctx, report, p, state, startedAt))
-    await journalWrite(ctx, report, { phase: 'minted', pending_token_id: minted.id })
-    await phase(report, 'verify', () => verifyNewToken(ctx, report, p, minted))
-
-    await advance(ctx, report, p, state, minted, p.current.id)
+    await advance(ctx, report, p, progress, p.current.id, 'publish')
     report.result = 'rotated'
     return report
   } catch (error) {
     report.result = 'failed'
-    report.error = errorMessage(error)
-    if (plan && state.next && !state.publishStarted && state.nextOrigin === 'minted') {
-      // Nothing reads the new token yet: delete it so that a failed run leaves no orphan.
-      await cleanupUnpublished(ctx, report, plan.owner, state.next)
-    } else if (plan && state.next && state.publishStarted) {
-      await afterPublishFailure(ctx, report, plan, state, error)
-    }
+    // The one annotation of the failure (main fails the step with it) names the phase.
+    report.error =
+      error instanceof RotationError
+        ? `Phase ${error.phase} failed: ${error.message}`
+        : errorMessage(error)
+    if (plan) await handleFailure(ctx, report, plan, progress, error)
     return report
+  } finally {
+    if (locked) await releaseLock(ctx, report)
   }
 }
 
-/** Runs one phase in a log group and records its status and duration. */
+function newReport(ctx: RotationContext): RotationReport {
+  return {
+    result: 'failed',
+    phases: [],
+    warnings: [],
+    secretsWritten: [],
+    targets: ctx.settings.secretTargets.map(describeTarget),
+    smoke: [],
+    evidence: [],
+    plan: []
+  }
+}
+
+function skip(report: RotationReport, plan: Plan): RotationReport {
+  report.result = 'skipped'
+  const dueAt = plan.due.due ? undefined : decide.isoSeconds(plan.due.dueAt)
+  log.notice(
+    `Token ${plan.current.id} is not due for rotation yet (rotate-after); it will be due on ${dueAt}. Set force: true to rotate now.`
+  )
+  return report
+}
+
+/** Runs one phase in a log group and records its status and duration. The failure is reported once, by main. */
 async function phase<T>(
   report: RotationReport,
   name: PhaseName,
   body: () => Promise<T>
 ): Promise<T> {
   const started = Date.now()
-  core.startGroup(`Phase: ${name}`)
+  log.startGroup(`Phase: ${name}`)
   try {
     const value = await body()
     report.phases.push({ name, status: 'ok', durationMs: Date.now() - started })
@@ -243,277 +173,376 @@ async function phase<T>(
       durationMs: Date.now() - started,
       detail: wrapped.message
     })
-    core.error(`Phase ${name} failed: ${wrapped.message}`)
+    log.info(`Phase ${name} failed.`)
     throw wrapped
   } finally {
-    core.endGroup()
+    log.endGroup()
   }
 }
 
-async function journalWrite(
+async function journal(
   ctx: RotationContext,
   report: RotationReport,
   update: Partial<JournalRecord> & { phase: JournalRecord['phase'] }
 ): Promise<void> {
-  const record = await ctx.journal.write(update)
-  report.journalPhase = record.phase
+  report.journalPhase = (await ctx.journal.write(update)).phase
+}
+
+function warn(report: RotationReport, message: string): void {
+  report.warnings.push(message)
+  log.warning(message)
 }
 
 // ---------------------------------------------------------------- preflight (read-only)
 
-async function preflight(ctx: RotationContext, report: RotationReport, now: Date): Promise<Plan> {
-  const { settings, tokens } = ctx
-
-  const management = await verifyManagementToken(
-    tokens,
-    settings.cloudflareApiToken,
-    settings.accountId
-  )
-  core.info(`Management token: ${management.id} (${management.owner.kind}-owned)`)
-
-  const resolved = await resolveCurrentToken(tokens, {
-    tokenOwner: settings.tokenOwner,
-    accountId: settings.accountId,
-    currentToken: settings.currentToken,
-    currentAccessKeyId: settings.currentAccessKeyId
-  })
-  const owner = resolved.owner
-  report.owner = owner.kind
-  const { known, mismatch } = await knownCredentials(ctx, owner, resolved.token.id)
-
-  // The journal: an unfinished rotation is recovered before anything else.
-  const record = await ctx.journal.read()
+async function preflight(ctx: RotationContext, report: RotationReport): Promise<Plan> {
+  const { settings } = ctx
+  const cf = await readCloudflare(ctx)
+  const now = ctx.tokens.rate.serverNow() ?? new Date()
+  log.info(`Management token: ${cf.management.id} (${cf.management.owner.kind}-owned)`)
+  report.owner = cf.owner.kind
   const recovery =
-    record && !isSettled(record.phase) ? await planRecovery(ctx, record, known, owner) : undefined
-  // Inputs that describe more than one token are what a run killed midway through writing the
-  // secrets leaves behind; anywhere else they are a mistake.
-  if (mismatch && !(recovery && recovery.kind !== 'delete-unpublished')) {
-    throw new RotationError('preflight', mismatch)
-  }
+    cf.journal && !decide.isSettled(cf.journal.phase)
+      ? decide.decideRecovery({
+          record: cf.journal,
+          journalRun: cf.journalRun,
+          ...(cf.journalRunDetail ? { journalRunDetail: cf.journalRunDetail } : {}),
+          known: cf.known,
+          fields: settings.secrets.map(s => s.field),
+          ownerTokens: cf.ownerTokens
+        })
+      : undefined
+  if (recovery?.kind === 'refuse') throw new RotationError('preflight', recovery.message)
   if (recovery) {
-    report.recovery = describeRecovery(recovery)
-    core.warning(
+    report.recovery = decide.describeRecovery(recovery)
+    warn(
+      report,
       `Unfinished rotation from run ${recovery.record.run_id} (phase ${recovery.record.phase}): ${report.recovery}`
     )
   }
-
-  // The token in use now. After a restore it is the previous token of the unfinished rotation.
-  let current = resolved.token
-  if (recovery?.kind === 'restore' && recovery.previous.id !== current.id) {
-    current = await tokens.get(owner, recovery.previous.id)
-  } else if (recovery?.kind === 'forward' && recovery.next.id !== current.id) {
-    current = await tokens.get(owner, recovery.next.id)
-  }
+  // The token in use now: after a restore, the previous token; when finishing, the pending one.
+  const currentId =
+    recovery?.kind === 'restore'
+      ? recovery.previous.id
+      : recovery?.kind === 'forward'
+        ? recovery.next.id
+        : cf.resolved.id
+  const current =
+    cf.ownerTokens.find(t => t.id === currentId) ?? (await ctx.tokens.get(cf.owner, currentId))
   const currentCredentials =
     recovery?.kind === 'restore'
       ? recovery.previous
       : recovery?.kind === 'forward'
         ? recovery.next
-        : (known[0] ?? { id: current.id })
+        : (cf.known[0] ?? { id: current.id })
   report.previousTokenId = recovery?.kind === 'forward' ? recovery.previousId : current.id
   report.previousTokenName = current.name
-  core.info(
-    `Current token: ${current.id} "${current.name}" (${owner.kind}-owned, ${current.status})`
+  log.info(
+    `Current token: ${current.id} "${current.name}" (${cf.owner.kind}-owned, ${current.status})`
   )
-  if (current.status !== 'active') {
-    throw new RotationError(
-      'preflight',
-      `The current token ${current.id} is ${current.status}. Only an active token can be rotated; pass the token the deployments use now as current-token or current-access-key-id.`
-    )
-  }
-  if (management.id === current.id || management.id === report.previousTokenId) {
-    throw new RotationError(
-      'preflight',
-      `The management token (cloudflare-api-token) is the token being rotated (${management.id}); revoking it would end the rotation midway. Use a separate token with '${MANAGEMENT_PERMISSION[owner.kind]}'.`
-    )
-  }
 
-  const groups = await tokens.permissionGroups(owner)
-  const groupNames = new Map(groups.map(g => [g.id, g.name]))
-  requireManagementPermission(management, owner, groupNames)
-  const scope = classifyScope(current.policies, groupNames, { bucket: settings.r2.bucket })
+  requireManagementPermission(cf.management, cf.owner, cf.groupNames)
+  const scope = classifyScope(
+    current.policies,
+    cf.groupNames,
+    settings.r2.bucket ? { bucket: settings.r2.bucket } : {}
+  )
   report.scope = scope
   report.tokenScope = scope.summary
-  core.info(`Scope: ${scope.summary}`)
+  log.info(`Scope: ${scope.summary}`)
   if (settings.leastPrivilege !== 'off') {
-    for (const warning of scope.warnings) {
-      report.warnings.push(warning)
-      core.warning(`Least privilege: ${warning}`)
-    }
-    if (settings.leastPrivilege === 'enforce' && scope.warnings.length > 0) {
-      throw new RotationError(
-        'preflight',
-        `least-privilege: enforce refuses to rotate token ${current.id}: ${scope.warnings.join(' ')} Narrow the token's policies (one bucket, object-level permissions) or set least-privilege: warn.`
-      )
-    }
+    for (const warning of scope.warnings) warn(report, `Least privilege: ${warning}`)
   }
-
-  const accountId =
-    settings.accountId ??
-    (owner.kind === 'account' ? owner.accountId : accountIdFromPolicies(current.policies))
-
-  // Due date: rotate-after counts from the token's issue date.
-  const issued = current.issued_on ? new Date(current.issued_on) : undefined
-  const dueAt = issued ? new Date(issued.getTime() + settings.rotateAfterMs) : undefined
-  // A token that would expire before the next scheduled run is due now, or it lapses in production.
-  const expiresSoon =
-    !!current.expires_on && Date.parse(current.expires_on) - now.getTime() < EXPIRY_WARNING_MS
-  const due =
-    settings.force || settings.rotateAfterMs === 0 || !dueAt || dueAt <= now || expiresSoon
-
-  const probe = planProbe(settings, scope, accountId)
-  if (probe) {
-    core.info(`R2 probe: ${probe.mode} on bucket ${probe.bucket} at ${probe.endpoint}`)
-  } else if (settings.r2.probe === 'auto' && (scope.canRead || scope.canWrite)) {
-    const warning =
-      'R2 probe: off, because the token is not scoped to exactly one bucket. Set r2-bucket to a bucket it can reach so that the new credentials are proven through the S3 API before anything uses them.'
-    report.warnings.push(warning)
-    core.warning(warning)
-  } else {
-    core.info('R2 probe: off')
-  }
-
-  // Every target is checked (and every failing line reported) before anything is minted.
-  await ctx.secrets.preflightAll(
-    settings.secretTargets,
-    settings.secrets.map(s => s.name)
-  )
-
-  let workflow: WorkflowInfo | undefined
-  let deployRef: string | undefined
-  if (settings.deploy) {
-    // A dispatched run uses the workflow file as it is at the ref it runs on.
-    workflow = await inspectWorkflow(
-      ctx.github,
-      settings.deploy.repository,
-      settings.deploy.workflow,
-      settings.deploy.inputs,
-      settings.deploy.ref
+  const deletingFirst = recovery?.kind === 'delete-unpublished' ? recovery.tokenIds : []
+  const refused = decide.refusals({
+    owner: cf.owner,
+    current,
+    managementId: cf.management.id,
+    ...(cf.management.expiresOn ? { managementExpiresOn: cf.management.expiresOn } : {}),
+    ...(report.previousTokenId !== current.id ? { previousId: report.previousTokenId } : {}),
+    ownerTokens: cf.ownerTokens,
+    deletingFirst,
+    ...(cf.inputsMismatch ? { inputsMismatch: cf.inputsMismatch } : {}),
+    recoveringPublished: recovery !== undefined && recovery.kind !== 'delete-unpublished',
+    leastPrivilege: settings.leastPrivilege,
+    scopeWarnings: scope.warnings,
+    now,
+    quota: TOKEN_QUOTA[cf.owner.kind],
+    managementPermission: MANAGEMENT_PERMISSION[cf.owner.kind]
+  })
+  if (refused.length > 0) throw new RotationError('preflight', refused.join('\n'))
+  if (
+    cf.management.expiresOn &&
+    Date.parse(cf.management.expiresOn) - now.getTime() < decide.MANAGEMENT_EXPIRY_WARNING_MS
+  ) {
+    warn(
+      report,
+      `The management token (cloudflare-api-token) ${cf.management.id} expires on ${cf.management.expiresOn}. Create its successor before then and update the secret it comes from, or rotations stop and the rotated token is never renewed.`
     )
-    deployRef = settings.deploy.ref ?? workflow.defaultBranch
-    core.info(`Deploy workflow: ${workflow.name} (${workflow.path}) on ${deployRef}`)
   }
 
-  const newName = expandTokenName(settings.tokenName, {
+  const probe = planProbe(ctx, report, scope, cf.owner, current)
+  await readTargets(ctx)
+  const deploy = await preflightDeploy(ctx, report)
+  await preflightBaseline(ctx, recovery, current, currentCredentials, probe, cf.journal)
+
+  const expanded = expandTokenName(settings.tokenName, {
     oldName: current.name,
     now,
     runId: settings.runId,
     repository: `${settings.repository.owner}/${settings.repository.repo}`
   })
-  const expiresOn = newExpiry(settings, current, now)
-  for (const warning of expiryWarnings(settings, current, expiresOn, now)) {
-    report.warnings.push(warning)
-    core.warning(warning)
-  }
-
-  if (recovery) report.plan.push(`recover first: ${report.recovery}`)
-  report.plan.push(
-    `mint "${newName}" as a copy of ${current.id} (${current.policies.length} polic${current.policies.length === 1 ? 'y' : 'ies'}, ${current.condition ? 'with' : 'no'} condition), ${expiresOn ? `expiring ${expiresOn}` : 'no expiry'}`,
-    `verify it${probe ? ` and probe bucket ${probe.bucket} (${probe.mode})` : ''}`,
-    `write ${settings.secrets.map(s => `${s.name}=${s.field}`).join(', ')} to ${report.targets.join('; ')}`,
-    workflow
-      ? `dispatch ${workflow.path} on ${deployRef} in ${settings.deploy!.repository.owner}/${settings.deploy!.repository.repo} and wait up to ${Math.round(settings.deploy!.timeoutMs / 1000)} s`
-      : 'no deploy step',
-    `${settings.smoke.checks.length} smoke check(s)`,
-    `${settings.revoke} the previous token ${current.id}${settings.revokeGraceMs ? ` after ${Math.round(settings.revokeGraceMs / 1000)} s` : ''}`
+  // The token being replaced may carry the name (a second rotation on one day): it is told apart
+  // by its id, so only the other tokens' names must differ.
+  const others = cf.ownerTokens.filter(t => t.id !== current.id).map(t => t.name)
+  const newName = decide.uniqueTokenName(
+    expanded,
+    others,
+    { id: settings.runId, attempt: settings.runAttempt },
+    TOKEN_NAME_MAX_LENGTH
   )
-  if (!due && dueAt) report.plan.push(`(not due before ${isoSeconds(dueAt)}: the run would skip)`)
-  return {
-    owner,
+  const expiresOn = decide.newExpiry(settings, current, now)
+  for (const warning of decide.expiryWarnings(settings, current, expiresOn, now))
+    warn(report, warning)
+  const due = decide.decideDue(settings, current, now)
+  const budget = decide.refusals({
+    ...emptyRefusalFacts(cf.owner, current, now),
+    rate: rateFacts(ctx)
+  })
+  if (budget.length > 0) throw new RotationError('preflight', budget.join('\n'))
+
+  const plan: Plan = {
+    owner: cf.owner,
     current,
     currentCredentials,
-    accountId,
     scope,
-    probe,
-    workflow,
-    deployRef,
+    ...(probe ? { probe } : {}),
+    ...(deploy ? { deploy } : {}),
     newName,
-    expiresOn,
+    ...(expiresOn ? { expiresOn } : {}),
     due,
-    dueAt,
-    recovery,
-    disabledTokenIds: record?.disabled_token_ids ?? []
+    ...(recovery ? { recovery } : {}),
+    disabledTokenIds: cf.journal?.disabled_token_ids ?? [],
+    ownerTokens: cf.ownerTokens
+  }
+  report.plan = describePlan(ctx, plan)
+  return plan
+}
+
+/** The refusal facts that pass every check but the one being asked (the rate budget). */
+function emptyRefusalFacts(owner: TokenOwner, current: ApiToken, now: Date): decide.PreflightFacts {
+  return {
+    owner,
+    current: { id: current.id, status: 'active' },
+    managementId: '',
+    ownerTokens: [],
+    deletingFirst: [],
+    recoveringPublished: false,
+    leastPrivilege: 'off',
+    scopeWarnings: [],
+    now,
+    quota: Infinity,
+    managementPermission: ''
+  }
+}
+
+function rateFacts(ctx: RotationContext): decide.PreflightFacts['rate'] {
+  const { rate } = ctx.tokens
+  const resetAt =
+    rate.resetAt === undefined
+      ? undefined
+      : new Date(Date.now() + (rate.resetAt - ctx.clock.now()) * ctx.clock.scale)
+  return {
+    ...(rate.remaining !== undefined ? { remaining: rate.remaining } : {}),
+    ...(resetAt ? { resetAt } : {})
   }
 }
 
 function planProbe(
-  settings: Settings,
+  ctx: RotationContext,
+  report: RotationReport,
   scope: TokenScope,
-  accountId: string | undefined
-): Plan['probe'] {
-  if (settings.r2.probe === 'off') return undefined
-  const single =
-    scope.buckets !== 'all' && scope.buckets.length === 1 ? scope.buckets[0] : undefined
-  const bucket = settings.r2.bucket ?? single?.bucket
-  let mode: 'read' | 'write' | undefined
-  if (settings.r2.probe === 'auto') {
-    mode = scope.canWrite ? 'write' : scope.canRead ? 'read' : undefined
-    if (!mode || !bucket) return undefined
-  } else {
-    mode = settings.r2.probe
-    if (!bucket) {
-      throw new RotationError(
-        'preflight',
-        `Input 'r2-probe' is '${mode}' but no bucket is known: the token is not scoped to exactly one bucket. Set r2-bucket.`
-      )
-    }
+  owner: TokenOwner,
+  current: ApiToken
+): ProbeTarget | undefined {
+  const { settings } = ctx
+  const decision = decide.planProbe(settings, scope)
+  if (decision.kind === 'refuse') throw new RotationError('preflight', decision.message)
+  if (decision.kind === 'off') {
+    if (decision.warning) warn(report, decision.warning)
+    else log.info('R2 probe: off')
+    return undefined
   }
-  const jurisdiction: Jurisdiction =
-    (scope.buckets !== 'all' && scope.buckets.find(b => b.bucket === bucket)?.jurisdiction) ||
-    'default'
+  const accountId =
+    settings.accountId ??
+    (owner.kind === 'account' ? owner.accountId : accountIdFromPolicies(current.policies))
   if (!settings.r2.endpoint && !accountId) {
     throw new RotationError(
       'preflight',
-      `Cannot derive the R2 endpoint: no account id. Set account-id or r2-endpoint, or r2-probe: off.`
+      'Cannot derive the R2 endpoint: no account id. Set account-id or r2-endpoint, or r2-probe: off.'
     )
   }
-  return { mode, bucket, endpoint: r2Endpoint(accountId ?? '', jurisdiction, settings.r2.endpoint) }
+  const endpoint = r2Endpoint(accountId ?? '', decision.probe.jurisdiction, settings.r2.endpoint)
+  log.info(`R2 probe: ${decision.probe.mode} on bucket ${decision.probe.bucket} at ${endpoint}`)
+  return { plan: decision.probe, endpoint }
 }
 
-/** token-ttl wins; else keep the old lifetime length when the old token expires; else no expiry. */
-function newExpiry(settings: Settings, current: ApiToken, now: Date): string | undefined {
-  if (settings.tokenTtlMs !== undefined) {
-    return isoSeconds(new Date(now.getTime() + settings.tokenTtlMs))
+async function preflightDeploy(
+  ctx: RotationContext,
+  report: RotationReport
+): Promise<DeployTarget | undefined> {
+  const { settings } = ctx
+  const facts = await readDeploy(ctx)
+  if (!facts || !settings.deploy) {
+    log.info('Deploy: none (deploy-workflow: none); consumers read the secrets when they start')
+    return undefined
   }
-  if (current.expires_on && current.issued_on) {
-    const lifetime = new Date(current.expires_on).getTime() - new Date(current.issued_on).getTime()
-    if (lifetime > 0) return isoSeconds(new Date(now.getTime() + lifetime))
+  const repo = settings.deploy.repository
+  const shadows: decide.Shadow[] = []
+  for (const e of facts.environmentSecrets) {
+    if (e.exists !== true || decide.writesEnvironment(settings.secretTargets, repo, e.environment))
+      continue
+    shadows.push({
+      where: `Environment '${e.environment}' of ${repo.owner}/${repo.repo}`,
+      secret: e.secret,
+      job: e.job,
+      fix: `env:${repo.owner}/${repo.repo}:${e.environment}`
+    })
   }
-  return undefined
+  for (const r of facts.repositorySecrets) {
+    if (r.exists !== true || decide.writesRepository(settings.secretTargets, repo)) continue
+    shadows.push({
+      where: `The repository ${repo.owner}/${repo.repo}`,
+      secret: r.secret,
+      fix: `repo:${repo.owner}/${repo.repo}`
+    })
+  }
+  const refusal = decide.shadowRefusal(shadows)
+  if (refusal) throw new RotationError('preflight', refusal)
+  for (const env of facts.computedEnvironments) {
+    warn(
+      report,
+      `The deploy job '${env.job}' runs in environment ${env.expression}, computed at run time: the action cannot check that environment for secrets that shadow the ones it writes.`
+    )
+  }
+  log.info(`Deploy workflow: ${facts.workflow.name} (${facts.workflow.path}) on ${facts.ref}`)
+  return {
+    repository: repo,
+    workflow: facts.workflow,
+    ref: facts.ref,
+    inputs: settings.deploy.inputs,
+    timeoutMs: settings.deploy.timeoutMs
+  }
 }
 
-/** A token that will expire before it is rotated again means downtime on the day it expires. */
-const EXPIRY_WARNING_MS = 7 * 24 * 3600 * 1000
-
-function expiryWarnings(
-  settings: Settings,
+async function preflightBaseline(
+  ctx: RotationContext,
+  recovery: decide.Recovery | undefined,
   current: ApiToken,
-  newExpiresOn: string | undefined,
-  now: Date
-): string[] {
-  const warnings: string[] = []
-  if (current.expires_on) {
-    const left = new Date(current.expires_on).getTime() - now.getTime()
-    if (left < EXPIRY_WARNING_MS) {
-      warnings.push(
-        `The current token ${current.id} expires on ${current.expires_on}, within 7 days.`
-      )
-    }
-  }
-  if (newExpiresOn && settings.rotateAfterMs > 0) {
-    const nextDue = new Date(now.getTime() + settings.rotateAfterMs)
-    if (new Date(newExpiresOn) < nextDue) {
-      warnings.push(
-        `The new token will expire on ${newExpiresOn}, before the next rotation is due (${isoSeconds(nextDue)}, rotate-after). Raise token-ttl or lower rotate-after, or the token will lapse between rotations.`
-      )
-    }
-  }
-  return warnings
+  credentials: Credentials,
+  probe: ProbeTarget | undefined,
+  record: JournalRecord | undefined
+): Promise<void> {
+  // While an earlier rotation is undone or finished, either of its tokens may be serving.
+  const serving =
+    recovery && record
+      ? [current.id, record.previous_token_id, record.pending_token_id].filter(
+          (id): id is string => !!id
+        )
+      : [current.id]
+  const baseline = await readBaseline(
+    ctx,
+    [...new Set(serving)],
+    probe ? { ...probe, credentials } : undefined
+  )
+  const refusal = decide.baselineRefusal(baseline.smoke, baseline.probe, current.id)
+  if (refusal) throw new RotationError('preflight', refusal)
+  if (baseline.smoke.length > 0)
+    log.info(
+      `Baseline: ${baseline.smoke.length} smoke check(s) pass with the credentials in use now`
+    )
 }
 
-/** Cloudflare stores token times to the second (RFC 3339 without fractions). */
-function isoSeconds(date: Date): string {
-  return date.toISOString().replace(/\.\d{3}Z$/, 'Z')
+function describePlan(ctx: RotationContext, plan: Plan): string[] {
+  const { settings } = ctx
+  const lines: string[] = []
+  if (plan.recovery) lines.push(`recover first: ${decide.describeRecovery(plan.recovery)}`)
+  const { current } = plan
+  const revocation = decide.decideRevocation(settings, settings.smoke.checks.length)
+  lines.push(
+    `mint "${plan.newName}" as a copy of ${current.id} (${current.policies.length} polic${current.policies.length === 1 ? 'y' : 'ies'}, ${current.condition ? 'with' : 'no'} condition), ${plan.expiresOn ? `expiring ${plan.expiresOn}` : 'no expiry'}`,
+    `verify it${plan.probe ? ` and probe bucket ${plan.probe.plan.bucket} (${plan.probe.plan.mode})` : ''}`,
+    `write ${settings.secrets.map(s => `${s.name}=${s.field}`).join(', ')} to ${settings.secretTargets.map(describeTarget).join('; ')}`,
+    plan.deploy
+      ? `dispatch ${plan.deploy.workflow.path} on ${plan.deploy.ref} in ${plan.deploy.repository.owner}/${plan.deploy.repository.repo} and wait up to ${Math.round(plan.deploy.timeoutMs / 1000)} s`
+      : 'no deploy step (deploy-workflow: none)',
+    `${settings.smoke.checks.length} smoke check(s)`,
+    revocation.kind === 'watched'
+      ? `disable the previous token ${current.id}, watch the checks for ${Math.round(revocation.watchMs / 1000)} s, then ${revocation.thenDelete ? 'delete it' : 'leave it disabled'}`
+      : revocation.kind === 'now'
+        ? `${revocation.action} the previous token ${current.id} without a watch`
+        : `keep the previous token ${current.id}`
+  )
+  if (!plan.due.due)
+    lines.push(`(not due before ${decide.isoSeconds(plan.due.dueAt)}: the run would skip)`)
+  return lines
+}
+
+// ---------------------------------------------------------------- the lock
+
+/** How long a run that took over a stale lock waits before reading it back. */
+export const LOCK_SETTLE_MS = 3000
+
+/**
+ * Claims the lock before anything changes; returns whether this run holds one (false without a
+ * journal). Another run holding it ends this run with nothing changed but the refused claim.
+ */
+async function claimLock(ctx: RotationContext): Promise<boolean> {
+  const { journal, settings } = ctx
+  if (!journal.enabled) return false
+  const self = { id: settings.runId, attempt: settings.runAttempt }
+  const created = await journal.createLock()
+  if (created === 'claimed') return true
+  let holder = await journal.readLock()
+  if (!holder && created === 'unclear')
+    holder =
+      (await journal.createLock()) === 'claimed'
+        ? { run_id: self.id, run_attempt: self.attempt, claimed_at: '' }
+        : await journal.readLock()
+  if (!holder || journal.isMine(holder)) return true
+  const state = await runState(ctx, holder.run_id)
+  const decision = decide.decideLock(holder, state === 'self' ? 'running' : state, self)
+  const refuse = (who: { run_id: string; run_attempt: number }, why: string): RotationError =>
+    new RotationError(
+      'preflight',
+      `Another rotation holds the lock ${journal.lockName}: run ${who.run_id || '(unknown)'} (attempt ${who.run_attempt})${who.run_id ? ` ${settings.githubServerUrl}/${settings.repository.owner}/${settings.repository.repo}/actions/runs/${who.run_id}` : ''}; ${why}. Nothing was changed. Use a 'concurrency:' group so that rotations of one token never overlap.`
+    )
+  switch (decision.kind) {
+    case 'ours':
+      return true
+    case 'refuse':
+      throw refuse(holder, decision.why)
+    case 'take-over': {
+      log.warning(`Taking over the rotation lock ${journal.lockName}: ${decision.why}.`)
+      await journal.overwriteLock()
+      // Two runs taking over at once both write; the one read back after the pause holds it.
+      await ctx.clock.sleep(LOCK_SETTLE_MS)
+      const after = await journal.readLock()
+      if (!journal.isMine(after)) throw refuse(after ?? holder, 'it took the lock over first')
+      return true
+    }
+  }
+}
+
+async function releaseLock(ctx: RotationContext, report: RotationReport): Promise<void> {
+  try {
+    await ctx.journal.releaseLock()
+  } catch (error) {
+    warn(
+      report,
+      `${errorMessage(error)} The next run takes a lock whose run has ended over, so nothing needs doing.`
+    )
+  }
 }
 
 // ---------------------------------------------------------------- recover
@@ -526,44 +555,56 @@ async function recover(
   ctx: RotationContext,
   report: RotationReport,
   plan: Plan,
-  state: RunState
+  progress: Progress
 ): Promise<boolean> {
   const recovery = plan.recovery!
-  switch (recovery.kind) {
-    case 'delete-unpublished':
-      for (const id of recovery.tokenIds) {
-        const outcome = await ctx.tokens.delete(plan.owner, id)
-        core.info(`Deleted the unpublished token ${id} (${outcome})`)
-      }
-      return false
-    case 'stuck':
-      await journalWrite(ctx, report, { phase: 'pending' })
-      throw new RotationError(
-        'recover',
-        `An earlier rotation (run ${recovery.record.run_id}) stopped in phase ${recovery.record.phase} and ${recovery.reason}. ` +
-          `Both tokens are still valid. Pass current-token (the value now in the secrets) so that this run can finish it, ` +
-          `or write one token's values into every secret by hand and delete the other token.`
-      )
-    case 'forward': {
-      // The pending token is already in (some of) the secrets: finish what the earlier run began.
-      maskToken(recovery.next.value)
-      mask(recovery.next.secretAccessKey)
-      report.tokenId = recovery.next.id
-      report.accessKeyId = recovery.next.id
-      report.tokenName = plan.current.name
-      report.expiresOn = plan.current.expires_on ?? undefined
-      state.next = recovery.next
-      state.nextOrigin = 'recovered'
-      await advance(ctx, report, plan, state, recovery.next, recovery.previousId)
-      return true
+  return phase(report, 'recover', async () => {
+    switch (recovery.kind) {
+      case 'refuse':
+        throw new RotationError('recover', recovery.message)
+      case 'delete-unpublished':
+        for (const id of recovery.tokenIds) {
+          const token = plan.ownerTokens.find(t => t.id === id)
+          await removeToken(ctx, plan.owner, {
+            kind: 'orphan',
+            tokenId: id,
+            name: token?.name ?? '',
+            ...(recovery.record.pending_token_name
+              ? { journalName: recovery.record.pending_token_name }
+              : {}),
+            ...(recovery.record.previous_token_id
+              ? { previousId: recovery.record.previous_token_id }
+              : {}),
+            knownIds: [plan.current.id]
+          })
+        }
+        return false
+      case 'stuck':
+        await journal(ctx, report, { phase: 'pending' })
+        throw new RotationError(
+          'recover',
+          `An earlier rotation (run ${recovery.record.run_id}) stopped in phase ${recovery.record.phase} and ${recovery.reason}. Both tokens are still valid. Pass current-token (the value now in the secrets) so that this run can finish it, or write one token's values into every secret by hand and delete the other token.`
+        )
+      case 'forward':
+        maskToken(recovery.next.value)
+        mask(recovery.next.secretAccessKey)
+        Object.assign(report, {
+          tokenId: recovery.next.id,
+          accessKeyId: recovery.next.id,
+          tokenName: plan.current.name,
+          expiresOn: plan.current.expires_on ?? undefined
+        })
+        progress.next = recovery.next
+        progress.nextOrigin = 'recovered'
+        await advance(ctx, report, plan, progress, recovery.previousId, recovery.from)
+        return true
+      case 'restore':
+        await reenableIfDisabled(ctx, report, plan.owner, recovery.previous.id)
+        progress.publishStarted = true
+        await retreat(ctx, report, plan, progress, recovery.previous, recovery.pendingId)
+        return false
     }
-    case 'restore': {
-      await retreat(ctx, report, plan, state, recovery.previous, recovery.pendingId)
-      report.tokenId = undefined
-      report.accessKeyId = undefined
-      return false
-    }
-  }
+  })
 }
 
 // ---------------------------------------------------------------- mint
@@ -572,9 +613,20 @@ async function mint(
   ctx: RotationContext,
   report: RotationReport,
   plan: Plan,
-  state: RunState,
-  startedAt: Date
+  progress: Progress
 ): Promise<Credentials> {
+  // The name is recorded before the create: a token carrying it that the journal does not know is
+  // an orphan of this rotation (the name is unique among the owner's tokens).
+  await journal(ctx, report, {
+    phase: 'minting',
+    previous_token_id: plan.current.id,
+    pending_token_id: undefined,
+    pending_token_name: plan.newName,
+    token_owner: plan.owner.kind === 'user' ? 'user' : { account_id: plan.owner.accountId },
+    deploy_run_ids: [],
+    revoke: undefined,
+    started_at: new Date().toISOString()
+  })
   const body = {
     name: plan.newName,
     policies: clonePolicies(plan.current.policies),
@@ -583,37 +635,43 @@ async function mint(
       : {}),
     ...(plan.expiresOn ? { expires_on: plan.expiresOn } : {})
   }
-  let created: { token: ApiToken; value: string }
+  let created: Awaited<ReturnType<RotationContext['tokens']['create']>>
   try {
-    // Never retried by the client: a repeated create could mint a duplicate.
-    created = await createUnlessRefused(ctx, plan.owner, body)
+    created = await ctx.tokens.create(plan.owner, body)
   } catch (error) {
-    if (!isAmbiguous(error)) throw error
-    // The create may have happened. Its value came only in the lost answer, so a token minted
-    // then can never be used: find it by name and issue time, delete it, and mint once more.
+    if (!mayHaveTakenEffect(error)) throw error
+    // The create may have happened; its value came only in the lost answer, so a token minted
+    // then can never be used: find it by its unique name, delete it, and mint once more.
     const orphans = (await ctx.tokens.list(plan.owner)).filter(
-      t =>
-        t.name === plan.newName &&
-        t.id !== plan.current.id &&
-        Date.parse(t.issued_on ?? '') >= startedAt.getTime() - 1000
+      t => t.name === plan.newName && t.id !== plan.current.id
     )
-    for (const orphan of orphans) await ctx.tokens.delete(plan.owner, orphan.id)
-    core.warning(
+    for (const orphan of orphans) {
+      await removeToken(ctx, plan.owner, {
+        kind: 'orphan',
+        tokenId: orphan.id,
+        name: orphan.name,
+        journalName: plan.newName,
+        previousId: plan.current.id,
+        knownIds: []
+      })
+    }
+    log.warning(
       `The token create got no clear answer (${errorMessage(error)}); ${orphans.length} token(s) minted by it were found and deleted. Minting once more.`
     )
-    created = await createUnlessRefused(ctx, plan.owner, body)
+    created = await ctx.tokens.create(plan.owner, body)
   }
   const { token, value } = created
   maskToken(value)
   const next: Credentials = { id: token.id, value, secretAccessKey: sha256Hex(value) }
-  mask(next.secretAccessKey)
-  state.next = next
-  state.nextOrigin = 'minted'
-  report.tokenId = token.id
-  report.tokenName = token.name
-  report.accessKeyId = token.id
-  report.expiresOn = token.expires_on ?? plan.expiresOn
-  core.info(`Minted token ${token.id} "${token.name}"`)
+  Object.assign(progress, { next, nextOrigin: 'minted', mintedAt: new Date() })
+  Object.assign(report, {
+    tokenId: token.id,
+    tokenName: token.name,
+    accessKeyId: token.id,
+    expiresOn: token.expires_on ?? plan.expiresOn
+  })
+  log.info(`Minted token ${token.id} "${token.name}"`)
+  await journal(ctx, report, { phase: 'minted', pending_token_id: token.id })
 
   // Re-read and compare: the copy must grant exactly what the old token granted.
   const reread = await ctx.tokens.get(plan.owner, token.id)
@@ -632,384 +690,415 @@ async function mint(
   return next
 }
 
-/** How long a create that Cloudflare refused with 429 is sent again. */
-const CREATE_REFUSED_DEADLINE_MS = 30_000
-
-/**
- * `tokens.create`, sent again only after a 429: a rate-limited request was refused before it was
- * processed, so nothing was minted (developers.cloudflare.com/fundamentals/api/reference/limits/).
- * Any other failure is the caller's to judge.
- */
-async function createUnlessRefused(
-  ctx: RotationContext,
-  owner: TokenOwner,
-  body: Parameters<TokenApi['create']>[1]
-): Promise<{ token: ApiToken; value: string }> {
-  let refusal: unknown
-  const result = await retryUntil<{ token: ApiToken; value: string } | undefined>(
-    async () => {
-      try {
-        return { done: true, value: await ctx.tokens.create(owner, body) }
-      } catch (error) {
-        if (!(error instanceof CloudflareApiError && error.status === 429)) throw error
-        refusal = error
-        core.warning('Cloudflare refused the token create (429, rate limit); nothing was minted.')
-        return { done: false, value: undefined }
-      }
-    },
-    { deadlineMs: CREATE_REFUSED_DEADLINE_MS, initialDelayMs: 1000, sleep: ctx.sleep }
-  )
-  if (!result.value) throw refusal
-  return result.value
-}
-
-/** No answer, or a server error: the request may have taken effect. */
-function isAmbiguous(error: unknown): boolean {
-  return (
-    error instanceof CloudflareApiError &&
-    (error.ambiguous || (error.status !== undefined && error.status >= 500))
-  )
-}
-
-// ---------------------------------------------------------------- verify
-
-async function verifyNewToken(
-  ctx: RotationContext,
-  report: RotationReport,
-  plan: Plan,
-  next: Credentials
-): Promise<void> {
-  let lastError = ''
-  const verified = await retryUntil<boolean>(
-    async () => {
-      try {
-        const answer = await ctx.tokens.verify(next.value!, plan.owner)
-        if (answer.id === next.id && answer.status === 'active') {
-          return { done: true, value: true }
-        }
-        lastError = `verify answered status ${answer.status} for ${answer.id}`
-      } catch (error) {
-        lastError = errorMessage(error)
-      }
-      return { done: false, value: false }
-    },
-    { deadlineMs: PROPAGATION_DEADLINE_MS, sleep: ctx.sleep }
-  )
-  if (!verified.done) {
-    throw new RotationError(
-      'verify',
-      `The new token ${next.id} did not verify as active: ${lastError}`
-    )
-  }
-  core.info(`Token ${next.id} verifies as active`)
-  await probeR2(ctx, report, plan, next, 'verify')
-}
-
-async function probeR2(
-  ctx: RotationContext,
-  report: RotationReport,
-  plan: Plan,
-  credentials: Credentials,
-  phaseName: PhaseName
-): Promise<void> {
-  if (!plan.probe) return
-  if (!credentials.secretAccessKey) {
-    core.info(`R2 probe skipped: the R2 secret of token ${credentials.id} is not known to this run`)
-    return
-  }
-  const result = await probeBucket({
-    endpoint: plan.probe.endpoint,
-    bucket: plan.probe.bucket,
-    credentials: { accessKeyId: credentials.id, secretAccessKey: credentials.secretAccessKey },
-    mode: plan.probe.mode,
-    deadlineMs: PROPAGATION_DEADLINE_MS
-  })
-  report.probe = { mode: plan.probe.mode, bucket: plan.probe.bucket, ok: result.ok }
-  if (!result.ok) {
-    throw new RotationError(
-      phaseName,
-      `The R2 ${plan.probe.mode} probe of bucket ${plan.probe.bucket} with the credentials of token ${credentials.id} failed after ${result.attempts} attempt(s): ${result.reason}`
-    )
-  }
-  core.info(
-    `R2 ${plan.probe.mode} probe of ${plan.probe.bucket} with token ${credentials.id} passed (${result.attempts} attempt(s))`
-  )
-}
-
 // ---------------------------------------------------------------- publish → deploy → smoke → revoke
 
 /**
- * Puts `next` into service and revokes `previousId`: publish, deploy, smoke, revoke. The
- * invariant lives here: the revoke comes only after the deploy concluded success and every smoke
- * check passed; any failure before it throws, and the caller rolls back or keeps both tokens.
+ * Puts `progress.next` into service and revokes `previousId`, from `from` on. The revoke comes
+ * only after the deploy concluded success and every smoke check passed (mayDelete checks it
+ * again); any failure before it throws, and the caller rolls back or keeps both tokens.
  */
 async function advance(
   ctx: RotationContext,
   report: RotationReport,
   plan: Plan,
-  state: RunState,
-  next: Credentials,
-  previousId: string
+  progress: Progress,
+  previousId: string,
+  from: decide.ResumeAt
 ): Promise<void> {
-  await journalWrite(ctx, report, { phase: 'publishing' })
-  state.publishStarted = true
-  await phase(report, 'publish', () => publish(ctx, report, next))
-  await journalWrite(ctx, report, { phase: 'published' })
-
-  if (plan.workflow) {
-    await journalWrite(ctx, report, { phase: 'deploying' })
-    await phase(report, 'deploy', () => deploy(ctx, report, plan, state))
+  const next = progress.next!
+  if (from === 'publish') {
+    await journal(ctx, report, { phase: 'publishing' })
+    await phase(report, 'publish', () => publish(ctx, report, progress, next))
+    await journal(ctx, report, { phase: 'published' })
+    if (plan.deploy) {
+      await journal(ctx, report, { phase: 'deploying' })
+      await phase(report, 'deploy', () => deploy(ctx, report, plan, progress))
+    }
+  } else {
+    // Published and deployed by the run that was interrupted (the journal says so).
+    progress.publishStarted = true
+    progress.publishedEverywhere = true
   }
-  await journalWrite(ctx, report, { phase: 'smoke' })
-  await phase(report, 'smoke', () => smoke(ctx, report, plan, next))
-
-  await journalWrite(ctx, report, { phase: 'revoking' })
+  if (from === 'publish' || from === 'smoke') {
+    await journal(ctx, report, { phase: 'smoke' })
+    await phase(report, 'smoke', async () => {
+      const result = await smokeAndProbe(ctx, next, plan.probe, 'smoke')
+      report.smoke = result.smoke
+      if (result.probe) report.probe = result.probe
+    })
+    await gatherEvidence(ctx, report, plan, progress, previousId)
+  }
+  await journal(ctx, report, { phase: 'revoking' })
   const disabled = await phase(report, 'revoke', () =>
-    revoke(ctx, report, plan, previousId, next.id)
+    revoke(ctx, report, plan, progress, previousId, from)
   )
-  await journalWrite(ctx, report, { phase: 'done', disabled_token_ids: disabled })
+  await journal(ctx, report, { phase: 'done', disabled_token_ids: disabled })
 }
 
 async function publish(
   ctx: RotationContext,
   report: RotationReport,
+  progress: Progress,
   credentials: Credentials
 ): Promise<void> {
-  const { settings } = ctx
-  const total = settings.secretTargets.length * settings.secrets.length
-  let n = 0
-  for (const target of settings.secretTargets) {
-    for (const secret of settings.secrets) {
-      n++
-      const value = fieldValue(secret.field, credentials)
-      if (value === undefined) {
-        // Callers check coverage first; this guards the invariant that no secret is left stale.
-        throw new RotationError(
-          'publish',
-          `The ${secret.field} of token ${credentials.id} is not known; cannot write ${secret.name}.`
-        )
-      }
-      const outcome = await ctx.secrets.write(target, secret.name, value)
-      report.secretsWritten.push(`${describeTarget(target)} ${secret.name}`)
-      core.info(`[${n}/${total}] ${target.line} ${secret.name} (${outcome})`)
+  const toNext = credentials.id === progress.next?.id
+  await publishSecrets(ctx, credentials, {
+    beforeFirst: () => {
+      progress.publishStarted = true
+    },
+    written: key => {
+      if (!report.secretsWritten.includes(key)) report.secretsWritten.push(key)
+      if (toNext) progress.writtenWithNext.add(key)
+      else progress.writtenWithNext.delete(key)
     }
-  }
+  })
+  progress.publishedEverywhere = toNext
 }
 
 async function deploy(
   ctx: RotationContext,
   report: RotationReport,
   plan: Plan,
-  state: RunState
+  progress: Progress
 ): Promise<void> {
-  const deploySettings = ctx.settings.deploy!
-  const run = await dispatchWorkflow(
-    ctx.github,
-    deploySettings.repository,
-    plan.workflow!,
-    plan.deployRef!,
-    deploySettings.inputs,
-    {
-      sleep: ctx.sleep,
-      // After a dispatch with no clear answer, none of this rotation's runs may be taken for its run.
-      knownRunIds: [...(ctx.journal.record?.deploy_run_ids ?? []), ...state.deployRunIds]
-    }
-  )
-  state.deployRunIds.push(run.runId)
-  report.deployRunId = run.runId
-  report.deployRunUrl = run.htmlUrl
-  core.info(`Dispatched deploy run ${run.runId}: ${run.htmlUrl}`)
-  // The phase stays what it was (`deploying`, or `rolling-back` for a rollback's redeploy).
-  await journalWrite(ctx, report, {
-    phase: ctx.journal.record?.phase ?? 'deploying',
-    deploy_run_ids: [...(ctx.journal.record?.deploy_run_ids ?? []), run.runId]
+  const known = [...(ctx.journal.record?.deploy_run_ids ?? []), ...progress.deployRunIds]
+  const outcome = await deployAndFollow(ctx, plan.deploy!, known, async run => {
+    progress.deployRunIds.push(run.runId)
+    report.deployRunId = run.runId
+    report.deployRunUrl = run.htmlUrl
+    // The phase stays what it was (`deploying`, or `rolling-back` for a rollback's redeploy).
+    await journal(ctx, report, {
+      phase: ctx.journal.record?.phase ?? 'deploying',
+      deploy_run_ids: [...new Set([...(ctx.journal.record?.deploy_run_ids ?? []), run.runId])]
+    }).catch(error => {
+      throw error
+    })
+  }).catch(error => {
+    report.deployConclusion =
+      error instanceof RotationError
+        ? (/concluded (\w+)/.exec(error.message)?.[1] ?? 'timeout')
+        : 'failed'
+    throw error
   })
-  let lastStatus = ''
-  const outcome = await followRun(ctx.github, deploySettings.repository, run.runId, {
-    timeoutMs: deploySettings.timeoutMs,
-    // The budget read just before the dispatch: no second /rate_limit read.
-    rateBudget: run.rateBudget,
-    sleep: ctx.sleep,
-    onStatus: status => {
-      if (status !== lastStatus) {
-        lastStatus = status
-        if (status === 'waiting') {
-          core.warning(
-            `Deploy run ${run.runId} is waiting for an environment approval: ${run.htmlUrl}`
-          )
-        } else {
-          core.info(`Deploy run ${run.runId}: ${status}`)
-        }
-      }
-    }
-  })
-  report.deployConclusion = outcome.ok ? outcome.conclusion : (outcome.conclusion ?? outcome.reason)
-  if (!outcome.ok) {
-    const jobs = outcome.failedJobs
-      .map(
-        j =>
-          `${j.name}: ${j.conclusion}${j.failedSteps.length ? ` (${j.failedSteps.join(', ')})` : ''}`
-      )
-      .join('; ')
-    throw new RotationError(
-      'deploy',
-      outcome.reason === 'timeout'
-        ? `Deploy run ${run.runId} did not conclude within deploy-timeout${outcome.status ? ` (still ${outcome.status === 'waiting' ? 'waiting for an environment approval' : outcome.status})` : ''}; it was left running: ${run.htmlUrl}`
-        : `Deploy run ${run.runId} concluded ${outcome.conclusion}${jobs ? ` — failed: ${jobs}` : ''}: ${run.htmlUrl}`
-    )
-  }
-  core.info(`Deploy run ${run.runId} concluded success`)
+  report.deployConclusion = 'success'
+  progress.deployConcludedAt = outcome.concludedAt
 }
 
-async function smoke(
+/** Both tokens' `last_used_on`, for the summary: a hint that never decides. */
+async function gatherEvidence(
   ctx: RotationContext,
   report: RotationReport,
   plan: Plan,
-  credentials: Credentials
+  progress: Progress,
+  previousId: string
 ): Promise<void> {
-  const { checks, headers, timeoutMs } = ctx.settings.smoke
-  // The S3 probe and the smoke URLs are independent: run them side by side.
-  const probe = probeR2(ctx, report, plan, credentials, 'smoke')
-  probe.catch(() => undefined)
-  if (checks.length > 0) {
-    report.smoke = await runSmokeChecks(checks, headers, timeoutMs, { sleep: ctx.sleep })
-    for (const result of report.smoke) {
-      core.info(
-        `smoke ${result.ok ? 'passed' : 'FAILED'}: ${result.url} (${result.status ?? 'no answer'}, ${result.attempts} attempt(s))`
-      )
-    }
-    const failed = report.smoke.filter(r => !r.ok)
-    if (failed.length > 0) {
-      throw new RotationError(
-        'smoke',
-        `${failed.length} smoke check(s) failed: ${failed.map(f => `${f.url} (${f.reason ?? f.status})`).join('; ')}`
-      )
-    }
-  }
-  await probe
+  const read = (id: string): Promise<ApiToken | undefined> =>
+    ctx.tokens.get(plan.owner, id).catch(() => undefined)
+  const [next, previous] = await Promise.all([read(progress.next!.id), read(previousId)])
+  const { evidence, warning } = decide.useEvidence(next, previous, {
+    ...(progress.mintedAt ? { mintedAt: progress.mintedAt } : {}),
+    ...(progress.deployConcludedAt ? { deployConcludedAt: progress.deployConcludedAt } : {}),
+    probedWithNew: plan.probe !== undefined
+  })
+  report.evidence = evidence
+  if (warning) warn(report, warning)
 }
 
-/** Revokes `previousId` as `revoke` says; deletes tokens earlier runs left disabled. Returns the ids left disabled now. */
+/**
+ * Revokes `previousId` as `revoke` and `revoke-watch` say: disable, watch the checks, then delete
+ * (or leave it disabled). A failed check during the watch enables it again at once and throws.
+ * Deletes tokens earlier rotations left disabled that still are. Returns the ids left disabled now.
+ */
 async function revoke(
   ctx: RotationContext,
   report: RotationReport,
   plan: Plan,
+  progress: Progress,
   previousId: string,
-  nextId: string
+  from: decide.ResumeAt
 ): Promise<string[]> {
   const { settings } = ctx
-  if (settings.revokeGraceMs > 0) {
-    core.info(
+  const next = progress.next!
+  if (settings.revokeGraceMs > 0 && from !== 'watch' && from !== 'finish') {
+    log.info(
       `Waiting ${Math.round(settings.revokeGraceMs / 1000)} s (revoke-grace) before revoking`
     )
-    await (ctx.sleep ?? sleep)(settings.revokeGraceMs)
+    await ctx.clock.sleep(settings.revokeGraceMs)
   }
-  // Tokens that an earlier `revoke: disable` left behind: their time is up.
-  for (const id of plan.disabledTokenIds) {
-    if (id === nextId || id === previousId) continue
-    const outcome = await ctx.tokens.delete(plan.owner, id)
-    core.info(`Deleted the token ${id} left disabled by an earlier rotation (${outcome})`)
+  await removeLeftovers(ctx, report, plan, [previousId, next.id])
+  if (from === 'finish') {
+    report.revoked = 'already-gone'
+    return []
   }
-  switch (settings.revoke) {
-    case 'delete': {
-      const outcome = await ctx.tokens.delete(plan.owner, previousId)
-      report.revoked = outcome === 'deleted' ? 'deleted' : 'already-gone'
-      core.info(
-        outcome === 'deleted'
-          ? `Deleted the previous token ${previousId}`
-          : `The previous token ${previousId} was already gone`
-      )
-      return []
-    }
-    case 'disable': {
-      const previous = await ctx.tokens.get(plan.owner, previousId)
-      await ctx.tokens.setStatus(plan.owner, previous, 'disabled')
-      report.revoked = 'disabled'
-      core.info(`Disabled the previous token ${previousId}; the next rotation deletes it`)
-      return [previousId]
-    }
+  const proof = {
+    kind: 'previous' as const,
+    tokenId: previousId,
+    nextId: next.id,
+    publishedEverywhere: progress.publishedEverywhere,
+    deploy: plan.deploy
+      ? progress.deployConcludedAt || from !== 'publish'
+        ? ('success' as const)
+        : ('not-concluded' as const)
+      : ('none' as const),
+    smokePassed: true
+  }
+  const revocation = decide.decideRevocation(settings, settings.smoke.checks.length)
+  if (revocation.kind !== 'keep' && settings.smoke.checks.length === 0) {
+    warn(
+      report,
+      'There is no smoke URL, so nothing is watched after the old token is revoked: if a consumer still uses it, it fails. Add smoke-urls (with contains={access-key-id}) so that the action can tell; until then revoke-grace is the only help for running consumers.'
+    )
+  }
+  switch (revocation.kind) {
     case 'keep':
       report.revoked = 'kept'
-      core.info(`Kept the previous token ${previousId} (revoke: keep)`)
+      log.info(`Kept the previous token ${previousId} (revoke: keep)`)
       return []
+    case 'now':
+      if (revocation.action === 'disable') {
+        await setTokenStatus(ctx, report, plan.owner, previousId, 'disabled')
+        report.revoked = 'disabled'
+        return [previousId]
+      }
+      await removeToken(ctx, plan.owner, { ...proof, watch: 'off' }, report)
+      return []
+    case 'watched':
+      return watchedRevoke(ctx, report, plan, progress, revocation, proof, from === 'watch')
+  }
+}
+
+async function watchedRevoke(
+  ctx: RotationContext,
+  report: RotationReport,
+  plan: Plan,
+  progress: Progress,
+  revocation: Extract<decide.Revocation, { kind: 'watched' }>,
+  proof: Omit<Extract<decide.DeleteRequest, { kind: 'previous' }>, 'watch'>,
+  alreadyDisabled: boolean
+): Promise<string[]> {
+  const previousId = proof.tokenId
+  const started = ctx.clock.now()
+  if (!alreadyDisabled) {
+    // Recorded first: a token active again under a journal that says it was disabled was enabled
+    // after a failed check, and the next run must not disable it blindly once more.
+    await journal(ctx, report, {
+      phase: 'revoking',
+      revoke: { disabled_at: new Date().toISOString() }
+    })
+    await setTokenStatus(ctx, report, plan.owner, previousId, 'disabled')
+  }
+  progress.previousDisabled = true
+  log.info(
+    `Watching ${ctx.settings.smoke.checks.length} check(s) every ${Math.round(revocation.intervalMs / 1000)} s for ${Math.round(revocation.watchMs / 1000)} s with the previous token disabled`
+  )
+  const outcome = await watchChecks(ctx, proof.nextId, revocation.watchMs, revocation.intervalMs)
+  if (!outcome.ok) {
+    // Something still runs on the previous token: it serves again at once.
+    await setTokenStatus(ctx, report, plan.owner, previousId, 'active')
+    progress.previousDisabled = false
+    const windowMs = ctx.clock.now() - started
+    report.watch = {
+      durationMs: windowMs,
+      rounds: outcome.rounds,
+      outcome: 'failed',
+      failingWindowMs: windowMs,
+      detail: outcome.failed.map(f => `${f.url} (${f.reason ?? f.status})`).join('; ')
+    }
+    await journal(ctx, report, {
+      phase: 'revoking',
+      revoke: { ...ctx.journal.record?.revoke, reenabled_at: new Date().toISOString() }
+    })
+    const confirm = await smokeAndProbe(ctx, { id: previousId }, undefined, 'smoke').then(
+      () => 'the checks pass again',
+      (error: unknown) => `the checks still fail (${errorMessage(error)})`
+    )
+    throw new RotationError(
+      'revoke',
+      `A check failed while the previous token ${previousId} was disabled: ${report.watch.detail}. Something still runs on it, so it was enabled again at once (the app failed for at most ${Math.ceil(windowMs / 1000)} s, from the disable to the re-enable); ${confirm}. Find the consumer that did not take the new secrets (an environment secret, a cached build, a target missing from secret-targets); contains={access-key-id} in smoke-urls catches a stale deploy before anything is disabled.`
+    )
+  }
+  report.watch = {
+    durationMs: ctx.clock.now() - started,
+    rounds: outcome.rounds,
+    outcome: 'passed'
+  }
+  log.info(
+    `The watch passed: ${outcome.rounds} round(s) of checks with the previous token disabled`
+  )
+  if (!revocation.thenDelete) {
+    report.revoked = 'disabled'
+    log.info(
+      `Left the previous token ${previousId} disabled; the next rotation deletes it if it is still disabled`
+    )
+    return [previousId]
+  }
+  await removeToken(ctx, plan.owner, { ...proof, watch: 'passed' }, report)
+  return []
+}
+
+/** Tokens an earlier `revoke: disable` left: deleted if still disabled, left alone if enabled again. */
+async function removeLeftovers(
+  ctx: RotationContext,
+  report: RotationReport,
+  plan: Plan,
+  inUse: string[]
+): Promise<void> {
+  if (plan.disabledTokenIds.length === 0) return
+  const { remove, reenabled } = decide.leftoverTokens(
+    plan.disabledTokenIds,
+    plan.ownerTokens,
+    inUse
+  )
+  for (const id of reenabled) {
+    warn(
+      report,
+      `Token ${id}, left disabled by an earlier rotation, is active again: someone enabled it on purpose, so it is left alone (delete it by hand when nothing uses it).`
+    )
+  }
+  for (const id of remove) {
+    const status = plan.ownerTokens.find(t => t.id === id)?.status
+    await removeToken(ctx, plan.owner, { kind: 'leftover', tokenId: id, status, inUse })
+  }
+}
+
+// ---------------------------------------------------------------- token operations
+
+/** The one place a token is deleted: only when decide.mayDelete agrees. */
+async function removeToken(
+  ctx: RotationContext,
+  owner: TokenOwner,
+  request: decide.DeleteRequest,
+  report?: RotationReport
+): Promise<void> {
+  const verdict = decide.mayDelete(request)
+  if (!verdict.ok) {
+    throw new RotationError(
+      'revoke',
+      `Refusing to delete token ${request.tokenId}: ${verdict.reason}.`
+    )
+  }
+  const outcome = await ctx.tokens.delete(owner, request.tokenId)
+  log.info(
+    `Deleted token ${request.tokenId} (${request.kind}${outcome === 'not-found' ? ', already gone' : ''})`
+  )
+  if (report && request.kind === 'previous')
+    report.revoked = outcome === 'deleted' ? 'deleted' : 'already-gone'
+}
+
+/** The one place a token is disabled or enabled: the whole token is sent back (a PUT replaces it). */
+async function setTokenStatus(
+  ctx: RotationContext,
+  report: RotationReport,
+  owner: TokenOwner,
+  id: string,
+  status: 'active' | 'disabled'
+): Promise<void> {
+  const token = await ctx.tokens.get(owner, id)
+  if (token.status === status) return
+  await ctx.tokens.setStatus(owner, token, status)
+  log.info(`${status === 'disabled' ? 'Disabled' : 'Enabled'} token ${id}`)
+}
+
+async function reenableIfDisabled(
+  ctx: RotationContext,
+  report: RotationReport,
+  owner: TokenOwner,
+  id: string
+): Promise<void> {
+  const token = await ctx.tokens.get(owner, id)
+  if (token.status === 'disabled') {
+    await ctx.tokens.setStatus(owner, token, 'active')
+    warn(
+      report,
+      `Enabled the previous token ${id} again before restoring it: an interrupted rotation had left it disabled.`
+    )
   }
 }
 
 // ---------------------------------------------------------------- failure handling
 
-async function cleanupUnpublished(
-  ctx: RotationContext,
-  report: RotationReport,
-  owner: TokenOwner,
-  next: Credentials
-): Promise<void> {
-  try {
-    await phase(report, 'cleanup', async () => {
-      await ctx.tokens.delete(owner, next.id)
-      core.info(`Deleted the unpublished new token ${next.id}; nothing else was changed`)
-    })
-    report.tokenId = undefined
-    report.accessKeyId = undefined
-    report.expiresOn = undefined
-    // The journal said `minting`/`minted`; the rotation is over and nothing is left behind.
-    if (ctx.journal.record && !isSettled(ctx.journal.record.phase)) {
-      await journalWrite(ctx, report, { phase: 'rolled-back' })
-    }
-  } catch (error) {
-    report.error += `\nThe new token ${next.id} could not be deleted (${errorMessage(error)}); it is in no secret, so delete it by hand.`
-  }
-}
-
-/**
- * A failure at or after publish. `on-failure: rollback` with the previous values known: restore
- * them everywhere, redeploy, smoke-check, and only then delete the new token (`rolled-back`).
- * Otherwise, or when that fails too: both tokens stay valid, the journal says `pending`.
- */
-async function afterPublishFailure(
+async function handleFailure(
   ctx: RotationContext,
   report: RotationReport,
   plan: Plan,
-  state: RunState,
+  progress: Progress,
   cause: unknown
 ): Promise<void> {
-  const { settings } = ctx
-  const next = state.next!
-  const previous = plan.currentCredentials.id === next.id ? undefined : plan.currentCredentials
-  const previousId = report.previousTokenId ?? plan.current.id
-  const missing = previous
-    ? missingFields(
-        previous,
-        settings.secrets.map(s => s.field)
-      )
-    : ['every field']
-  const failedPhase = cause instanceof RotationError ? cause.phase : undefined
-
-  if (settings.onFailure === 'rollback' && previous && missing.length === 0) {
-    try {
-      await phase(report, 'rollback', () => retreat(ctx, report, plan, state, previous, next.id))
-      report.result = 'rolled-back'
-      report.rollback = 'rolled-back'
-      report.error = `${report.error}\nRolled back: every target holds the previous token ${previous.id} again, a deploy with it concluded success and the smoke checks passed; the new token ${next.id} was deleted.`
+  const decision = decide.afterFailure({
+    settings: ctx.settings,
+    ...(progress.next ? { next: progress.next } : {}),
+    ...(progress.nextOrigin ? { nextOrigin: progress.nextOrigin } : {}),
+    publishStarted: progress.publishStarted,
+    previous: plan.currentCredentials,
+    previousDisabled: progress.previousDisabled
+  })
+  switch (decision.kind) {
+    case 'nothing':
       return
-    } catch (rollbackError) {
-      report.error += `\nThe rollback failed too: ${errorMessage(rollbackError)}`
-    }
+    case 'delete-unpublished':
+      return cleanupUnpublished(ctx, report, plan, progress, decision.tokenId)
+    case 'rollback':
+      try {
+        await phase(report, 'rollback', () =>
+          retreat(ctx, report, plan, progress, decision.previous, decision.pendingId)
+        )
+        report.result = 'rolled-back'
+        report.rollback = 'rolled-back'
+        report.error += `\nRolled back: every target holds the previous token ${decision.previous.id} again, a deploy with it concluded success and the smoke checks passed; the new token ${decision.pendingId} was deleted.`
+        return
+      } catch (rollbackError) {
+        report.error += `\nThe rollback failed too: ${errorMessage(rollbackError)}`
+        return keepBoth(ctx, report, plan, progress, 'the rollback did not complete', cause)
+      }
+    case 'keep-both':
+      return keepBoth(ctx, report, plan, progress, decision.why, cause)
   }
-  const why =
-    settings.onFailure === 'keep-both'
-      ? 'on-failure is keep-both'
-      : missing.length > 0
-        ? `the previous token's values are not known (missing: ${missing.join(', ')}; pass current-token, or current-access-key-id with current-secret-access-key)`
-        : 'the rollback did not complete'
+}
+
+async function cleanupUnpublished(
+  ctx: RotationContext,
+  report: RotationReport,
+  plan: Plan,
+  progress: Progress,
+  tokenId: string
+): Promise<void> {
   try {
-    await journalWrite(ctx, report, { phase: 'pending' })
+    await phase(report, 'cleanup', () =>
+      removeToken(ctx, plan.owner, {
+        kind: 'unpublished',
+        tokenId,
+        mintedByThisRun: progress.nextOrigin === 'minted',
+        publishStarted: progress.publishStarted
+      })
+    )
+    Object.assign(report, { tokenId: undefined, accessKeyId: undefined, expiresOn: undefined })
+    // The journal said `minting`/`minted`; the rotation is over and nothing is left behind.
+    if (ctx.journal.record && !decide.isSettled(ctx.journal.record.phase))
+      await journal(ctx, report, { phase: 'rolled-back' })
+  } catch (error) {
+    report.error += `\nThe new token ${tokenId} could not be deleted (${errorMessage(error)}); it is in no secret, so delete it by hand.`
+  }
+}
+
+async function keepBoth(
+  ctx: RotationContext,
+  report: RotationReport,
+  plan: Plan,
+  progress: Progress,
+  why: string,
+  cause: unknown
+): Promise<void> {
+  const failedPhase = cause instanceof RotationError ? cause.phase : undefined
+  try {
+    await journal(ctx, report, { phase: 'pending' })
   } catch (error) {
     report.error += `\nThe journal could not be written: ${errorMessage(error)}`
   }
   report.rollback = 'pending'
+  const next = progress.next!
   report.error +=
     `\nState: both tokens are valid and neither was revoked (${why}). The new token ${next.id} was ` +
-    `written to ${report.secretsWritten.length} secret(s); the previous token ${previousId} may still ` +
+    `written to ${progress.writtenWithNext.size} secret(s); the previous token ${report.previousTokenId ?? plan.current.id} may still ` +
     `be in the others and in the deployed app. Fix the cause${failedPhase ? ` (phase ${failedPhase})` : ''} ` +
     `and run the rotation again: with current-token (or current-access-key-id and current-secret-access-key) ` +
     `read from the secrets as they are now, it finishes or undoes this rotation from the journal` +
@@ -1018,37 +1107,52 @@ async function afterPublishFailure(
 }
 
 /**
- * Restores `previous` everywhere, redeploys, smoke-checks, then deletes `pendingId` — but only
- * when every deploy run of this rotation has concluded (a run left running after a timeout could
- * still deploy the new token, which must then stay valid).
+ * Restores `previous` everywhere, redeploys, smoke-checks, then deletes `pendingId`, when
+ * mayDelete agrees (every deploy run of this rotation has concluded: a run left running after a
+ * timeout could still ship the new token, which must then stay valid). The outputs then describe
+ * what is in service: the previous token and the rollback's deploy run.
  */
 async function retreat(
   ctx: RotationContext,
   report: RotationReport,
   plan: Plan,
-  state: RunState,
+  progress: Progress,
   previous: Credentials,
   pendingId: string
 ): Promise<void> {
-  await journalWrite(ctx, report, { phase: 'rolling-back' })
-  core.info(`Restoring the previous token ${previous.id} in every target`)
-  await publish(ctx, report, previous)
-  if (plan.workflow) await deploy(ctx, report, plan, state)
-  await smoke(ctx, report, plan, previous)
-  const runs = [...new Set([...(ctx.journal.record?.deploy_run_ids ?? []), ...state.deployRunIds])]
+  await journal(ctx, report, { phase: 'rolling-back' })
+  log.info(`Restoring the previous token ${previous.id} in every target`)
+  await publish(ctx, report, progress, previous)
+  const deployBefore = progress.deployConcludedAt
+  if (plan.deploy) await deploy(ctx, report, plan, progress)
+  const checked = await smokeAndProbe(ctx, previous, plan.probe, 'rollback')
+  report.smoke = checked.smoke
+  const runs = [
+    ...new Set([...(ctx.journal.record?.deploy_run_ids ?? []), ...progress.deployRunIds])
+  ]
+  const going: number[] = []
   for (const runId of runs) {
-    const { data } = await ctx.github.request('GET /repos/{owner}/{repo}/actions/runs/{run_id}', {
-      ...ctx.settings.deploy!.repository,
-      run_id: runId
-    })
-    if (data.status !== 'completed') {
-      throw new RotationError(
-        'rollback',
-        `The previous token is back in every secret and deployed, but deploy run ${runId} (${data.status}) may still deploy the new token ${pendingId}, so it was not deleted: ${data.html_url}`
-      )
-    }
+    const run = await getRun(ctx.github, plan.deploy?.repository ?? ctx.settings.repository, runId)
+    if (run && run.status !== 'completed') going.push(runId)
   }
-  const outcome = await ctx.tokens.delete(plan.owner, pendingId)
-  core.info(`Deleted the new token ${pendingId} (${outcome})`)
-  await journalWrite(ctx, report, { phase: 'rolled-back', pending_token_id: pendingId })
+  await removeToken(ctx, plan.owner, {
+    kind: 'rolled-back',
+    tokenId: pendingId,
+    previousId: previous.id,
+    restoredEverywhere: true,
+    deploy: plan.deploy
+      ? progress.deployConcludedAt && progress.deployConcludedAt !== deployBefore
+        ? 'success'
+        : 'not-concluded'
+      : 'none',
+    smokePassed: true,
+    runsGoing: going
+  })
+  Object.assign(report, {
+    tokenId: previous.id,
+    accessKeyId: previous.id,
+    tokenName: plan.current.name,
+    expiresOn: plan.current.expires_on ?? undefined
+  })
+  await journal(ctx, report, { phase: 'rolled-back', pending_token_id: pendingId })
 }

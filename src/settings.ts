@@ -3,127 +3,20 @@
  * Every field below maps to one input of action.yml (see ../action.yml for the user-facing text).
  */
 
+import type {
+  DeploySettings,
+  RepoRef,
+  SecretField,
+  SecretMapping,
+  SecretTarget,
+  Settings,
+  SmokeCheck
+} from './model.js'
+import { InputError } from './errors.js'
+import { isLoopbackHost } from './net.js'
 import { TOKEN_NAME_MAX_LENGTH, TOKEN_NAME_PLACEHOLDERS } from './token-name.js'
 
-/** Which GitHub secret receives which derived value of the token. */
-export type SecretField = 'token' | 'access-key-id' | 'secret-access-key'
-
-export interface SecretMapping {
-  /** GitHub secret name, as the user wrote it (GitHub treats names case-insensitively). */
-  name: string
-  field: SecretField
-}
-
-/** One `secret-targets` line, resolved to full coordinates. `line` is the text the user wrote. */
-export type SecretTarget =
-  | { kind: 'repo'; owner: string; repo: string; line: string }
-  | { kind: 'env'; owner: string; repo: string; environment: string; line: string }
-  | { kind: 'org'; org: string; line: string }
-  | { kind: 'dependabot'; owner: string; repo: string; line: string }
-
-export interface SmokeCheck {
-  url: string
-  /** Accepted status range, inclusive. `expect=200` gives {min: 200, max: 200}. Default 200-299. */
-  expect: { min: number; max: number }
-  /** Text the body must contain, when given. */
-  contains?: string
-}
-
-export interface RepoRef {
-  owner: string
-  repo: string
-}
-
-export interface Settings {
-  /** Management token (input `cloudflare-api-token`). */
-  cloudflareApiToken: string
-  /** Input `cloudflare-api-url`, without a trailing slash. */
-  cloudflareApiUrl: string
-  /** Input `account-id`; undefined when empty. 32 hex characters. */
-  accountId?: string
-  /** Input `token-owner`. */
-  tokenOwner: 'user' | 'account' | 'auto'
-  /** Input `current-token`; undefined when empty. */
-  currentToken?: string
-  /** Input `current-access-key-id`; undefined when empty. */
-  currentAccessKeyId?: string
-  /** Input `current-secret-access-key`; undefined when empty. */
-  currentSecretAccessKey?: string
-  /** Input `secrets`: at least one line; names unique case-insensitively. */
-  secrets: SecretMapping[]
-  /** Input `secret-targets`: at least one line, no duplicates. */
-  secretTargets: SecretTarget[]
-  /** Input `github-token`. */
-  githubToken: string
-  /** From GITHUB_API_URL (default https://api.github.com), without a trailing slash. */
-  githubApiUrl: string
-  /** From GITHUB_SERVER_URL (default https://github.com), for links in the summary. */
-  githubServerUrl: string
-  /** From GITHUB_REPOSITORY: the repository the action runs in. */
-  repository: RepoRef
-  /** From GITHUB_RUN_ID (may be empty outside Actions). */
-  runId: string
-  /** Deploy step; undefined when `deploy-workflow` is empty. */
-  deploy?: {
-    /** Input `deploy-workflow`: a file name (`deploy.yml`) or a numeric id. */
-    workflow: string | number
-    /** Input `deploy-repository`, default `repository`. */
-    repository: RepoRef
-    /** Input `deploy-ref`; undefined = the repository's default branch. */
-    ref?: string
-    /** Input `deploy-inputs`: a JSON object; every value converted to a string. At most 25 keys. */
-    inputs: Record<string, string>
-    /** Input `deploy-timeout` in milliseconds. */
-    timeoutMs: number
-  }
-  smoke: {
-    /** Input `smoke-urls`. */
-    checks: SmokeCheck[]
-    /** Input `smoke-headers`. */
-    headers: Record<string, string>
-    /** Input `smoke-timeout` in milliseconds. */
-    timeoutMs: number
-  }
-  r2: {
-    /** Input `r2-bucket`; undefined when empty. */
-    bucket?: string
-    /** Input `r2-probe`. */
-    probe: 'auto' | 'write' | 'read' | 'off'
-    /** Input `r2-endpoint`, without a trailing slash; undefined = derived from the account id. */
-    endpoint?: string
-  }
-  /** Input `token-name`: the template, not yet expanded. */
-  tokenName: string
-  /** Input `token-ttl` in milliseconds; undefined = keep the old lifetime length. */
-  tokenTtlMs?: number
-  /** Input `rotate-after` in milliseconds (0 = always due). */
-  rotateAfterMs: number
-  /** Input `force`. */
-  force: boolean
-  /** Input `least-privilege`. */
-  leastPrivilege: 'warn' | 'enforce' | 'off'
-  /** Input `revoke`. */
-  revoke: 'delete' | 'disable' | 'keep'
-  /** Input `revoke-grace` in milliseconds. */
-  revokeGraceMs: number
-  /** Input `on-failure`. */
-  onFailure: 'rollback' | 'keep-both'
-  /** Input `state-variable`; undefined when empty (journal disabled). */
-  stateVariable?: string
-  /** Input `dry-run`. */
-  dryRun: boolean
-}
-
-/** A bad input: names the input and says what is expected. Thrown before any side effect. */
-export class InputError extends Error {
-  constructor(
-    readonly input: string,
-    message: string
-  ) {
-    super(`Input '${input}': ${message}`)
-    this.name = 'InputError'
-  }
-}
+export { InputError }
 
 /** Reads an input by its action.yml name ('' when absent), e.g. core.getInput. */
 export type InputReader = (name: string) => string
@@ -146,6 +39,7 @@ export const INPUT_DEFAULTS: Readonly<Record<string, string>> = {
   force: 'false',
   'least-privilege': 'warn',
   revoke: 'delete',
+  'revoke-watch': '2m',
   'revoke-grace': '0s',
   'on-failure': 'rollback',
   'dry-run': 'false'
@@ -247,6 +141,8 @@ export function getSettings(input: InputReader, env: NodeJS.ProcessEnv): Setting
     env.GITHUB_SERVER_URL?.trim() || 'https://github.com'
   )
   const runId = env.GITHUB_RUN_ID?.trim() ?? ''
+  const attemptText = env.GITHUB_RUN_ATTEMPT?.trim() ?? ''
+  const runAttempt = /^[1-9]\d{0,5}$/.test(attemptText) ? Number(attemptText) : 1
 
   const deploy = parseDeploy(read, repository)
   const smoke = parseSmoke(read)
@@ -263,6 +159,10 @@ export function getSettings(input: InputReader, env: NodeJS.ProcessEnv): Setting
   const force = boolean(read, 'force')
   const leastPrivilege = oneOf(read, 'least-privilege', ['warn', 'enforce', 'off'] as const)
   const revoke = oneOf(read, 'revoke', ['delete', 'disable', 'keep'] as const)
+  const revokeWatchMs = duration('revoke-watch', read('revoke-watch'), {
+    min: 0,
+    max: LONGEST_TIMER_MS
+  })
   const revokeGraceMs = duration('revoke-grace', read('revoke-grace'), {
     min: 0,
     max: LONGEST_TIMER_MS
@@ -286,6 +186,7 @@ export function getSettings(input: InputReader, env: NodeJS.ProcessEnv): Setting
     githubServerUrl,
     repository,
     runId,
+    runAttempt,
     ...(deploy && { deploy }),
     smoke,
     r2: {
@@ -299,6 +200,7 @@ export function getSettings(input: InputReader, env: NodeJS.ProcessEnv): Setting
     force,
     leastPrivilege,
     revoke,
+    revokeWatchMs,
     revokeGraceMs,
     onFailure,
     ...(stateVariable && { stateVariable }),
@@ -427,15 +329,6 @@ const CONTROL_OR_TAB = /[\u0000-\u001f\u007f]/
 // ---------------------------------------------------------------------------------------------
 // URLs
 
-/** Loopback only: 127.0.0.0/8, ::1, localhost. WHATWG URL parsing has already normalised the host. */
-function isLoopback(hostname: string): boolean {
-  return (
-    hostname === 'localhost' ||
-    hostname === '[::1]' ||
-    /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname)
-  )
-}
-
 /**
  * Parses a URL that receives credentials or is fetched: https, or http on loopback only.
  * A URL that may carry a user name or password is never quoted back.
@@ -454,7 +347,7 @@ function secureUrl(name: string, text: string, example: string, where = ''): URL
       `${where}must not carry a user name or password; pass credentials another way.`
     )
   }
-  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopback(url.hostname))) {
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname))) {
     throw new InputError(
       name,
       `${where}must use https (http only on loopback: localhost, 127.0.0.0/8 or ::1)${shown}.`
@@ -729,7 +622,14 @@ const WORKFLOW_INPUT_ID = /^[_a-zA-Z][a-zA-Z0-9_-]*$/
 /** GitHub rejects a dispatch with more than 25 inputs (api-facts, Dispatch). */
 const MAX_DISPATCH_INPUTS = 25
 
-function parseDeploy(read: Read, repository: RepoRef): Settings['deploy'] {
+/**
+ * `deploy-workflow` is required: a workflow, or `none` said explicitly. An empty value used to mean
+ * "no deploy step", and a forgotten input then let the old token be revoked while the app still
+ * ran on it; `none` is for setups whose consumers read the secrets when they start.
+ */
+const NO_DEPLOY = 'none'
+
+function parseDeploy(read: Read, repository: RepoRef): DeploySettings | undefined {
   const workflowText = read('deploy-workflow')
   const repositoryText = read('deploy-repository')
   const refText = read('deploy-ref')
@@ -742,7 +642,13 @@ function parseDeploy(read: Read, repository: RepoRef): Settings['deploy'] {
   const inputs = parseDeployInputs(inputsText)
 
   if (!workflowText) {
-    // Deploy settings without a workflow mean the workflow was forgotten, not that no deploy is wanted.
+    throw new InputError(
+      'deploy-workflow',
+      `required: the file name of the workflow that deploys the app with the new secrets (deploy.yml) or its id, or '${NO_DEPLOY}' when nothing is deployed (consumers read the secrets when they start; then only the watch after the disable protects them).`
+    )
+  }
+  if (workflowText === NO_DEPLOY) {
+    // Deploy settings with no deploy step mean a mistake, not a wish.
     for (const [name, given] of [
       ['deploy-repository', repositoryText !== ''],
       ['deploy-ref', refText !== ''],
@@ -751,7 +657,7 @@ function parseDeploy(read: Read, repository: RepoRef): Settings['deploy'] {
       if (given) {
         throw new InputError(
           name,
-          'is set but deploy-workflow is empty; set deploy-workflow, or remove this input.'
+          `is set but deploy-workflow is '${NO_DEPLOY}'; name the deploy workflow, or remove this input.`
         )
       }
     }

@@ -2,17 +2,44 @@
  * HTTP smoke checks against the deployed app: each URL must answer within its expected status
  * range (and contain a text, when asked) before the old token may be revoked.
  */
-import * as core from '@actions/core'
-import type { SmokeCheck } from './settings.js'
-import { retryUntil, sleep as realSleep } from './backoff.js'
+import type { SmokeCheck, SmokeResult } from './model.js'
+import { type Clock, retryUntil, systemClock } from './backoff.js'
+import { type Log, log as actionLog } from './log.js'
+import { quoteServer } from './redact.js'
 
-export interface SmokeResult {
-  url: string
-  ok: boolean
-  status?: number
-  attempts: number
-  durationMs: number
-  reason?: string
+export type { SmokeResult } from './model.js'
+
+export interface SmokeOptions {
+  /** Sent with every request (input `smoke-headers`); never logged. */
+  headers: Record<string, string>
+  /**
+   * What `{name}` placeholders in `contains=` stand for now, e.g. `access-key-id`. A list means
+   * any of its values passes (several tokens may be serving while an earlier rotation is undone).
+   */
+  placeholders?: Record<string, string | string[]>
+  clock?: Clock
+  /** Stops the checks: no further attempt once it aborts. */
+  signal?: AbortSignal
+  log?: Log
+}
+
+/**
+ * Every text `text` stands for: each known `{name}` replaced by its value (one text per value
+ * when there are several); other braces are text (a JSON body, say).
+ */
+export function resolvePlaceholders(
+  text: string,
+  values: Record<string, string | string[]> = {}
+): string[] {
+  const match = /\{([a-z-]+)\}/.exec(text)
+  if (!match) return [text]
+  const [whole, name] = match as unknown as [string, string]
+  const value = values[name]
+  const before = text.slice(0, match.index)
+  const rest = text.slice(match.index + whole.length)
+  const tails = resolvePlaceholders(rest, values)
+  const heads = value === undefined ? [whole] : Array.isArray(value) ? value : [value]
+  return heads.flatMap(head => tails.map(tail => `${before}${head}${tail}`))
 }
 
 /** One request may hang on a cold start or a stuck origin; it is abandoned after this long. */
@@ -54,7 +81,7 @@ function networkReason(error: unknown): string {
   }
   const message = e.message ?? String(error)
   const detail = e.cause?.code ?? e.cause?.message
-  return detail ? `${message} (${detail})` : message
+  return quoteServer(detail ? `${message} (${detail})` : message, 200)
 }
 
 /**
@@ -62,13 +89,14 @@ function networkReason(error: unknown): string {
  * unauthenticated request is redirected to a login page that answers 200, which would pass a
  * check that the app itself failed. A check that expects a redirect says so with `expect=302`.
  */
-async function probe(check: SmokeCheck, headers: Record<string, string>): Promise<Probe> {
+export async function checkOnce(check: SmokeCheck, options: SmokeOptions): Promise<Probe> {
+  const timeout = AbortSignal.timeout(REQUEST_TIMEOUT_MS)
   let response: Response
   try {
     response = await fetch(check.url, {
-      headers,
+      headers: options.headers,
       redirect: 'manual',
-      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS)
+      signal: options.signal ? AbortSignal.any([options.signal, timeout]) : timeout
     })
   } catch (error) {
     return { ok: false, reason: networkReason(error) }
@@ -84,63 +112,85 @@ async function probe(check: SmokeCheck, headers: Record<string, string>): Promis
     await response.body?.cancel()
     return { ok: true, status }
   }
+  const expected = resolvePlaceholders(check.contains, options.placeholders)
   let body: string
   try {
     body = await response.text()
   } catch (error) {
     return { ok: false, status, reason: `reading the body failed: ${networkReason(error)}` }
   }
-  return body.includes(check.contains)
-    ? { ok: true, status }
-    : {
-        ok: false,
-        status,
-        reason: `status ${status}, but the body does not contain the expected text`
-      }
+  if (expected.some(text => body.includes(text))) return { ok: true, status }
+  const placeholder = expected.length !== 1 || expected[0] !== check.contains
+  return {
+    ok: false,
+    status,
+    reason: placeholder
+      ? `status ${status}, but the body does not name the credential that should be serving (${expected.join(' or ')}): the app runs on other credentials`
+      : `status ${status}, but the body does not contain the expected text`
+  }
 }
 
 /**
  * Runs every check concurrently, each retried with backoff (250 ms doubling to 5 s) until it
- * passes or `timeoutMs` elapses. A pass: status within `expect`, and the body contains `contains`
- * when given. `headers` go with every request and are never logged.
+ * passes or `timeoutMs` elapses (or `signal` aborts). A pass: status within `expect`, and the body
+ * contains `contains` (placeholders resolved) when given. Headers are never logged.
  */
 export async function runSmokeChecks(
   checks: SmokeCheck[],
-  headers: Record<string, string>,
   timeoutMs: number,
-  options: { sleep?: (ms: number) => Promise<void> } = {}
+  options: SmokeOptions
 ): Promise<SmokeResult[]> {
+  const clock = options.clock ?? systemClock
+  const log = options.log ?? actionLog
   return Promise.all(
     checks.map(async check => {
-      const start = Date.now()
-      // Counts slept time too, so the deadline passes even with an injected sleep that returns at once.
-      let slept = 0
-      const sleep = options.sleep ?? realSleep
+      const start = clock.now()
       const result = await retryUntil(
         async attempt => {
-          const outcome = await probe(check, headers)
-          if (!outcome.ok) core.debug(`smoke ${check.url}: attempt ${attempt}: ${outcome.reason}`)
+          const outcome = await checkOnce(check, options)
+          if (!outcome.ok) log.debug(`smoke ${check.url}: attempt ${attempt}: ${outcome.reason}`)
           return { done: outcome.ok, value: outcome }
         },
         {
           deadlineMs: timeoutMs,
           initialDelayMs: 250,
           maxDelayMs: 5000,
-          sleep: async ms => {
-            slept += ms
-            await sleep(ms)
-          },
-          now: () => Math.max(Date.now(), start + slept)
+          clock,
+          ...(options.signal ? { signal: options.signal } : {})
         }
       )
-      return {
-        url: check.url,
-        ok: result.done,
-        ...(result.value.status === undefined ? {} : { status: result.value.status }),
-        attempts: result.attempts,
-        durationMs: Date.now() - start,
-        ...(result.done ? {} : { reason: result.value.reason })
-      }
+      return toResult(check, result.value, result.attempts, clock.now() - start)
     })
   )
+}
+
+/** One attempt of every check, side by side (the watch's round). */
+export async function runSmokeRound(
+  checks: SmokeCheck[],
+  options: SmokeOptions
+): Promise<SmokeResult[]> {
+  const clock = options.clock ?? systemClock
+  return Promise.all(
+    checks.map(async check => {
+      const start = clock.now()
+      const outcome = await checkOnce(check, options)
+      return toResult(check, outcome, 1, clock.now() - start)
+    })
+  )
+}
+
+function toResult(
+  check: SmokeCheck,
+  outcome: Probe,
+  attempts: number,
+  durationMs: number
+): SmokeResult {
+  return {
+    url: check.url,
+    ok: outcome.ok,
+    ...(outcome.status === undefined ? {} : { status: outcome.status }),
+    attempts,
+    durationMs,
+    ...(outcome.ok ? {} : { reason: outcome.reason ?? 'failed' })
+  }
 }

@@ -59,8 +59,23 @@ function templateAffixes(template: string): RegExp[] {
   return patterns
 }
 
+/**
+ * The tag a rotation adds when its name was taken already (` #<run id>`, ` #<run id>-<attempt>`,
+ * see decide.uniqueTokenName); stripped only after an earlier expansion, so that a name's own
+ * `#2` stays.
+ */
+const UNIQUE_TAG = /^(.*\S)\s+#\d+(?:-\d+)?$/
+
 /** The old name without any earlier " (rotated …)" suffix or what `template` added around it. */
 function stripEarlierRotations(oldName: string, template: string): string {
+  const tagged = UNIQUE_TAG.exec(oldName.trim())?.[1]
+  if (tagged !== undefined && stripOnce(tagged, template) !== tagged) {
+    return stripOnce(tagged, template)
+  }
+  return stripOnce(oldName, template)
+}
+
+function stripOnce(oldName: string, template: string): string {
   const affixes = templateAffixes(template)
   let base = baseTokenName(oldName)
   for (;;) {

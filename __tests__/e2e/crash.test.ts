@@ -34,6 +34,8 @@ interface CrashPoint {
   index: number
   /** The journal phase the request wrote, for a journal write. */
   phase?: string
+  /** A write of the lock (its claim or its release), not of the journal. */
+  lock?: boolean
 }
 
 /** Makes the first deploy run fail, so that the rotation rolls back. */
@@ -54,10 +56,12 @@ async function recordRotation(
       const occurrence = (seen.get(key) ?? 0) + 1
       seen.set(key, occurrence)
       const body = entry.body as { name?: string; value?: string } | undefined
-      const phase = key.includes('/actions/variables')
-        ? (JSON.parse(body?.value ?? '{}') as { phase?: string }).phase
-        : undefined
-      return { key, occurrence, index: i + 1, phase }
+      const lock = key.endsWith('_LOCK') || body?.name?.endsWith('_LOCK') === true
+      const phase =
+        key.includes('/actions/variables') && !lock
+          ? (JSON.parse(body?.value ?? '{}') as { phase?: string }).phase
+          : undefined
+      return { key, occurrence, index: i + 1, phase, ...(lock ? { lock } : {}) }
     })
     return { points, result }
   } finally {
@@ -145,9 +149,21 @@ describe('the recorded rotation', () => {
         'DELETE /client/v4/user/tokens/{id}'
       ])
     )
-    // Before minting the journal says so; after the revoke it says done.
-    expect(keys[0]).toBe('POST /repos/acme/site/actions/variables')
-    expect(keys.at(-1)).toBe('PATCH /repos/acme/site/actions/variables/R2_ROTATION_STATE')
+    // The lock is claimed first and released last; before minting the journal says so, and
+    // after the revoke it says done.
+    expect(reference.points[0]).toMatchObject({
+      key: 'POST /repos/acme/site/actions/variables',
+      lock: true
+    })
+    expect(reference.points[1]).toMatchObject({
+      key: 'POST /repos/acme/site/actions/variables',
+      phase: 'minting'
+    })
+    expect(reference.points.at(-2)).toMatchObject({
+      key: 'PATCH /repos/acme/site/actions/variables/R2_ROTATION_STATE',
+      phase: 'done'
+    })
+    expect(keys.at(-1)).toBe('DELETE /repos/acme/site/actions/variables/R2_ROTATION_STATE_LOCK')
   })
 })
 
@@ -243,12 +259,26 @@ describe.each(
       .map(p => p.phase)
       .filter(Boolean)
       .at(-1)
-    if (left === 'done' || left === 'rolled-back') {
+    if (left === undefined || left === 'done' || left === 'rolled-back') {
       expect(crash.rerun.stdout).not.toMatch(/Unfinished rotation/)
     } else {
       expect(crash.rerun.stdout).toMatch(
         new RegExp(`::warning::Unfinished rotation from run \\d+ \\(phase ${left}\\)`)
       )
+    }
+  })
+
+  it('took over the lock the killed run held', () => {
+    const held = (prepare ? rollback.points : reference.points)
+      .slice(0, point.index)
+      .filter(p => p.lock)
+    // Claimed and not yet released: the next run finds it, and its run has ended.
+    if (held.length === 1) {
+      expect(crash.rerun.stdout).toMatch(
+        /::warning::Taking over the rotation lock R2_ROTATION_STATE_LOCK/
+      )
+    } else {
+      expect(crash.rerun.stdout).not.toMatch(/Taking over the rotation lock/)
     }
   })
 

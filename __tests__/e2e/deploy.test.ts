@@ -272,8 +272,9 @@ describe('waiting, timing out and re-runs', () => {
 
   it('follows a run re-run during the wait to the conclusion of its latest attempt', async () => {
     const rerun: RunBehavior = { queuedMs: 150, runningMs: 400, conclusion: 'success' }
+    // Long enough on GitHub's (scaled) clock for the action to see the first attempt going.
     const scenario = await rotate({}, {}, sb =>
-      sb.github.queueRun({ conclusion: 'failure', rerun })
+      sb.github.queueRun({ queuedMs: 5_000, runningMs: 20_000, conclusion: 'failure', rerun })
     )
     const { sb, result } = scenario
     expect(result.exitCode).toBe(0)
@@ -297,7 +298,8 @@ describe('waiting, timing out and re-runs', () => {
 
   it('costs at most 4 counted requests to dispatch and follow a run, the budget read for free', async () => {
     const scenario = await rotate({
-      run: { queuedMs: 1500, runningMs: 3000, conclusion: 'success' }
+      // Simulated time: 0.3 s and 0.6 s of real time, polled every simulated second.
+      run: { queuedMs: 15_000, runningMs: 30_000, conclusion: 'success' }
     })
     const { sb, result } = scenario
     expect(result.exitCode).toBe(0)

@@ -122,11 +122,19 @@ const failures = {
     }
   },
   smokeFailsOnce: {
-    // The app's `/` fails while the new token is deployed; `/healthz` (watched) stays fine.
+    // The app's `/` fails from the deploy of the new token until the rollback begins (it was
+    // healthy in preflight); `/healthz` (watched) stays fine.
     prepare: (sb: Sandbox) => {
-      sb.app.service.inject({ method: 'GET', path: /^\/$/, status: 503, times: 1_000_000 })
       sb.github.service.onAnswered = entry => {
         const body = entry.body as { value?: string } | undefined
+        if (entry.method === 'POST' && entry.path.endsWith('/dispatches')) {
+          if (
+            sb.log.requests({ method: 'POST' }).filter(e => e.path.endsWith('/dispatches'))
+              .length === 1
+          ) {
+            sb.app.service.inject({ method: 'GET', path: /^\/$/, status: 503, times: 1_000_000 })
+          }
+        }
         if (entry.method === 'PATCH' && body?.value?.includes('"phase":"rolling-back"')) {
           sb.app.service.faults.length = 0
         }
@@ -138,8 +146,14 @@ const failures = {
     })
   },
   smokeAlwaysFails: {
-    prepare: (sb: Sandbox) =>
-      sb.app.service.inject({ method: 'GET', path: /^\/$/, status: 503, times: 1_000_000 }),
+    // Healthy in preflight; from the deploy on, `/` keeps failing.
+    prepare: (sb: Sandbox) => {
+      sb.github.service.onAnswered = entry => {
+        if (entry.method === 'POST' && entry.path.endsWith('/dispatches')) {
+          sb.app.service.inject({ method: 'GET', path: /^\/$/, status: 503, times: 1_000_000 })
+        }
+      }
+    },
     overrides: (sb: Sandbox) => ({
       'smoke-urls': `${sb.appUrl}/ expect=200`,
       'smoke-timeout': '2s'
@@ -277,7 +291,9 @@ const HOW: Record<string, (o: Outcome) => void> = {
     // Refused: nothing was minted, so the create was simply sent again.
     expect(tokenCreates(sb)).toHaveLength(2)
     expect(mintedIds(sb)).toHaveLength(1)
-    expect(result.stdout).toMatch(/refused the token create \(429/)
+    expect(result.stdout).toMatch(
+      /Cloudflare rate limit on create token .*: waiting 1 s as Cloudflare asks \(nothing was done by the refused request\)/
+    )
   },
   'Cloudflare token create acted but its answer was lost': ({ sb }) => {
     // The token minted by the lost create was found by name and deleted; its value was never known.

@@ -76,7 +76,8 @@ const CASES: Case[] = [
   ['deploy-workflow', set({ 'deploy-workflow': '.github/workflows/deploy.yml' })],
   ['deploy-workflow', set({ 'deploy-workflow': 'deploy.txt' })],
   ['deploy-repository', set({ 'deploy-repository': 'acme' })],
-  ['deploy-repository', set({ 'deploy-workflow': '', 'deploy-repository': 'acme/site' })],
+  ['deploy-workflow', set({ 'deploy-workflow': '' })],
+  ['deploy-repository', set({ 'deploy-workflow': 'none', 'deploy-repository': 'acme/site' })],
   ['deploy-ref', set({ 'deploy-ref': 'release..1' })],
   ['smoke-headers', set({ 'smoke-headers': 'X-Smoke-Check' })],
   ['smoke-headers', set({ 'smoke-urls': '' })]

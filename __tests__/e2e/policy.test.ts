@@ -14,7 +14,13 @@ import {
   type SandboxOptions,
   type SandboxPolicy
 } from '../../sandbox/index.js'
-import { findLeaks, runAction, sandboxInputs, type ActionResult } from '../../sandbox/runner.js'
+import {
+  findLeaks,
+  runAction,
+  SANDBOX_TIME_SCALE,
+  sandboxInputs,
+  type ActionResult
+} from '../../sandbox/runner.js'
 import type { LogEntry, RequestEntry } from '../../sandbox/log.js'
 
 const sha256 = (text: string): string => createHash('sha256').update(text, 'utf8').digest('hex')
@@ -395,27 +401,35 @@ describe('expiry', () => {
 // ------------------------------------------------------------------ revoke modes and names
 
 describe('revoke', () => {
-  it('revoke-grace waits before deleting the old token', async () => {
-    const scenario = await rotateIn({}, { revoke: 'delete', 'revoke-grace': '2s' })
+  it('revoke-grace waits before revoking the old token', async () => {
+    // A minute on the action's clock: SANDBOX_TIME_SCALE of it in real time.
+    const scenario = await rotateIn({}, { revoke: 'delete', 'revoke-grace': '60s' })
     const { sb, result } = scenario
     try {
       expect(result.outputs.result).toBe('rotated')
       const newId = result.outputs['token-id']!
       expect(sb.cloudflare.deletedTokens.map(t => t.id)).toEqual([sb.current.id])
+      const oldPath = `/tokens/${sb.current.id}`
+      const disableOld = sb.log
+        .requests({ service: 'cloudflare', method: 'PUT' })
+        .find(e => e.path.endsWith(oldPath))!
       const deleteOld = sb.log
         .requests({ service: 'cloudflare', method: 'DELETE' })
-        .find(e => e.path.endsWith(`/tokens/${sb.current.id}`))!
-      // The last thing before the grace: the smoke phase's R2 probe with the new credentials.
-      const lastProbe = probeRequests(sb, newId).at(-1)!
+        .find(e => e.path.endsWith(oldPath))!
+      // The last things before the grace: the smoke phase's checks and R2 probe.
+      const lastProbe = probeRequests(sb, newId)
+        .filter(e => e.seq < disableOld.seq)
+        .at(-1)!
       const lastSmoke = sb.log
         .requests({ service: 'app' })
-        .filter(e => e.headers['x-smoke-check'] === 'r2-token-rotation')
+        .filter(e => e.headers['x-smoke-check'] === 'r2-token-rotation' && e.seq < disableOld.seq)
         .at(-1)!
-      expect(deleteOld.seq).toBeGreaterThan(lastProbe.seq)
-      expect(deleteOld.at - lastProbe.at).toBeGreaterThanOrEqual(2000)
-      expect(deleteOld.at - lastSmoke.at).toBeGreaterThanOrEqual(2000)
-      expect(deleteOld.at - lastProbe.at).toBeLessThan(10_000)
-      expect(result.stdout).toContain('Waiting 2 s (revoke-grace) before revoking')
+      const grace = 60_000 * SANDBOX_TIME_SCALE
+      expect(disableOld.at - lastProbe.at).toBeGreaterThanOrEqual(grace)
+      expect(disableOld.at - lastSmoke.at).toBeGreaterThanOrEqual(grace)
+      expect(disableOld.at - lastProbe.at).toBeLessThan(grace + 10_000)
+      expect(deleteOld.seq).toBeGreaterThan(disableOld.seq)
+      expect(result.stdout).toContain('Waiting 60 s (revoke-grace) before revoking')
       expectClean(scenario)
     } finally {
       await sb.stop()
@@ -551,7 +565,7 @@ describe('dry-run', () => {
         ),
         expect.stringContaining('dispatch .github/workflows/deploy.yml on main'),
         'plan: 1 smoke check(s)',
-        `plan: disable the previous token ${sb.current.id}`
+        `plan: disable the previous token ${sb.current.id}, watch the checks for 30 s, then leave it disabled`
       ])
       expect(result.summary).toContain('Plan')
       expect(result.summary).toContain(`as a copy of ${sb.current.id}`)

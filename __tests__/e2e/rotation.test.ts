@@ -339,8 +339,13 @@ describe('natural failures', () => {
 
   it('a smoke check that keeps failing revokes nothing, even after the rollback fails too', async () => {
     const scenario = await rotateIn({}, { 'smoke-timeout': '3s' }, sb => {
-      // The app keeps answering 503 on the smoke URL the caller configured.
-      sb.app.service.inject({ path: /^\/healthz$/, status: 503, times: 1_000_000 })
+      // Healthy before the rotation (preflight checks it); from the deploy on, the app keeps
+      // answering 503 on the smoke URL the caller configured.
+      sb.github.service.onAnswered = entry => {
+        if (entry.method === 'POST' && entry.path.endsWith('/dispatches')) {
+          sb.app.service.inject({ path: /^\/healthz$/, status: 503, times: 1_000_000 })
+        }
+      }
     })
     const { sb, result } = scenario
     try {

@@ -10,7 +10,7 @@ import { expectNoLeaks as expectNoLeaksIn, sha256 } from './scenario.js'
 import type { RequestEntry } from '../../sandbox/log.js'
 import { createGitHubClient } from '../../src/github/client.js'
 import { SecretWriter } from '../../src/github/secrets.js'
-import type { SecretTarget } from '../../src/settings.js'
+import type { SecretTarget } from '../../src/model.js'
 
 interface Scenario {
   sb: Sandbox

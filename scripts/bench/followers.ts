@@ -4,7 +4,9 @@
  * the rate limit), and the action's own `followRun` with its real GitHub client at default
  * settings (conditional polls every second; a 304 is free).
  */
-import { sleep } from '../../src/backoff.js'
+import { systemClock } from '../../src/backoff.js'
+
+const sleep = (ms: number): Promise<void> => systemClock.sleep(ms)
 import { createGitHubClient, type GitHubClientLog } from '../../src/github/client.js'
 import { followRun } from '../../src/github/deploy.js'
 

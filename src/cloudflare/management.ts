@@ -3,8 +3,9 @@
  * create and delete tokens of the rotated token's kind? Failing here, before anything is minted,
  * names the missing permission instead of failing halfway with a 403.
  */
-import * as core from '@actions/core'
-import { CloudflareApiError, type TokenApi, type TokenOwner, type TokenPolicy } from './tokens.js'
+import type { TokenOwner, TokenPolicy } from '../model.js'
+import { log } from '../log.js'
+import { CloudflareApiError, type TokenApi, firstOwner } from './tokens.js'
 
 /** The permission group a management token needs per owner kind (api-facts: "Minting needs …"). */
 export const MANAGEMENT_PERMISSION: Record<TokenOwner['kind'], string> = {
@@ -12,10 +13,16 @@ export const MANAGEMENT_PERMISSION: Record<TokenOwner['kind'], string> = {
   account: 'Account API Tokens Write'
 }
 
-/** Where a token of each kind is edited in the Cloudflare dashboard. */
-const DASHBOARD_PAGE: Record<TokenOwner['kind'], string> = {
-  user: 'My Profile → API Tokens',
-  account: 'Manage Account → Account API Tokens'
+/**
+ * How a management token of each kind is made in the Cloudflare dashboard. The Custom Token
+ * builder does not offer User › API Tokens › Edit: a user token with 'API Tokens Write' comes only
+ * from the "Create additional tokens" template; an account token gets 'Account API Tokens Write'
+ * as Account › Account API Tokens › Edit.
+ */
+const HOW_TO_CREATE: Record<TokenOwner['kind'], string> = {
+  user: "create one in the Cloudflare dashboard under My Profile → API Tokens → Create Token from the 'Create additional tokens' template (the Custom Token builder does not offer this permission)",
+  account:
+    'create one in the Cloudflare dashboard under Manage Account → Account API Tokens → Create Token with the permission Account › Account API Tokens › Edit'
 }
 
 export interface ManagementToken {
@@ -23,6 +30,8 @@ export interface ManagementToken {
   owner: TokenOwner
   /** Its policies, when it may read itself (a token with only account-level rights may not). */
   policies?: TokenPolicy[]
+  /** When it expires, if it does (verify's `expires_on`). */
+  expiresOn?: string
 }
 
 const isDenied = (error: unknown): error is CloudflareApiError =>
@@ -46,38 +55,33 @@ export async function verifyManagementToken(
 ): Promise<ManagementToken> {
   const owners: TokenOwner[] = [{ kind: 'user' }]
   if (accountId) owners.push({ kind: 'account', accountId })
-  const failures: string[] = []
-  for (const owner of owners) {
-    let verified: { id: string; status: string }
-    try {
-      verified = await api.verify(value, owner)
-    } catch (error) {
-      const retry =
-        error instanceof CloudflareApiError &&
-        (error.codes.includes(1000) || error.status === 401 || error.status === 403)
-      if (!retry) throw error
-      failures.push(error.message)
-      continue
-    }
-    if (verified.status !== 'active') {
-      throw new Error(
-        `The management token (cloudflare-api-token) ${verified.id} is ${verified.status}. Use an active token with '${MANAGEMENT_PERMISSION.user}' (user tokens) or '${MANAGEMENT_PERMISSION.account}' (account tokens).`
-      )
-    }
-    const token: ManagementToken = { id: verified.id, owner }
-    try {
-      token.policies = (await api.get(owner, verified.id)).policies
-    } catch (error) {
-      if (!(error instanceof CloudflareApiError) || (error.status !== 403 && error.status !== 404))
-        throw error
-      core.debug(`The management token cannot read its own policies (${error.status})`)
-      if (isDenied(error)) await requireSomeTokenAccess(api, token, accountId)
-    }
-    return token
-  }
-  throw new Error(
-    `The management token (cloudflare-api-token) does not verify: ${failures.join(' ')}${accountId ? '' : ' If it is an account-owned token, set account-id.'}`
+  const result = await firstOwner(
+    owners,
+    owner => api.verify(value, owner),
+    error => error.codes.includes(1000) || error.status === 401 || error.status === 403
   )
+  if (!('found' in result)) {
+    throw new Error(
+      `The management token (cloudflare-api-token) does not verify: ${result.failures.map(f => f.message).join(' ')}${accountId ? '' : ' If it is an account-owned token, set account-id.'}`
+    )
+  }
+  const { owner, value: verified } = result.found
+  if (verified.status !== 'active') {
+    throw new Error(
+      `The management token (cloudflare-api-token) ${verified.id} is ${verified.status}. Use an active token with '${MANAGEMENT_PERMISSION.user}' (user tokens) or '${MANAGEMENT_PERMISSION.account}' (account tokens).`
+    )
+  }
+  const token: ManagementToken = { id: verified.id, owner }
+  if (verified.expires_on) token.expiresOn = verified.expires_on
+  try {
+    token.policies = (await api.get(owner, verified.id)).policies
+  } catch (error) {
+    if (!(error instanceof CloudflareApiError) || (error.status !== 403 && error.status !== 404))
+      throw error
+    log.debug(`The management token cannot read its own policies (${error.status})`)
+    if (isDenied(error)) await requireSomeTokenAccess(api, token, accountId)
+  }
+  return token
 }
 
 /**
@@ -108,7 +112,7 @@ async function requireSomeTokenAccess(
         ? `both '${MANAGEMENT_PERMISSION.user}' (for user-owned tokens) and '${MANAGEMENT_PERMISSION.account}' on account ${account} (for account-owned tokens)`
         : `'${MANAGEMENT_PERMISSION.user}'`
   throw new Error(
-    `The management token (cloudflare-api-token) ${id} may not read API tokens: Cloudflare refused it (403) even its own details. It lacks ${lacks}. Edit it in the Cloudflare dashboard (${DASHBOARD_PAGE[owner.kind]}) and add the permission for the kind of token you rotate${owner.kind === 'user' && !account ? ', and set account-id if that token is account-owned' : ''}.`
+    `The management token (cloudflare-api-token) ${id} may not read API tokens: Cloudflare refused it (403) even its own details. It lacks ${lacks}. To get a token that has it, ${HOW_TO_CREATE[owner.kind]}${owner.kind === 'user' && !account ? '; set account-id if the rotated token is account-owned' : ''}.`
   )
 }
 
@@ -138,7 +142,7 @@ export function requireManagementPermission(
   if (!granted('allow') || granted('deny')) {
     const where = rotated.kind === 'account' ? ` on account ${rotated.accountId}` : ''
     throw new Error(
-      `The management token (cloudflare-api-token) ${management.id} lacks the permission '${needed}'${where}, needed to create and delete ${rotated.kind}-owned tokens. Edit it in the Cloudflare dashboard (${DASHBOARD_PAGE[management.owner.kind]}) and add '${needed}'${where}.`
+      `The management token (cloudflare-api-token) ${management.id} lacks the permission '${needed}'${where}, needed to create and delete ${rotated.kind}-owned tokens. To get a token that has it, ${HOW_TO_CREATE[rotated.kind]}.`
     )
   }
 }

@@ -12,10 +12,11 @@
  * deadline. Anything else (e.g. 404 NoSuchBucket) fails at once.
  */
 import { randomBytes } from 'node:crypto'
-import * as core from '@actions/core'
 import { AwsClient } from 'aws4fetch'
-import { retryUntil } from '../backoff.js'
+import { type Clock, retryUntil, systemClock } from '../backoff.js'
 import { rootCause } from '../errors.js'
+import { log } from '../log.js'
+import { quoteServer } from '../redact.js'
 import type { S3Credentials } from './r2.js'
 
 export interface ProbeOptions {
@@ -27,7 +28,9 @@ export interface ProbeOptions {
   deadlineMs: number
   /** First pause between attempts (default 1 s); doubles up to 10 s, with jitter. */
   initialDelayMs?: number
+  /** Stops the probe (e.g. when the smoke checks beside it failed): no further attempt. */
   signal?: AbortSignal
+  clock?: Clock
 }
 
 export type ProbeResult =
@@ -159,18 +162,23 @@ export async function probeBucket(options: ProbeOptions): Promise<ProbeResult> {
       deadlineMs: options.deadlineMs,
       initialDelayMs: options.initialDelayMs ?? DEFAULT_INITIAL_DELAY_MS,
       maxDelayMs: MAX_DELAY_MS,
-      sleep: ms => abortableSleep(ms, signal)
+      clock: options.clock ?? systemClock,
+      ...(signal ? { signal } : {})
     }
   )
 
   if (objectMayExist) {
-    core.warning(
+    log.warning(
       `The R2 probe could not delete its object ${key} from bucket ${options.bucket}; delete it by hand (objects under ${PROBE_PREFIX} are probe leftovers).`
     )
   }
   const step = outcome.value
   if (step.ok) return { ok: true, attempts: outcome.attempts, mode }
-  const gaveUp = step.retryable && !signal?.aborted ? ' (still failing at the deadline)' : ''
+  const gaveUp = signal?.aborted
+    ? ' (stopped: aborted)'
+    : step.retryable
+      ? ' (still failing at the deadline)'
+      : ''
   return { ok: false, attempts: outcome.attempts, mode, reason: `${step.reason}${gaveUp}` }
 }
 
@@ -187,19 +195,6 @@ async function answer(what: string, res: Response): Promise<Step> {
   return {
     ok: false,
     retryable,
-    reason: `${what}: HTTP ${res.status}${code ? ` ${code}` : ''}`
+    reason: `${what}: HTTP ${res.status}${code ? ` ${quoteServer(code, 60)}` : ''}`
   }
-}
-
-function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise(resolve => {
-    if (signal?.aborted) return resolve()
-    const timer = setTimeout(done, Math.max(0, ms))
-    function done(): void {
-      clearTimeout(timer)
-      signal?.removeEventListener('abort', done)
-      resolve()
-    }
-    signal?.addEventListener('abort', done, { once: true })
-  })
 }

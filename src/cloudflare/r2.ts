@@ -3,10 +3,11 @@
  * endpoint, and the least-privilege classification of a token's policies (the Security Matrix
  * in the action's contract). No network.
  */
-import { createHash } from 'node:crypto'
-import type { TokenPolicy } from './tokens.js'
+import type { Jurisdiction, PolicyScope, ScopeClass, TokenPolicy, TokenScope } from '../model.js'
+import { sha256Hex } from '../redact.js'
 
-export type Jurisdiction = 'default' | 'eu' | 'fedramp'
+export type { Jurisdiction, PolicyScope, ScopeClass, TokenScope } from '../model.js'
+export { sha256Hex }
 
 export interface S3Credentials {
   accessKeyId: string
@@ -19,10 +20,6 @@ export interface S3Credentials {
  */
 export function deriveS3Credentials(token: { id: string; value: string }): S3Credentials {
   return { accessKeyId: token.id, secretAccessKey: sha256Hex(token.value) }
-}
-
-export function sha256Hex(text: string): string {
-  return createHash('sha256').update(text, 'utf8').digest('hex')
 }
 
 const BUCKET_PREFIX = 'com.cloudflare.edge.r2.bucket.'
@@ -65,42 +62,6 @@ export function r2Endpoint(
   if (override) return override.replace(/\/+$/, '')
   const region = jurisdiction === 'default' ? '' : `${jurisdiction}.`
   return `https://${accountId}.${region}r2.cloudflarestorage.com`
-}
-
-export type ScopeClass = 'admin-read-write' | 'admin-read' | 'object-read-write' | 'object-read'
-
-export interface TokenScope {
-  /** The strongest R2 class the token holds; undefined when it holds no R2 permission. */
-  class?: ScopeClass
-  canRead: boolean
-  canWrite: boolean
-  /** Buckets it may access, or 'all' when any policy spans every bucket of the account. */
-  buckets: Array<{ accountId: string; jurisdiction: Jurisdiction; bucket: string }> | 'all'
-  accountIds: string[]
-  /** Names (or ids when unknown) of non-R2 permission groups. */
-  otherPermissions: string[]
-  /**
-   * Least-privilege findings, one per policy and finding (account-wide R2 access, admin class).
-   * Each sentence names the policy and says what a narrower one would be.
-   */
-  warnings: string[]
-  /** One row per policy, for the job summary. */
-  policies: PolicyScope[]
-  /** e.g. `object-read-write bucket=avatars-bucket`, `admin-read-write buckets=all`, `none`. */
-  summary: string
-}
-
-/** What one policy of the token grants, as the job summary shows it (names and ids, no values). */
-export interface PolicyScope {
-  /** `#1 (<policy id>)`, or `#1` when the policy carries no id: the position in the token. */
-  ref: string
-  effect: 'allow' | 'deny'
-  /** Permission group names (ids when the name is unknown). */
-  permissions: string[]
-  /** The strongest R2 class the policy's own groups grant, before any deny. */
-  class?: ScopeClass
-  /** What its resources reach: `bucket avatars-bucket`, `every bucket of account <id>`, … */
-  reach: string
 }
 
 export interface ClassifyOptions {

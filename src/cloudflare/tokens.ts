@@ -1,54 +1,31 @@
 /**
  * Cloudflare's API token endpoints (user-owned `/user/tokens…` and account-owned
- * `/accounts/{account_id}/tokens…`), through the official `cloudflare` SDK.
+ * `/accounts/{account_id}/tokens…`), through the official `cloudflare` SDK, loaded with only the
+ * token resources (`cloudflare/tree-shakable`): the whole SDK is most of the bundle and of the
+ * start-up time.
  *
- * The SDK retries idempotent requests itself (5xx, 408, 409, 429, connection errors) and honours
- * `retry-after`; a create is never retried (see `create`).
+ * Retries are this module's, not the SDK's (`maxRetries: 0`): the SDK honours any `Retry-After`
+ * without a cap, so one call could stall for the five minutes of a rate-limit block, three times
+ * over. Here an idempotent call is retried on a dropped connection or a server error with a short
+ * backoff, a 429 is waited out when Cloudflare asks for at most `MAX_RATE_LIMIT_WAIT_MS`, and a
+ * longer block fails at once with a message that says when to run again. A create is never sent
+ * again after a failure that leaves open whether it happened (see `create`).
  */
-import * as core from '@actions/core'
-import Cloudflare, { APIConnectionTimeoutError, APIError } from 'cloudflare'
-import { InputError } from '../settings.js'
-import { rootCause } from '../errors.js'
+import { APIConnectionTimeoutError, APIError } from 'cloudflare/core/error'
+import { createClient } from 'cloudflare/tree-shakable'
+import { Tokens as UserTokens } from 'cloudflare/resources/user/tokens/tokens'
+import { Tokens as AccountTokens } from 'cloudflare/resources/accounts/tokens/tokens'
+import type { ApiToken, CreateTokenBody, TokenOwner, TokenPolicy } from '../model.js'
+import { InputError, rootCause } from '../errors.js'
+import { type Clock, retryAfterMs, systemClock } from '../backoff.js'
+import { quoteServer, register, scrub } from '../redact.js'
+import { type Log, log as actionLog } from '../log.js'
 
-export type TokenOwner = { kind: 'user' } | { kind: 'account'; accountId: string }
-
-export interface PermissionGroupRef {
-  id: string
-  name?: string
-  meta?: unknown
-}
-
-export interface TokenPolicy {
-  id?: string
-  effect: 'allow' | 'deny'
-  permission_groups: PermissionGroupRef[]
-  resources: Record<string, unknown>
-}
-
-export interface ApiToken {
-  id: string
-  name: string
-  status: 'active' | 'disabled' | 'expired'
-  issued_on?: string
-  modified_on?: string
-  last_used_on?: string | null
-  expires_on?: string | null
-  not_before?: string | null
-  policies: TokenPolicy[]
-  condition?: unknown
-}
-
-export interface CreateTokenBody {
-  name: string
-  policies: TokenPolicy[]
-  condition?: unknown
-  expires_on?: string
-  not_before?: string
-}
+export type { ApiToken, CreateTokenBody, TokenOwner, TokenPolicy } from '../model.js'
 
 /**
  * A failed Cloudflare API call. The message is built from the envelope's `errors` (code and
- * message) and never contains a token value: every value the client knows is redacted from it.
+ * message, quoted through the scrubber) and never contains a value.
  */
 export class CloudflareApiError extends Error {
   /** HTTP status; undefined when no answer arrived (connection error, timeout). */
@@ -60,17 +37,88 @@ export class CloudflareApiError extends Error {
    * ambiguous create, list the tokens and look for the name that was minted (api-facts).
    */
   readonly ambiguous: boolean
+  /** How long Cloudflare asked to wait (`Retry-After`), for a 429. */
+  readonly retryAfterMs?: number
 
   constructor(
     message: string,
-    options: { status?: number; codes?: number[]; ambiguous?: boolean }
+    options: { status?: number; codes?: number[]; ambiguous?: boolean; retryAfterMs?: number }
   ) {
     super(message)
     this.name = 'CloudflareApiError'
     this.status = options.status
     this.codes = options.codes ?? []
     this.ambiguous = options.ambiguous ?? false
+    if (options.retryAfterMs !== undefined) this.retryAfterMs = options.retryAfterMs
   }
+}
+
+/**
+ * Cloudflare's rate-limit budget and clock, as its answers tell them. Every answer carries
+ * `Ratelimit: "default";r=<remaining>;t=<seconds to reset>` and
+ * `Ratelimit-Policy: "default";q=<quota>;w=<window seconds>`; a 429 carries `Retry-After`
+ * (developers.cloudflare.com/fundamentals/api/reference/limits/, "Rate limiting headers"). The
+ * older `X-RateLimit-Remaining`/`-Reset` pair is read too. The `Date` header gives Cloudflare's
+ * time, so that times compared with Cloudflare's own (`issued_on`, `expires_on`) do not depend on
+ * the runner's clock.
+ */
+export class CloudflareRate {
+  remaining?: number
+  limit?: number
+  /** When the window resets, on the clock passed to `observe`. */
+  resetAt?: number
+  private server?: { at: number; date: number }
+
+  constructor(private readonly clock: Clock = systemClock) {}
+
+  observe(headers: Headers): void {
+    const now = this.clock.now()
+    const date = Date.parse(headers.get('date') ?? '')
+    if (!Number.isNaN(date)) this.server = { at: now, date }
+    const current = parseRateLimitItem(headers.get('ratelimit'))
+    if (current?.r !== undefined) {
+      this.remaining = current.r
+      if (current.t !== undefined) this.resetAt = now + current.t * 1000
+    } else {
+      const remaining = finiteNumber(
+        headers.get('x-ratelimit-remaining') ?? headers.get('ratelimit-remaining')
+      )
+      if (remaining !== undefined) this.remaining = remaining
+      const reset = finiteNumber(headers.get('x-ratelimit-reset') ?? headers.get('ratelimit-reset'))
+      // Epoch seconds or delta seconds, as servers differ.
+      if (reset !== undefined) {
+        this.resetAt = reset > 1e9 ? now + (reset * 1000 - Date.now()) : now + reset * 1000
+      }
+    }
+    const policy = parseRateLimitItem(headers.get('ratelimit-policy'))
+    const limit = policy?.q ?? finiteNumber(headers.get('x-ratelimit-limit'))
+    if (limit !== undefined) this.limit = limit
+  }
+
+  /** Cloudflare's time now, from its last `Date` header (whole seconds), or undefined. */
+  serverNow(): Date | undefined {
+    if (!this.server) return undefined
+    return new Date(this.server.date + (this.clock.now() - this.server.at) * this.clock.scale)
+  }
+}
+
+/** One item of an RFC 9651 list such as `"default";r=50;t=30`: its numeric parameters. */
+function parseRateLimitItem(header: string | null): Record<string, number> | undefined {
+  if (!header) return undefined
+  const first = header.split(',')[0] ?? ''
+  const params: Record<string, number> = {}
+  for (const part of first.split(';').slice(1)) {
+    const [key, value] = part.split('=').map(s => s.trim())
+    const n = finiteNumber(value)
+    if (key && n !== undefined) params[key] = n
+  }
+  return Object.keys(params).length > 0 ? params : undefined
+}
+
+function finiteNumber(text: string | null | undefined): number | undefined {
+  if (text === null || text === undefined || text.trim() === '') return undefined
+  const n = Number(text)
+  return Number.isFinite(n) ? n : undefined
 }
 
 export interface TokenApiOptions {
@@ -78,30 +126,52 @@ export interface TokenApiOptions {
   apiToken: string
   /** API base URL (input `cloudflare-api-url`), e.g. `https://api.cloudflare.com/client/v4`. */
   baseURL: string
-  /** Retries of idempotent requests (default 3). Creates are never retried. */
+  /** Retries of idempotent requests after a dropped connection or a server error (default 3). */
   maxRetries?: number
   /** Per-request timeout in milliseconds (default 60 s, the SDK's default). */
   timeoutMs?: number
+  clock?: Clock
+  log?: Log
 }
 
 const DEFAULT_MAX_RETRIES = 3
 const DEFAULT_TIMEOUT_MS = 60_000
+
+/**
+ * The longest `Retry-After` one call waits for. Past the budget of 1,200 requests per five minutes
+ * (shared by every person and tool of the user) Cloudflare blocks every call for five minutes
+ * (developers.cloudflare.com/fundamentals/api/reference/limits/): waiting that out silently would
+ * look like a hang, so a longer wait fails the call with a message saying when to run again.
+ */
+export const MAX_RATE_LIMIT_WAIT_MS = 60_000
+
+/** Rate-limit refusals waited out per call before giving up. */
+const MAX_RATE_LIMIT_RETRIES = 3
+
 // The list endpoints accept per_page 5..50 (Cloudflare OpenAPI, user-api-tokens-list-tokens).
 const PAGE_SIZE = 50
 // A quota of 50 user and 500 account tokens (api-facts) fits in 10 pages; the cap guards
 // against a server that ignores `page` and answers the same page forever.
 const MAX_PAGES = 100
 
-const PERMISSION_HINT =
-  "The cloudflare-api-token needs 'API Tokens Write' for user-owned tokens or 'Account API Tokens Write' for account-owned tokens."
+/** Token quotas (developers.cloudflare.com/fundamentals/api/reference/limits/, "API token limits"). */
+export const TOKEN_QUOTA: Record<TokenOwner['kind'], number> = { user: 50, account: 500 }
+
+/** Where a token of each kind is created, in the dashboard's words. */
+export const MANAGEMENT_HINT =
+  "The cloudflare-api-token needs 'API Tokens Write' for user-owned tokens (dashboard: My Profile → API Tokens → Create Token → the 'Create additional tokens' template) or 'Account API Tokens Write' for account-owned tokens (Manage Account → Account API Tokens)."
+
+type TokenClient = ReturnType<typeof makeClient>
 
 function makeClient(
   apiToken: string,
   baseURL: string,
-  maxRetries: number,
-  timeoutMs: number
-): Cloudflare {
-  return new Cloudflare({
+  timeoutMs: number,
+  rate: CloudflareRate,
+  log: Log
+) {
+  return createClient({
+    resources: [UserTokens, AccountTokens],
     apiToken,
     // Explicit nulls: the SDK would otherwise pick up CLOUDFLARE_API_KEY / CLOUDFLARE_EMAIL /
     // CLOUDFLARE_API_USER_SERVICE_KEY from the runner's environment and send them as well.
@@ -109,33 +179,42 @@ function makeClient(
     apiEmail: null,
     userServiceKey: null,
     baseURL,
-    maxRetries,
+    maxRetries: 0,
     timeout: timeoutMs,
-    // The SDK's info lines (retries) go to the debug log; its request details are not passed on.
-    logLevel: 'info',
+    // Every answer's rate-limit headers and date are read, failed ones included.
+    fetch: async (url, init) => {
+      const response = await fetch(url, init)
+      rate.observe(response.headers)
+      return response
+    },
+    logLevel: 'warn',
     logger: {
-      error: (message: string) => core.error(message),
-      warn: (message: string) => core.warning(message),
-      info: (message: string) => core.debug(message),
+      error: (message: string) => log.debug(scrub(message)),
+      warn: (message: string) => log.debug(scrub(message)),
+      info: () => undefined,
       debug: () => undefined
     }
   })
 }
 
 export class TokenApi {
-  private readonly client: Cloudflare
+  readonly rate: CloudflareRate
+  private readonly client: TokenClient
   private readonly baseURL: string
   private readonly maxRetries: number
   private readonly timeoutMs: number
-  /** Values that must never appear in an error message. */
-  private readonly secrets: string[]
+  private readonly clock: Clock
+  private readonly log: Log
 
   constructor(options: TokenApiOptions) {
     this.baseURL = options.baseURL.replace(/\/+$/, '')
     this.maxRetries = options.maxRetries ?? DEFAULT_MAX_RETRIES
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS
-    this.secrets = [options.apiToken]
-    this.client = makeClient(options.apiToken, this.baseURL, this.maxRetries, this.timeoutMs)
+    this.clock = options.clock ?? systemClock
+    this.log = options.log ?? actionLog
+    this.rate = new CloudflareRate(this.clock)
+    register(options.apiToken)
+    this.client = makeClient(options.apiToken, this.baseURL, this.timeoutMs, this.rate, this.log)
   }
 
   /** `GET …/tokens/verify` authenticated as `tokenValue` itself (a second client). */
@@ -143,14 +222,15 @@ export class TokenApi {
     tokenValue: string,
     owner: TokenOwner
   ): Promise<{ id: string; status: string; expires_on?: string | null }> {
-    const client = makeClient(tokenValue, this.baseURL, this.maxRetries, this.timeoutMs)
+    register(tokenValue)
+    const client = makeClient(tokenValue, this.baseURL, this.timeoutMs, this.rate, this.log)
     const result = await this.call(
       `verify a token (${describeOwner(owner)})`,
       () =>
         owner.kind === 'user'
           ? client.user.tokens.verify()
           : client.accounts.tokens.verify({ account_id: owner.accountId }),
-      { asToken: true, secrets: [tokenValue] }
+      { asToken: true }
     )
     if (!result?.id || !result.status) {
       throw new CloudflareApiError(
@@ -209,9 +289,10 @@ export class TokenApi {
   }
 
   /**
-   * `POST …/tokens`, never retried: the SDK retries a POST on 408/409/429/5xx and on connection
-   * errors by default, and a repeated create could mint a duplicate token (api-facts). The
-   * returned value is shown only once by Cloudflare; the caller must mask it at once.
+   * `POST …/tokens`. Sent again only after a 429 (a rate-limited request was refused before it was
+   * processed, so nothing was minted), never after a failure that leaves open whether it happened:
+   * a repeated create could mint a duplicate (api-facts). The value is shown by Cloudflare only
+   * once; it is registered with the scrubber here and must be masked by the caller at once.
    */
   async create(
     owner: TokenOwner,
@@ -230,11 +311,8 @@ export class TokenApi {
       `create token "${body.name}" (${describeOwner(owner)})`,
       () =>
         owner.kind === 'user'
-          ? this.client.user.tokens.create(params, { maxRetries: 0 })
-          : this.client.accounts.tokens.create(
-              { account_id: owner.accountId, ...params },
-              { maxRetries: 0 }
-            ),
+          ? this.client.user.tokens.create(params)
+          : this.client.accounts.tokens.create({ account_id: owner.accountId, ...params }),
       { mutating: true, once: true }
     )
     const { value, ...rest } = result
@@ -243,10 +321,10 @@ export class TokenApi {
         `Cloudflare API: create token "${body.name}" answered without a token value` +
           (rest.id ? ` (token ${rest.id} was created; delete it)` : '') +
           '.',
-        {}
+        { ambiguous: true }
       )
     }
-    this.secrets.push(value)
+    register(value)
     return { token: toApiToken(rest), value }
   }
 
@@ -269,10 +347,10 @@ export class TokenApi {
   }
 
   /**
-   * `PUT …/tokens/{id}` with the status changed. The update replaces the whole token definition
-   * and requires `name` and `policies` (SDK `TokenUpdateParams`), so the token's current name,
-   * policies (in the create form, without policy ids, as the SDK's `TokenPolicyParam` has none),
-   * condition and validity window are sent back unchanged.
+   * `PUT …/tokens/{id}` with only the status changed. An update replaces the whole token (an
+   * omitted condition or expiry is dropped, credentials.md "PUT … replaces the whole token"), so
+   * the token's name, policies (in the create form, without policy ids, as the SDK's
+   * `TokenPolicyParam` has none), condition and validity window are sent back as they are.
    */
   async setStatus(
     owner: TokenOwner,
@@ -321,12 +399,42 @@ export class TokenApi {
     return groups
   }
 
-  /** Runs one SDK call and turns its failures into `CloudflareApiError`. */
+  /**
+   * Runs one SDK call and turns its failures into `CloudflareApiError`. Waits out a rate limit
+   * of at most `MAX_RATE_LIMIT_WAIT_MS`; retries an idempotent call after a dropped connection, a
+   * timeout or a server error, with a short exponential backoff.
+   */
   private async call<T>(what: string, run: () => PromiseLike<T>, how: CallKind = {}): Promise<T> {
-    try {
-      return await run()
-    } catch (error) {
-      throw toCloudflareError(error, what, how, [...this.secrets, ...(how.secrets ?? [])])
+    let limited = 0
+    let troubled = 0
+    for (;;) {
+      try {
+        return await run()
+      } catch (raw) {
+        const error = toCloudflareError(raw, what, how)
+        if (error.status === 429) {
+          const wait = error.retryAfterMs ?? 1000 * 2 ** limited
+          if (wait > MAX_RATE_LIMIT_WAIT_MS || limited >= MAX_RATE_LIMIT_RETRIES) {
+            throw rateLimitError(what, wait, this.rate)
+          }
+          limited++
+          this.log.warning(
+            `Cloudflare rate limit on ${what}: waiting ${Math.ceil(wait / 1000)} s as Cloudflare asks (nothing was done by the refused request).`
+          )
+          await this.clock.sleep(wait)
+          continue
+        }
+        const transient =
+          error.status === undefined ||
+          error.status === 408 ||
+          error.status === 409 ||
+          error.status >= 500
+        if (how.once || !transient || troubled >= this.maxRetries) throw error
+        troubled++
+        const pause = 500 * 2 ** (troubled - 1) * (0.8 + Math.random() * 0.4)
+        this.log.debug(`${error.message} Retrying in ${Math.round(pause)} ms.`)
+        await this.clock.sleep(pause)
+      }
     }
   }
 }
@@ -334,11 +442,9 @@ export class TokenApi {
 interface CallKind {
   /** Authenticated as the token being checked (verify), not the management token. */
   asToken?: boolean
-  /** More values to redact from the message. */
-  secrets?: string[]
   /** Changes state: without an answer it may or may not have happened. */
   mutating?: boolean
-  /** Sent once only (create). */
+  /** Never sent again after a failure, but a rate-limit refusal (create). */
   once?: boolean
 }
 
@@ -352,44 +458,55 @@ function describeOwner(owner: TokenOwner): string {
   return owner.kind === 'user' ? 'user-owned' : `account ${owner.accountId}`
 }
 
-function toCloudflareError(
-  error: unknown,
-  what: string,
-  how: CallKind,
-  secrets: string[]
-): CloudflareApiError {
+function rateLimitError(what: string, waitMs: number, rate: CloudflareRate): CloudflareApiError {
+  const seconds = Math.ceil(waitMs / 1000)
+  const when = new Date(Date.now() + waitMs).toISOString().replace(/\.\d{3}Z$/, 'Z')
+  return new CloudflareApiError(
+    `Cloudflare API: ${what} was refused for a rate limit (HTTP 429) and Cloudflare asks to wait ${seconds} s, longer than the ${MAX_RATE_LIMIT_WAIT_MS / 1000} s this action waits for one call. ` +
+      `The budget of ${rate.limit ?? 1200} requests per five minutes is shared by every person and tool of this Cloudflare user; past it every call is blocked for five minutes. Run the rotation again after ${when}.`,
+    { status: 429, retryAfterMs: waitMs }
+  )
+}
+
+function toCloudflareError(error: unknown, what: string, how: CallKind): CloudflareApiError {
   if (error instanceof CloudflareApiError) return error
   let message: string
   let status: number | undefined
   let codes: number[] = []
   let ambiguous = false
+  let retryAfter: number | undefined
   if (error instanceof APIError && error.status !== undefined) {
     status = error.status
     const envelope = (error.errors ?? []) as Array<{ code?: unknown; message?: unknown }>
     codes = envelope.map(e => Number(e.code)).filter(code => Number.isFinite(code))
     const details = envelope
-      .map(e => `${typeof e.message === 'string' ? e.message : 'error'} (code ${String(e.code)})`)
+      .map(
+        e =>
+          `${typeof e.message === 'string' ? quoteServer(e.message, 200) : 'error'} (code ${quoteServer(String(e.code), 20)})`
+      )
       .join('; ')
-    message = `Cloudflare API: ${what} failed with HTTP ${status}${details ? `: ${details}` : ''}.`
-    if (!how.asToken && (status === 401 || status === 403)) message += ` ${PERMISSION_HINT}`
+    message = `Cloudflare API: ${what} failed with HTTP ${status}${details ? `: ${quoteServer(details)}` : ''}.`
+    // 9109 also answers a token used from outside its IP filter ("Cannot use the access token
+    // from location: …"): a permission would not help there.
+    if (!how.asToken && (status === 401 || status === 403) && !/from location/i.test(details)) {
+      message += ` ${MANAGEMENT_HINT}`
+    }
+    retryAfter = retryAfterMs(error.headers?.get('retry-after') ?? undefined)
   } else {
     // No answer (connection error, timeout): a mutating request may still have taken effect.
     ambiguous = how.mutating === true
     const timedOut = error instanceof APIConnectionTimeoutError
     const cause = rootCause(error)
-    message = `Cloudflare API: ${what} failed: ${timedOut ? 'the request timed out' : `no answer${cause ? ` (${cause})` : ''}`}.`
+    message = `Cloudflare API: ${what} failed: ${timedOut ? 'the request timed out' : `no answer${cause ? ` (${quoteServer(cause, 100)})` : ''}`}.`
     if (how.mutating)
-      message += ` It may have taken effect${how.once ? '; it was not retried' : ''}.`
+      message += ` It may have taken effect${how.once ? '; it was not sent again' : ''}.`
   }
-  return new CloudflareApiError(redact(message, secrets), { status, codes, ambiguous })
-}
-
-function redact(text: string, secrets: string[]): string {
-  let out = text
-  for (const secret of secrets) {
-    if (secret) out = out.split(secret).join('***')
-  }
-  return out
+  return new CloudflareApiError(scrub(message), {
+    status,
+    codes,
+    ambiguous,
+    ...(retryAfter !== undefined ? { retryAfterMs: retryAfter } : {})
+  })
 }
 
 const STATUSES = new Set(['active', 'disabled', 'expired'])
@@ -402,7 +519,7 @@ function toApiToken(raw: unknown): ApiToken {
   }
   if (typeof t.status !== 'string' || !STATUSES.has(t.status)) {
     throw new CloudflareApiError(
-      `Cloudflare API: token ${t.id} has an unknown status ${JSON.stringify(t.status)}.`,
+      `Cloudflare API: token ${t.id} has an unknown status ${quoteServer(JSON.stringify(t.status), 40)}.`,
       {}
     )
   }
@@ -492,6 +609,29 @@ function canonicalJson(value: unknown, sortPrimitiveLists = false): string {
 }
 
 /**
+ * Tries `attempt` with each owner in turn (the user endpoints, then the account's). A failure
+ * that means "not here" (`fallsThrough`) moves on to the next owner; any other failure is thrown.
+ * Returns the first owner that worked, or every "not here" failure when none did. Used to find the
+ * rotated token's owner and the management token's own.
+ */
+export async function firstOwner<T>(
+  owners: TokenOwner[],
+  attempt: (owner: TokenOwner) => Promise<T>,
+  fallsThrough: (error: CloudflareApiError) => boolean
+): Promise<{ found: { owner: TokenOwner; value: T } } | { failures: CloudflareApiError[] }> {
+  const failures: CloudflareApiError[] = []
+  for (const owner of owners) {
+    try {
+      return { found: { owner, value: await attempt(owner) } }
+    } catch (error) {
+      if (!(error instanceof CloudflareApiError) || !fallsThrough(error)) throw error
+      failures.push(error)
+    }
+  }
+  return { failures }
+}
+
+/**
  * Finds the owner of the token in use now and reads it.
  * - `user` → user endpoints; `account` → account endpoints (`accountId` required);
  * - `auto` → the user endpoints first; on 403, 404 or Cloudflare code 1000 (what
@@ -523,39 +663,32 @@ export async function resolveCurrentToken(
       "is required when token-owner is 'account' (the API paths carry it)."
     )
   }
-
-  const identify = async (owner: TokenOwner): Promise<{ owner: TokenOwner; token: ApiToken }> => {
-    const id = currentAccessKeyId ?? (await api.verify(currentToken!, owner)).id
-    return { owner, token: await api.get(owner, id) }
-  }
-
-  if (tokenOwner === 'account') return identify(account!)
-  if (tokenOwner === 'user') return identify({ kind: 'user' })
-
-  try {
-    return await identify({ kind: 'user' })
-  } catch (error) {
-    const fallback =
-      error instanceof CloudflareApiError &&
+  const owners: TokenOwner[] =
+    tokenOwner === 'account'
+      ? [account!]
+      : tokenOwner === 'user' || !account
+        ? [{ kind: 'user' }]
+        : [{ kind: 'user' }, account]
+  const result = await firstOwner(
+    owners,
+    async owner => {
+      const id = currentAccessKeyId ?? (await api.verify(currentToken!, owner)).id
+      return api.get(owner, id)
+    },
+    error =>
+      tokenOwner === 'auto' &&
       (error.status === 403 || error.status === 404 || error.codes.includes(1000))
-    if (!fallback) throw error
-    if (!account) {
-      throw new CloudflareApiError(
-        `${error.message} If the current token is account-owned, set account-id (and token-owner: account).`,
-        { status: error.status, codes: error.codes }
-      )
-    }
-    core.debug(
-      `Current token not found among user-owned tokens; trying account ${account.accountId}`
+  )
+  if ('found' in result) return { owner: result.found.owner, token: result.found.value }
+  const [user, second] = result.failures
+  if (!second) {
+    throw new CloudflareApiError(
+      `${user!.message} If the current token is account-owned, set account-id (and token-owner: account).`,
+      { status: user!.status, codes: user!.codes }
     )
-    try {
-      return await identify(account)
-    } catch (second) {
-      if (!(second instanceof CloudflareApiError)) throw second
-      throw new CloudflareApiError(
-        `The current token was found neither among user-owned tokens nor in account ${account.accountId}. User endpoints: ${error.message} Account endpoints: ${second.message}`,
-        { status: second.status, codes: second.codes }
-      )
-    }
   }
+  throw new CloudflareApiError(
+    `The current token was found neither among user-owned tokens nor in account ${accountId}. User endpoints: ${user!.message} Account endpoints: ${second.message}`,
+    { status: second.status, codes: second.codes }
+  )
 }

@@ -4,22 +4,31 @@
  *
  * Modelled on peter-evans/create-pull-request `src/octokit-client.ts`.
  */
-import * as core from '@actions/core'
 import { Octokit } from '@octokit/rest'
 import { retry } from '@octokit/plugin-retry'
 import { throttling } from '@octokit/plugin-throttling'
 // plugin-throttling's own dependency; its `throttle.write` option takes a Bottleneck group.
 import Bottleneck from 'bottleneck'
+import { httpStatus } from '../errors.js'
+import { retryAfterMs } from '../backoff.js'
+import { type Log, log as actionLog } from '../log.js'
+import { isLoopbackUrl } from '../net.js'
+import { quoteServer } from '../redact.js'
+
+export { httpStatus, isLoopbackUrl }
 
 const RotationOctokit = Octokit.plugin(retry, throttling)
 
 export type GitHubClient = InstanceType<typeof RotationOctokit>
 
-export interface GitHubClientLog {
-  info(message: string): void
-  warning(message: string): void
-  debug(message: string): void
-}
+export type GitHubClientLog = Log
+
+/**
+ * The REST API version every request asks for (docs.github.com/rest/about-the-rest-api/api-versions).
+ * Pinned so that a new default cannot change an answer under the action: version 2026-03-10, for
+ * one, removed the dispatch's `return_run_details` flag (deploy.ts handles both).
+ */
+export const GITHUB_API_VERSION = '2022-11-28'
 
 /**
  * 4xx answers are final: repeating them changes nothing. 429 is left out on purpose: a 429 that
@@ -62,29 +71,6 @@ function isRepeatable(options: RequestLike): boolean {
   return typeof retries === 'number' && retries > 0
 }
 
-/** True for a loopback host: a local simulator, which has no secondary rate limits. */
-export function isLoopbackUrl(url: string): boolean {
-  let host: string
-  try {
-    host = new URL(url).hostname
-  } catch {
-    return false
-  }
-  return (
-    host === 'localhost' || host === '[::1]' || host === '::1' || /^127(\.\d{1,3}){3}$/.test(host)
-  )
-}
-
-/** Seconds from a `retry-after` header (delta-seconds or an HTTP date), or undefined. */
-function retryAfterSeconds(value: unknown): number | undefined {
-  if (typeof value !== 'string' && typeof value !== 'number') return undefined
-  const text = String(value).trim()
-  if (/^\d+$/.test(text)) return Number(text)
-  const date = Date.parse(text)
-  if (Number.isNaN(date)) return undefined
-  return Math.max(0, Math.ceil((date - Date.now()) / 1000))
-}
-
 interface ErrorLike {
   status?: number
   message: string
@@ -109,8 +95,13 @@ export function createGitHubClient(options: {
   baseUrl: string
   userAgent?: string
   log?: GitHubClientLog
+  /** Real milliseconds per millisecond of the action's clock (the sandbox runs it faster). */
+  timeScale?: number
+  /** The REST API version to ask for (default `GITHUB_API_VERSION`). */
+  apiVersion?: string
 }): GitHubClient {
-  const log = options.log ?? core
+  const log = options.log ?? actionLog
+  const scale = options.timeScale ?? 1
   const loopback = isLoopbackUrl(options.baseUrl)
 
   const onLimit =
@@ -156,11 +147,15 @@ export function createGitHubClient(options: {
     }
   })
 
-  // Registered after the plugins, so this runs first: a POST gets `retries: 0` unless its caller
+  // Registered after the plugins, so this runs first. Every request asks for the pinned API
+  // version; a POST gets `retries: 0` unless its caller
   // chose otherwise (plugin-retry retries any method on 5xx). `request` is copied for every
   // request because Octokit shares it with the client's defaults, and both plugins write their
   // retry counters into it.
+  const apiVersion = options.apiVersion ?? GITHUB_API_VERSION
   octokit.hook.before('request', requestOptions => {
+    // A caller may ask for another version on one request (deploy.ts does, for the dispatch).
+    requestOptions.headers['x-github-api-version'] ??= apiVersion
     const own = { ...requestOptions.request }
     if (requestOptions.method === 'POST' && own.retries === undefined) own.retries = 0
     requestOptions.request = own
@@ -173,31 +168,26 @@ export function createGitHubClient(options: {
   const retryRequest = plugin.retryRequest
   plugin.retryRequest = (error, retries, retryAfter) => {
     if (isRateLimit(error)) return retryRequest(error, 0, 0)
-    const header = retryAfterSeconds(error.response?.headers?.['retry-after'])
-    if (header === undefined) return retryRequest(error, retries, retryAfter)
-    if (header > MAX_WAIT_SECONDS) return retryRequest(error, 0, 0)
-    return retryRequest(error, retries, header)
+    const header = retryAfterMs(error.response?.headers?.['retry-after'])
+    if (header === undefined) return retryRequest(error, retries, retryAfter * scale)
+    if (header > MAX_WAIT_SECONDS * 1000) return retryRequest(error, 0, 0)
+    return retryRequest(error, retries, (header / 1000) * scale)
   }
 
   return octokit
 }
 
-/** The HTTP status of an Octokit RequestError (undefined for anything else, e.g. a network error). */
-export function httpStatus(error: unknown): number | undefined {
-  if (typeof error !== 'object' || error === null || !('status' in error)) return undefined
-  const status = (error as { status: unknown }).status
-  return typeof status === 'number' ? status : undefined
-}
-
 /**
- * GitHub's answer in one line: status and message. RequestError messages carry only GitHub's
- * `message` and documentation link, never the request (headers are redacted by Octokit anyway).
+ * GitHub's answer in one line: status and message. A RequestError's message is GitHub's
+ * `message`, which a server may fill with an echo of the request (a ciphertext, a header): it is
+ * quoted through the scrubber and shortened.
  */
 export function describeGitHubError(error: unknown): string {
   const status = httpStatus(error)
-  const message =
+  const raw =
     typeof (error as { message?: unknown })?.message === 'string'
       ? (error as { message: string }).message
       : String(error)
+  const message = quoteServer(raw)
   return status === undefined ? message : `GitHub answered ${status}: ${message}`
 }

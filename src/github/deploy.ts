@@ -8,9 +8,11 @@
  * the failed jobs of a failed run reported.
  */
 import { randomBytes } from 'node:crypto'
-import * as core from '@actions/core'
 import { parse as parseYaml } from 'yaml'
-import { sleep as realSleep } from '../backoff.js'
+import type { RepoRef } from '../model.js'
+import { type Clock, retryAfterMs, systemClock } from '../backoff.js'
+import { mayHaveTakenEffect } from '../errors.js'
+import { log as actionLog } from '../log.js'
 import {
   type GitHubClient,
   type GitHubClientLog,
@@ -35,34 +37,15 @@ export interface WorkflowInfo {
   declaredInputs: string[]
   /** The workflow's `run-name` contains `inputs.rotation_id`, so a run's title names its rotation. */
   runNameUsesRotationId: boolean
+  /**
+   * The `environment:` of each job that names one: its secrets shadow the repository's (and those
+   * the organization shares) for that job. `expression` when the name is computed (`${{ … }}`) and
+   * cannot be known before the run.
+   */
+  environments: JobEnvironment[]
 }
 
-interface Repo {
-  owner: string
-  repo: string
-}
-
-type Sleep = (ms: number) => Promise<void>
-
-/**
- * Elapsed time that also counts the time slept, so a deadline passes even when a test injects a
- * sleep that returns at once (otherwise such a loop would poll as fast as it can until real time
- * runs out).
- */
-function sleepClock(
-  sleep: Sleep = realSleep,
-  now: () => number = Date.now
-): { sleep: Sleep; elapsed: () => number } {
-  const start = now()
-  let slept = 0
-  return {
-    sleep: async ms => {
-      slept += ms
-      await sleep(ms)
-    },
-    elapsed: () => Math.max(now() - start, slept)
-  }
-}
+export type JobEnvironment = { job: string; name: string } | { job: string; expression: string }
 
 // ------------------------------------------------------------------ preflight
 
@@ -86,7 +69,11 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 function readWorkflowFile(
   text: string,
   path: string
-): { trigger: Map<string, DeclaredInput> | undefined; runName?: string } {
+): {
+  trigger: Map<string, DeclaredInput> | undefined
+  runName?: string
+  environments: JobEnvironment[]
+} {
   let doc: unknown
   try {
     doc = parseYaml(text)
@@ -95,7 +82,25 @@ function readWorkflowFile(
   }
   if (!isRecord(doc)) throw new Error(`${path} is not a workflow (no top-level map).`)
   const runName = typeof doc['run-name'] === 'string' ? doc['run-name'] : undefined
-  return { trigger: dispatchTrigger(doc['on']), runName }
+  return { trigger: dispatchTrigger(doc['on']), runName, environments: jobEnvironments(doc) }
+}
+
+/**
+ * `jobs.<id>.environment` is a name or `{name, url}` (docs.github.com, "Workflow syntax":
+ * jobs.<job_id>.environment); a name may be an expression.
+ */
+function jobEnvironments(doc: Record<string, unknown>): JobEnvironment[] {
+  const jobs = doc['jobs']
+  if (!isRecord(jobs)) return []
+  const found: JobEnvironment[] = []
+  for (const [job, spec] of Object.entries(jobs)) {
+    if (!isRecord(spec)) continue
+    const environment = spec['environment']
+    const name = isRecord(environment) ? environment['name'] : environment
+    if (typeof name !== 'string' || name.trim() === '') continue
+    found.push(name.includes('${{') ? { job, expression: name } : { job, name: name.trim() })
+  }
+  return found
 }
 
 function dispatchTrigger(on: unknown): Map<string, DeclaredInput> | undefined {
@@ -169,7 +174,7 @@ function inputProblems(
  */
 export async function inspectWorkflow(
   octokit: GitHubClient,
-  repo: Repo,
+  repo: RepoRef,
   workflow: string | number,
   inputs: Record<string, string>,
   ref?: string
@@ -233,7 +238,7 @@ export async function inspectWorkflow(
     )
   }
 
-  const { trigger: declared, runName } = readWorkflowFile(text, found.path)
+  const { trigger: declared, runName, environments } = readWorkflowFile(text, found.path)
   if (!declared) {
     throw new Error(
       `deploy-workflow ${found.path} (at ${fileRef}) does not declare the workflow_dispatch trigger; add \`on: workflow_dispatch\` so that the action can start it.`
@@ -246,7 +251,7 @@ export async function inspectWorkflow(
     runName !== undefined &&
     /\$\{\{[^}]*\b(?:github\.event\.)?inputs\.rotation_id\b[^}]*\}\}/.test(runName)
   if (declared.has(ROTATION_ID_INPUT) && !runNameUsesRotationId) {
-    core.warning(
+    actionLog.warning(
       `deploy-workflow ${found.path} declares the input ${ROTATION_ID_INPUT} but its run-name does not use it; add \`run-name: ${found.name} \${{ inputs.${ROTATION_ID_INPUT} }}\` so that the action can tell its run from other dispatches on servers that do not return the run id.`
     )
   }
@@ -258,7 +263,38 @@ export async function inspectWorkflow(
     htmlUrl: found.html_url,
     defaultBranch,
     declaredInputs: [...declared.keys()],
-    runNameUsesRotationId
+    runNameUsesRotationId,
+    environments
+  }
+}
+
+/** One workflow run as the rotation needs it; undefined when GitHub has no such run (404). */
+export async function getRun(
+  octokit: GitHubClient,
+  repo: RepoRef,
+  runId: number
+): Promise<
+  | { status: string | null; conclusion: string | null; htmlUrl: string; updatedAt: string }
+  | undefined
+> {
+  try {
+    const { data } = await octokit.request('GET /repos/{owner}/{repo}/actions/runs/{run_id}', {
+      ...repo,
+      run_id: runId,
+      exclude_pull_requests: true
+    })
+    return {
+      status: data.status,
+      conclusion: data.conclusion,
+      htmlUrl: data.html_url,
+      updatedAt: data.updated_at
+    }
+  } catch (error) {
+    if (httpStatus(error) === 404) return undefined
+    throw new Error(
+      `Cannot read run ${runId} of ${repo.owner}/${repo.repo}: ${describeGitHubError(error)}. The github-token needs "Actions: read".`,
+      { cause: error }
+    )
   }
 }
 
@@ -353,8 +389,7 @@ export interface DispatchedRun {
 }
 
 export interface DispatchOptions {
-  /** Injected by tests. */
-  sleep?: Sleep
+  clock?: Clock
   /** How long to look for the run when the server gives no run details (default 60 s). */
   findTimeoutMs?: number
   /**
@@ -370,7 +405,7 @@ export interface DispatchOptions {
    * little later than it.
    */
   settleMs?: number
-  /** The rotation id to send (default: this job's run id and attempt plus random hex). */
+  /** The rotation id to send (default: `newRotationId` of an unknown run). */
   rotationId?: string
   /** Runs known not to be this dispatch's (e.g. the rotation's earlier deploy runs). */
   knownRunIds?: Iterable<number>
@@ -410,7 +445,7 @@ function rejectsRunDetails(error: unknown): boolean {
 
 function dispatchError(
   workflow: WorkflowInfo,
-  repo: Repo,
+  repo: RepoRef,
   ref: string,
   error: unknown,
   sent: number
@@ -451,7 +486,7 @@ function shortRef(ref: string): string {
  */
 async function listDispatchRuns(
   octokit: GitHubClient,
-  repo: Repo,
+  repo: RepoRef,
   workflow: WorkflowInfo,
   ref: string,
   cache: Conditional<ListedRun[]>
@@ -481,7 +516,7 @@ async function listDispatchRuns(
   return { runs: value, headers }
 }
 
-function listError(workflow: WorkflowInfo, repo: Repo, error: unknown): Error {
+function listError(workflow: WorkflowInfo, repo: RepoRef, error: unknown): Error {
   return new Error(
     `Cannot list the runs of ${workflow.path} in ${repo.owner}/${repo.repo}. ${describeGitHubError(error)}. The github-token needs "Actions: read".`,
     { cause: error }
@@ -524,14 +559,16 @@ function describeCandidates(runs: ListedRun[]): string {
  */
 async function lookForRun(
   octokit: GitHubClient,
-  repo: Repo,
+  repo: RepoRef,
   workflow: WorkflowInfo,
   ref: string,
   search: RunSearch,
   lookMs: number,
   options: DispatchOptions
 ): Promise<DispatchedRun | undefined> {
-  const clock = sleepClock(options.sleep)
+  const clock = options.clock ?? systemClock
+  const start = clock.now()
+  const elapsed = (): number => clock.now() - start
   const settleMs = options.settleMs ?? SETTLE_MS
   const pollMs = options.pollMs ?? FIND_POLL_MS
   const cache: Conditional<ListedRun[]> = {}
@@ -566,12 +603,12 @@ async function lookForRun(
       }
       const only = candidates[0]
       if (only === undefined) alone = undefined
-      else if (alone?.run.id !== only.id) alone = { run: only, since: clock.elapsed() }
-      if (alone && clock.elapsed() - alone.since >= settleMs) return toDispatched(alone.run)
+      else if (alone?.run.id !== only.id) alone = { run: only, since: elapsed() }
+      if (alone && elapsed() - alone.since >= settleMs) return toDispatched(alone.run)
     }
-    const remaining = lookMs - clock.elapsed()
+    const remaining = lookMs - elapsed()
     if (remaining <= 0 && !alone) return undefined
-    const settleLeft = alone ? settleMs - (clock.elapsed() - alone.since) : Infinity
+    const settleLeft = alone ? settleMs - (elapsed() - alone.since) : Infinity
     await clock.sleep(Math.max(0, Math.min(pollMs, settleLeft, alone ? Infinity : remaining)))
   }
 }
@@ -581,10 +618,8 @@ function toDispatched(run: ListedRun): DispatchedRun {
 }
 
 /** Unique per dispatch, and telling: this job's run id and attempt, and random hex. */
-function newRotationId(): string {
-  const run = process.env['GITHUB_RUN_ID'] ?? 'local'
-  const attempt = process.env['GITHUB_RUN_ATTEMPT'] ?? '1'
-  return `${run}-${attempt}-${randomBytes(4).toString('hex')}`
+export function newRotationId(runId: string, attempt: number): string {
+  return `${runId || 'local'}-${attempt}-${randomBytes(4).toString('hex')}`
 }
 
 /**
@@ -595,12 +630,6 @@ function refusedFor(error: unknown): number | undefined {
   const status = httpStatus(error)
   if (status !== 429 && status !== 403) return undefined
   return rateLimitWait(error, Date.now())
-}
-
-/** A dispatch that failed this way may or may not have started a run. */
-function isAmbiguous(error: unknown): boolean {
-  const status = httpStatus(error)
-  return status === undefined || status === 408 || status >= 500
 }
 
 /**
@@ -621,19 +650,19 @@ function isAmbiguous(error: unknown): boolean {
  */
 export async function dispatchWorkflow(
   octokit: GitHubClient,
-  repo: Repo,
+  repo: RepoRef,
   workflow: WorkflowInfo,
   ref: string,
   inputs: Record<string, string>,
   options: DispatchOptions = {}
 ): Promise<DispatchedRun> {
-  const log = options.log ?? core
-  const sleep = options.sleep ?? realSleep
+  const log = options.log ?? actionLog
+  const clock = options.clock ?? systemClock
   const declaresId = workflow.declaredInputs.includes(ROTATION_ID_INPUT)
   if (declaresId && inputs[ROTATION_ID_INPUT] !== undefined) {
     log.info(`deploy-inputs sets ${ROTATION_ID_INPUT}; the action sends its own unique id.`)
   }
-  const baseId = declaresId ? (options.rotationId ?? newRotationId()) : undefined
+  const baseId = declaresId ? (options.rotationId ?? newRotationId('', 1)) : undefined
   const where = `${workflow.path} on ${ref} in ${repo.owner}/${repo.repo}`
 
   // Any run created before this instant, on GitHub's clock, is not ours.
@@ -682,7 +711,7 @@ export async function dispatchWorkflow(
         continue
       }
       const refused = refusedFor(error)
-      const ambiguous = refused === undefined && isAmbiguous(error)
+      const ambiguous = refused === undefined && mayHaveTakenEffect(error)
       if (
         sent >= MAX_DISPATCHES ||
         (refused === undefined && !ambiguous) ||
@@ -694,7 +723,7 @@ export async function dispatchWorkflow(
         log.warning(
           `Dispatching ${where} was refused (${describeGitHubError(error)}): nothing was dispatched, so it is sent again in ${Math.ceil(refused / 1000)} s.`
         )
-        await sleep(refused)
+        await clock.sleep(refused)
         continue
       }
       log.warning(
@@ -735,7 +764,7 @@ export async function dispatchWorkflow(
 /** Runs listed now are not ours, whatever their time stamps say; nor is anything older. */
 async function snapshot(
   octokit: GitHubClient,
-  repo: Repo,
+  repo: RepoRef,
   workflow: WorkflowInfo,
   ref: string,
   search: RunSearch
@@ -787,9 +816,7 @@ export interface FollowOptions {
   onStatus?: (status: string, run: { htmlUrl: string; attempt: number }) => void
   /** Default: @actions/core (warnings: a low rate budget at start, rate limits, GitHub errors). */
   log?: GitHubClientLog
-  sleep?: Sleep
-  /** Injected by tests that drive a simulated clock. */
-  now?: () => number
+  clock?: Clock
 }
 
 type FailedJob = Extract<RunOutcome, { ok: false }>['failedJobs'][number]
@@ -815,7 +842,7 @@ const PASSING = new Set(['success', 'skipped', 'neutral'])
 
 async function failedJobsOf(
   octokit: GitHubClient,
-  repo: Repo,
+  repo: RepoRef,
   runId: number,
   log: GitHubClientLog
 ): Promise<FailedJob[]> {
@@ -864,8 +891,8 @@ function rateLimitWait(error: unknown, nowMs: number): number | undefined {
   const status = httpStatus(error)
   if (status !== 403 && status !== 429) return undefined
   const headers = headersOf(error) ?? {}
-  const retryAfter = finite(headers['retry-after'])
-  if (retryAfter !== undefined) return retryAfter * 1000
+  const retryAfter = retryAfterMs(headers['retry-after'], nowMs)
+  if (retryAfter !== undefined) return retryAfter
   const reset = finite(headers['x-ratelimit-reset'])
   if (headers['x-ratelimit-remaining'] === '0' && reset !== undefined) {
     return Math.max(1000, reset * 1000 - nowMs)
@@ -933,13 +960,14 @@ async function warnIfBudgetLow(
  */
 export async function followRun(
   octokit: GitHubClient,
-  repo: Repo,
+  repo: RepoRef,
   runId: number,
   options: FollowOptions
 ): Promise<RunOutcome> {
-  const log = options.log ?? core
-  const now = options.now ?? Date.now
-  const clock = sleepClock(options.sleep, now)
+  const log = options.log ?? actionLog
+  const clock = options.clock ?? systemClock
+  const now = (): number => clock.now()
+  const start = now()
   const pollMs = options.pollMs ?? POLL_MS
   await warnIfBudgetLow(octokit, options.timeoutMs, log, now(), options.rateBudget)
 
@@ -1018,7 +1046,7 @@ export async function followRun(
       }
     }
 
-    const remaining = options.timeoutMs - clock.elapsed()
+    const remaining = options.timeoutMs - (now() - start)
     if (remaining <= 0) {
       return {
         ok: false,
@@ -1036,7 +1064,7 @@ export async function followRun(
 
 async function conclude(
   octokit: GitHubClient,
-  repo: Repo,
+  repo: RepoRef,
   runId: number,
   run: RunState,
   log: GitHubClientLog

@@ -8,7 +8,8 @@
  * the answer is 201 when the secret was created and 204 when it was updated.
  */
 import sodium from 'libsodium-wrappers'
-import type { SecretTarget } from '../settings.js'
+import type { SecretTarget } from '../model.js'
+import { register } from '../redact.js'
 import { type GitHubClient, describeGitHubError, httpStatus } from './client.js'
 
 /** GitHub stores secret values of up to 48 KB (docs: "Secrets can store up to 48 KB"). */
@@ -29,7 +30,10 @@ export async function sealSecret(value: string, publicKeyBase64: string): Promis
     )
   }
   const sealed = sodium.crypto_box_seal(sodium.from_string(value), key)
-  return sodium.to_base64(sealed, sodium.base64_variants.ORIGINAL)
+  const ciphertext = sodium.to_base64(sealed, sodium.base64_variants.ORIGINAL)
+  // A server's error answer may echo the request body: the ciphertext must never be printed.
+  register(ciphertext)
+  return ciphertext
 }
 
 export interface TargetKey {
@@ -171,6 +175,45 @@ export class SecretWriter {
       return status === 201 ? 'created' : 'updated'
     } catch (error) {
       throw targetError(target, `writing secret ${name}`, error)
+    }
+  }
+
+  /**
+   * Whether a repository or environment secret of this name exists (a read of its metadata: name
+   * and dates, never a value). Undefined when the github-token may not tell (403).
+   */
+  async exists(
+    where: { owner: string; repo: string; environment?: string },
+    name: string
+  ): Promise<boolean | undefined> {
+    try {
+      if (where.environment === undefined) {
+        await this.octokit.request('GET /repos/{owner}/{repo}/actions/secrets/{secret_name}', {
+          owner: where.owner,
+          repo: where.repo,
+          secret_name: name
+        })
+      } else {
+        await this.octokit.request(
+          'GET /repos/{owner}/{repo}/environments/{environment_name}/secrets/{secret_name}',
+          {
+            owner: where.owner,
+            repo: where.repo,
+            environment_name: where.environment,
+            secret_name: name
+          }
+        )
+      }
+      return true
+    } catch (error) {
+      const status = httpStatus(error)
+      if (status === 404) return false
+      if (status === 403) return undefined
+      throw new Error(
+        `Cannot tell whether ${where.environment === undefined ? `${where.owner}/${where.repo}` : `environment '${where.environment}' of ${where.owner}/${where.repo}`} holds a secret ${name}: ${describeGitHubError(error)}.`,
+        // A GET: the request carries no value that the cause could expose.
+        { cause: error }
+      )
     }
   }
 

@@ -1,0 +1,822 @@
+/**
+ * Every decision of the rotation, as pure functions: no `await`, no I/O, no logging. They take
+ * what was read (facts) and return what to do (values: discriminated unions with a total
+ * `switch`), so that each can be checked in a table (see __tests__/decide.test.ts). rotation.ts
+ * carries the decisions out and asks here at every branch.
+ *
+ * The invariant lives in `mayDelete`: the one answer to "may this token be deleted now?". Every
+ * token delete of the action is preceded by it.
+ *
+ *   A token is revoked only after a deploy that uses its replacement concluded `success`, every
+ *   smoke check passed, and (unless turned off) the app was watched while the token was disabled.
+ */
+import type {
+  ApiToken,
+  Credentials,
+  JournalPhase,
+  JournalRecord,
+  Jurisdiction,
+  SecretField,
+  SecretTarget,
+  Settings,
+  SmokeResult,
+  TokenOwner,
+  TokenScope,
+  UseEvidence
+} from './model.js'
+
+// ------------------------------------------------------------------------------- journal phases
+
+/** Phases after which nothing is left to finish. */
+export function isSettled(phase: JournalPhase): boolean {
+  return phase === 'done' || phase === 'rolled-back'
+}
+
+/** Phases in which the new token may be in the secrets (publish began). */
+export function isPublished(phase: JournalPhase): boolean {
+  return !['minting', 'minted', 'done', 'rolled-back'].includes(phase)
+}
+
+// ------------------------------------------------------------------------------- credentials
+
+export function fieldValue(field: SecretField, credentials: Credentials): string | undefined {
+  switch (field) {
+    case 'token':
+      return credentials.value
+    case 'access-key-id':
+      return credentials.id
+    case 'secret-access-key':
+      return credentials.secretAccessKey
+  }
+}
+
+/** The fields among `fields` whose value is not known for `credentials`. */
+export function missingFields(credentials: Credentials, fields: SecretField[]): SecretField[] {
+  return [...new Set(fields)].filter(field => fieldValue(field, credentials) === undefined)
+}
+
+/** Everything the inputs tell about one token id. */
+export function credentialsOf(id: string, known: Credentials[]): Credentials {
+  const merged: Credentials = { id }
+  for (const c of known) {
+    if (c.id !== id) continue
+    merged.value ??= c.value
+    merged.secretAccessKey ??= c.secretAccessKey
+  }
+  return merged
+}
+
+// ------------------------------------------------------------------------------- the plan
+
+/** A token that expires within this long is due now, or it lapses in production. */
+export const EXPIRY_WARNING_MS = 7 * 24 * 3600 * 1000
+
+/** Cloudflare stores token times to the second (RFC 3339 without fractions). */
+export function isoSeconds(date: Date): string {
+  return date.toISOString().replace(/\.\d{3}Z$/, 'Z')
+}
+
+export type Due = { due: true; why: string } | { due: false; dueAt: Date }
+
+/**
+ * Whether the token in use is due: `force`, no `rotate-after`, no known issue date, its issue date
+ * plus `rotate-after` reached, or an expiry within 7 days (it would lapse before the next run).
+ */
+export function decideDue(
+  settings: Pick<Settings, 'force' | 'rotateAfterMs'>,
+  token: Pick<ApiToken, 'issued_on' | 'expires_on'>,
+  now: Date
+): Due {
+  if (settings.force) return { due: true, why: 'force: true' }
+  if (settings.rotateAfterMs === 0) return { due: true, why: 'no rotate-after' }
+  if (token.expires_on && Date.parse(token.expires_on) - now.getTime() < EXPIRY_WARNING_MS) {
+    return { due: true, why: `it expires on ${token.expires_on}, within 7 days` }
+  }
+  const issued = token.issued_on ? Date.parse(token.issued_on) : NaN
+  if (Number.isNaN(issued)) return { due: true, why: 'its issue date is unknown' }
+  const dueAt = new Date(issued + settings.rotateAfterMs)
+  if (dueAt <= now) return { due: true, why: `it is older than rotate-after` }
+  return { due: false, dueAt }
+}
+
+/** token-ttl wins; else keep the old lifetime length when the old token expires; else no expiry. */
+export function newExpiry(
+  settings: Pick<Settings, 'tokenTtlMs'>,
+  token: Pick<ApiToken, 'issued_on' | 'expires_on'>,
+  now: Date
+): string | undefined {
+  if (settings.tokenTtlMs !== undefined) {
+    return isoSeconds(new Date(now.getTime() + settings.tokenTtlMs))
+  }
+  if (token.expires_on && token.issued_on) {
+    const lifetime = Date.parse(token.expires_on) - Date.parse(token.issued_on)
+    if (lifetime > 0) return isoSeconds(new Date(now.getTime() + lifetime))
+  }
+  return undefined
+}
+
+export function expiryWarnings(
+  settings: Pick<Settings, 'rotateAfterMs'>,
+  token: Pick<ApiToken, 'id' | 'expires_on'>,
+  newExpiresOn: string | undefined,
+  now: Date
+): string[] {
+  const warnings: string[] = []
+  if (token.expires_on && Date.parse(token.expires_on) - now.getTime() < EXPIRY_WARNING_MS) {
+    warnings.push(`The current token ${token.id} expires on ${token.expires_on}, within 7 days.`)
+  }
+  if (newExpiresOn && settings.rotateAfterMs > 0) {
+    const nextDue = new Date(now.getTime() + settings.rotateAfterMs)
+    if (new Date(newExpiresOn) < nextDue) {
+      warnings.push(
+        `The new token will expire on ${newExpiresOn}, before the next rotation is due (${isoSeconds(nextDue)}, rotate-after). Raise token-ttl or lower rotate-after, or the token will lapse between rotations.`
+      )
+    }
+  }
+  return warnings
+}
+
+/** The management token's own expiry: a warning within 30 days, a refusal once it has passed. */
+export const MANAGEMENT_EXPIRY_WARNING_MS = 30 * 24 * 3600 * 1000
+
+/**
+ * The new token's name: the expanded template, made unique among the owner's tokens with the run
+ * (` #<run id>`, ` #<run id>-<attempt>` on a re-run) when another token carries it already. The
+ * journal records it before the create, and a token with this name that the journal does not
+ * know is an orphan of this rotation: no clock is compared.
+ */
+export function uniqueTokenName(
+  expanded: string,
+  existingNames: string[],
+  run: { id: string; attempt: number },
+  maxLength: number
+): string {
+  if (!existingNames.includes(expanded)) return expanded
+  const tag = ` #${run.id || 'local'}${run.attempt > 1 ? `-${run.attempt}` : ''}`
+  const head = Array.from(expanded)
+    .slice(0, Math.max(0, maxLength - tag.length))
+    .join('')
+    .trimEnd()
+  return `${head}${tag}`
+}
+
+export interface ProbePlan {
+  mode: 'read' | 'write'
+  bucket: string
+  jurisdiction: Jurisdiction
+}
+
+/**
+ * The R2 probe: `auto` probes writes if the token may write objects, reads if it may only read,
+ * nothing when no single bucket is known; `read`/`write` need a bucket.
+ */
+export function planProbe(
+  settings: Pick<Settings, 'r2'>,
+  scope: TokenScope
+):
+  | { kind: 'probe'; probe: ProbePlan }
+  | { kind: 'off'; warning?: string }
+  | { kind: 'refuse'; message: string } {
+  if (settings.r2.probe === 'off') return { kind: 'off' }
+  const single =
+    scope.buckets !== 'all' && scope.buckets.length === 1 ? scope.buckets[0] : undefined
+  const bucket = settings.r2.bucket ?? single?.bucket
+  let mode: 'read' | 'write' | undefined
+  if (settings.r2.probe === 'auto') {
+    mode = scope.canWrite ? 'write' : scope.canRead ? 'read' : undefined
+    if (!mode) return { kind: 'off' }
+    if (!bucket) {
+      return {
+        kind: 'off',
+        warning:
+          'R2 probe: off, because the token is not scoped to exactly one bucket. Set r2-bucket to a bucket it can reach so that the new credentials are proven through the S3 API before anything uses them.'
+      }
+    }
+  } else {
+    mode = settings.r2.probe
+    if (!bucket) {
+      return {
+        kind: 'refuse',
+        message: `Input 'r2-probe' is '${mode}' but no bucket is known: the token is not scoped to exactly one bucket. Set r2-bucket.`
+      }
+    }
+  }
+  const jurisdiction =
+    (scope.buckets !== 'all' && scope.buckets.find(b => b.bucket === bucket)?.jurisdiction) ||
+    'default'
+  return { kind: 'probe', probe: { mode, bucket, jurisdiction } }
+}
+
+// ------------------------------------------------------------------------------- refusals
+
+/** Facts that can stop a rotation before anything is minted. */
+export interface PreflightFacts {
+  owner: TokenOwner
+  /** The token the deployments use now. */
+  current: Pick<ApiToken, 'id' | 'status'>
+  managementId: string
+  managementExpiresOn?: string
+  /** The previous token of a rotation being finished, if any. */
+  previousId?: string
+  /** Live tokens of the owner (the quota counts them), with those about to be deleted. */
+  ownerTokens: Array<Pick<ApiToken, 'id' | 'name' | 'status'>>
+  deletingFirst: string[]
+  /** What the current-* inputs say, when they describe more than one token. */
+  inputsMismatch?: string
+  /** Whether the mismatch is expected (a recovery that finishes or undoes a publish). */
+  recoveringPublished: boolean
+  leastPrivilege: Settings['leastPrivilege']
+  scopeWarnings: string[]
+  /** Cloudflare's rate budget: requests left, and when the window resets. */
+  rate?: { remaining?: number; resetAt?: Date }
+  now: Date
+  /** How many tokens the owner may hold (Cloudflare's quota for its kind). */
+  quota: number
+  /** The permission a management token needs for this owner, in Cloudflare's words. */
+  managementPermission: string
+}
+
+/** Requests to Cloudflare that a rotation makes after preflight, at most (create, re-read, verify, disable, watch, enable, delete, evidence…). */
+export const ROTATION_CLOUDFLARE_REQUESTS = 25
+
+/** Every reason found to refuse, in the order a user should fix them; empty when none. */
+export function refusals(facts: PreflightFacts): string[] {
+  const out: string[] = []
+  if (facts.inputsMismatch && !facts.recoveringPublished) out.push(facts.inputsMismatch)
+  if (facts.current.status !== 'active') {
+    out.push(
+      `The current token ${facts.current.id} is ${facts.current.status}. Only an active token can be rotated; pass the token the deployments use now as current-token or current-access-key-id.`
+    )
+  }
+  if (facts.managementId === facts.current.id || facts.managementId === facts.previousId) {
+    out.push(
+      `The management token (cloudflare-api-token) is the token being rotated (${facts.managementId}); revoking it would end the rotation midway. Use a separate token with '${facts.managementPermission}'.`
+    )
+  }
+  if (facts.managementExpiresOn && Date.parse(facts.managementExpiresOn) <= facts.now.getTime()) {
+    out.push(
+      `The management token (cloudflare-api-token) ${facts.managementId} expired on ${facts.managementExpiresOn}. Create a new one and update the secret it comes from.`
+    )
+  }
+  if (facts.leastPrivilege === 'enforce' && facts.scopeWarnings.length > 0) {
+    out.push(
+      `least-privilege: enforce refuses to rotate token ${facts.current.id}: ${facts.scopeWarnings.join(' ')} Narrow the token's policies (one bucket, object-level permissions) or set least-privilege: warn.`
+    )
+  }
+  const quota = facts.quota
+  const counted = facts.ownerTokens.filter(t => !facts.deletingFirst.includes(t.id))
+  if (counted.length >= quota) {
+    const disabled = counted.filter(t => t.status === 'disabled')
+    const owner =
+      facts.owner.kind === 'user'
+        ? 'user-owned'
+        : `account-owned (account ${facts.owner.accountId})`
+    out.push(
+      `Cloudflare allows ${quota} ${owner} API tokens and ${counted.length} exist: the new token needs a free slot, because it is created before the old one is deleted. ` +
+        (disabled.length > 0
+          ? `Delete tokens you no longer need, for example the ${disabled.length} disabled one(s): ${disabled
+              .slice(0, 10)
+              .map(t => `${t.id} "${t.name}"`)
+              .join(', ')}${disabled.length > 10 ? ', …' : ''}.`
+          : 'Delete tokens you no longer need (dashboard: API Tokens).')
+    )
+  }
+  const remaining = facts.rate?.remaining
+  if (remaining !== undefined && remaining < ROTATION_CLOUDFLARE_REQUESTS) {
+    const reset = facts.rate?.resetAt
+      ? ` The budget resets at ${isoSeconds(facts.rate.resetAt)}.`
+      : ''
+    out.push(
+      `Only ${remaining} Cloudflare API requests are left in this five-minute window, and a rotation needs up to ${ROTATION_CLOUDFLARE_REQUESTS} after preflight: starting now could leave it stuck midway. The budget is shared by every person and tool of this Cloudflare user.${reset} Run again later.`
+    )
+  }
+  return out
+}
+
+/** The one failing sentence about the app before anything changes, or undefined when healthy. */
+export function baselineRefusal(
+  smoke: SmokeResult[],
+  probe: { ok: true } | { ok: false; reason: string } | undefined,
+  currentId: string
+): string | undefined {
+  const failed = smoke.filter(r => !r.ok)
+  const parts: string[] = []
+  if (failed.length > 0) {
+    parts.push(
+      `${failed.length} smoke check(s) fail with the credentials in use now: ${failed.map(f => `${f.url} (${f.reason ?? f.status})`).join('; ')}`
+    )
+  }
+  if (probe && !probe.ok) {
+    parts.push(
+      `the R2 probe with the current credentials of token ${currentId} fails: ${probe.reason}`
+    )
+  }
+  if (parts.length === 0) return undefined
+  return `The app is failing before the rotation: ${parts.join('; and ')}. Nothing was minted or changed. Fix the app (or the smoke-urls input, if a URL is wrong) and run again.`
+}
+
+export interface Shadow {
+  /** `env production of acme/site`, or `repository acme/site`. */
+  where: string
+  secret: string
+  /** The job that reads it, when it is an environment's. */
+  job?: string
+  /** The secret-targets line that would write it. */
+  fix: string
+}
+
+/**
+ * Environment secrets take precedence over repository secrets, and repository secrets over
+ * organization secrets (docs.github.com/actions/security-guides/using-secrets-in-github-actions:
+ * "If a secret with the same name exists at multiple levels, the secret at the lowest level takes
+ * precedence"). A copy at a lower level that the rotation does not write makes the deploy ship the
+ * old credentials while the run concludes success.
+ */
+export function shadowRefusal(shadows: Shadow[]): string | undefined {
+  if (shadows.length === 0) return undefined
+  const lines = shadows.map(
+    s =>
+      `${s.where} holds its own secret ${s.secret}${s.job ? `, which the deploy job '${s.job}' reads` : ''} instead of the one this rotation writes; add \`${s.fix}\` to secret-targets (or delete that copy)`
+  )
+  return `The deploy would run on the old credentials: ${lines.join('; ')}. Secrets at a lower level (environment, then repository, then organization) shadow those above them. Nothing was changed.`
+}
+
+/** Which secret-targets line writes the secrets a deploy job in `environment` of `repo` reads. */
+export function writesEnvironment(
+  targets: SecretTarget[],
+  repo: { owner: string; repo: string },
+  environment: string
+): boolean {
+  const same = (a: string, b: string): boolean => a.toLowerCase() === b.toLowerCase()
+  return targets.some(
+    t =>
+      t.kind === 'env' &&
+      same(t.owner, repo.owner) &&
+      same(t.repo, repo.repo) &&
+      same(t.environment, environment)
+  )
+}
+
+export function writesRepository(
+  targets: SecretTarget[],
+  repo: { owner: string; repo: string }
+): boolean {
+  const same = (a: string, b: string): boolean => a.toLowerCase() === b.toLowerCase()
+  return targets.some(
+    t => t.kind === 'repo' && same(t.owner, repo.owner) && same(t.repo, repo.repo)
+  )
+}
+
+// ------------------------------------------------------------------------------- the lock
+
+export type LockDecision =
+  { kind: 'ours' } | { kind: 'take-over'; why: string } | { kind: 'refuse'; why: string }
+
+/**
+ * A lock that exists: whose is it, and may this run take it? `holderRun` is the state of the
+ * holder's workflow run: 'running' (queued, in progress, waiting), 'completed', 'gone' (404), or
+ * 'unknown' when the lock names no run this action can look up.
+ */
+export function decideLock(
+  holder: { run_id: string; run_attempt: number },
+  holderRun: 'running' | 'completed' | 'gone' | 'unknown',
+  self: { id: string; attempt: number }
+): LockDecision {
+  if (holder.run_id === self.id && holder.run_attempt === self.attempt) return { kind: 'ours' }
+  if (holder.run_id !== '' && holder.run_id === self.id && holder.run_attempt < self.attempt) {
+    return { kind: 'take-over', why: `it was left by attempt ${holder.run_attempt} of this run` }
+  }
+  switch (holderRun) {
+    case 'running':
+      return { kind: 'refuse', why: 'that run is still going' }
+    case 'completed':
+      return { kind: 'take-over', why: 'that run has completed without releasing it (killed?)' }
+    case 'gone':
+      return { kind: 'take-over', why: 'that run no longer exists' }
+    case 'unknown':
+      return {
+        kind: 'refuse',
+        why: 'it names no workflow run this action can look up; if no rotation is running, delete the variable by hand'
+      }
+  }
+}
+
+// ------------------------------------------------------------------------------- recovery
+
+/** What the run whose id the journal records is doing now. */
+export type JournalRunState = 'self' | 'running' | 'completed' | 'gone' | 'unknown'
+
+/** Where a rotation finished forward resumes. */
+export type ResumeAt = 'publish' | 'smoke' | 'watch' | 'finish'
+
+/** What a run does about an unfinished rotation it finds in the journal. */
+export type Recovery =
+  /** Another run is still rotating: change nothing. */
+  | { kind: 'refuse'; record: JournalRecord; message: string }
+  /** Minted but never published (`minting`, `minted`): delete the orphan(s), then rotate afresh. */
+  | { kind: 'delete-unpublished'; record: JournalRecord; tokenIds: string[] }
+  /** The inputs (the secrets as they are now) hold the pending token: finish the rotation. */
+  | {
+      kind: 'forward'
+      record: JournalRecord
+      next: Credentials
+      previousId: string
+      from: ResumeAt
+    }
+  /** The inputs hold the previous token: restore it everywhere, deploy, smoke, delete the pending one. */
+  | { kind: 'restore'; record: JournalRecord; previous: Credentials; pendingId: string }
+  /** Neither can be completed from the inputs: keep both tokens and say what to do. */
+  | { kind: 'stuck'; record: JournalRecord; reason: string }
+
+export interface RecoveryFacts {
+  record: JournalRecord
+  journalRun: JournalRunState
+  /** The journal's run as GitHub shows it (its status and link), when it was read. */
+  journalRunDetail?: { status: string; url: string }
+  /** What the current-* inputs give, one entry per token they name. */
+  known: Credentials[]
+  fields: SecretField[]
+  /** The owner's live tokens (status, name), to find orphans and the state of the previous token. */
+  ownerTokens: Array<Pick<ApiToken, 'id' | 'name' | 'status'>>
+}
+
+/**
+ * For an unfinished rotation (`record` not settled): refuse while its run goes on; delete what
+ * was minted and never published; otherwise finish it forward (the inputs give every field of the
+ * pending token: it is in at least one secret) or restore the previous token (the inputs give
+ * its fields), or keep both when neither is possible.
+ */
+export function decideRecovery(facts: RecoveryFacts): Recovery {
+  const { record } = facts
+  if (facts.journalRun === 'running') {
+    return {
+      kind: 'refuse',
+      record,
+      message: `Another rotation is in progress in run ${record.run_id} (${facts.journalRunDetail ? `${facts.journalRunDetail.status}, ` : ''}phase ${record.phase})${facts.journalRunDetail ? `: ${facts.journalRunDetail.url}` : ''}. Nothing was changed. Let it finish, and use a 'concurrency:' group so that rotations of one token never overlap.`
+    }
+  }
+  if (!isPublished(record.phase)) {
+    return { kind: 'delete-unpublished', record, tokenIds: orphansOf(record, facts) }
+  }
+  const pendingId = record.pending_token_id
+  const previousId = record.previous_token_id
+  if (!pendingId || !previousId) {
+    return {
+      kind: 'stuck',
+      record,
+      reason: `the journal (phase ${record.phase}) names no ${pendingId ? 'previous' : 'pending'} token id`
+    }
+  }
+  const next = credentialsOf(pendingId, facts.known)
+  const previous = credentialsOf(previousId, facts.known)
+  const nextMissing = missingFields(next, facts.fields)
+  if (nextMissing.length === 0) {
+    return { kind: 'forward', record, next, previousId, from: resumePoint(facts) }
+  }
+  const previousMissing = missingFields(previous, facts.fields)
+  if (previousMissing.length === 0) {
+    return { kind: 'restore', record, previous, pendingId }
+  }
+  return {
+    kind: 'stuck',
+    record,
+    reason:
+      `the current-* inputs give neither every field of the pending token ${pendingId} ` +
+      `(missing: ${nextMissing.join(', ')}) nor of the previous token ${previousId} ` +
+      `(missing: ${previousMissing.join(', ')})`
+  }
+}
+
+/**
+ * Where a forward recovery starts. The journal moves to `smoke` only after the deploy concluded
+ * success and to `revoking` only after the smoke checks passed, so those need not be repeated; the
+ * previous token's own state says how far the revoke got: disabled (the watch was interrupted),
+ * gone (it was deleted), or active again after a disable (a check failed and it was re-enabled:
+ * the deploy did not take, so everything is done again).
+ */
+function resumePoint(facts: RecoveryFacts): ResumeAt {
+  const { record } = facts
+  const previous = facts.ownerTokens.find(t => t.id === record.previous_token_id)
+  switch (record.phase) {
+    case 'smoke':
+      return 'smoke'
+    case 'revoking':
+      if (!previous) return 'finish'
+      if (previous.status === 'disabled') return 'watch'
+      return record.revoke?.disabled_at ? 'publish' : 'smoke'
+    default:
+      return 'publish'
+  }
+}
+
+/**
+ * Tokens minted under the journal's pending name and never published: the name was unique among
+ * the owner's tokens when it was recorded, before the create, so a token carrying it that is
+ * neither the previous token nor one the inputs name was minted by that rotation.
+ */
+export function orphansOf(
+  record: JournalRecord,
+  facts: Pick<RecoveryFacts, 'known' | 'ownerTokens'>
+): string[] {
+  const inUse = new Set([...facts.known.map(k => k.id), record.previous_token_id])
+  const byName = record.pending_token_name
+    ? facts.ownerTokens
+        .filter(t => t.name === record.pending_token_name && !inUse.has(t.id))
+        .map(t => t.id)
+    : []
+  const pending =
+    record.pending_token_id && !inUse.has(record.pending_token_id) ? [record.pending_token_id] : []
+  return [...new Set([...pending, ...byName])]
+}
+
+export function describeRecovery(recovery: Recovery): string {
+  switch (recovery.kind) {
+    case 'refuse':
+      return recovery.message
+    case 'delete-unpublished':
+      return recovery.tokenIds.length
+        ? `delete the unpublished token(s) ${recovery.tokenIds.join(', ')}, then rotate afresh`
+        : 'no token was minted; rotate afresh'
+    case 'forward':
+      switch (recovery.from) {
+        case 'publish':
+          return `the secrets hold the new token ${recovery.next.id}: publish it everywhere, deploy, smoke-check, then revoke ${recovery.previousId}`
+        case 'smoke':
+          return `the new token ${recovery.next.id} was deployed: smoke-check, then revoke ${recovery.previousId}`
+        case 'watch':
+          return `the previous token ${recovery.previousId} is disabled: watch the checks again, then finish its revoke`
+        case 'finish':
+          return `the previous token ${recovery.previousId} is gone: the rotation to ${recovery.next.id} is complete`
+      }
+      break
+    case 'restore':
+      return `the secrets hold the previous token ${recovery.previous.id}: restore it everywhere, deploy, smoke-check, delete ${recovery.pendingId}, then rotate afresh`
+    case 'stuck':
+      return `cannot finish it: ${recovery.reason}`
+  }
+}
+
+// ------------------------------------------------------------------------------- revocation
+
+export type Revocation =
+  | { kind: 'keep' }
+  /** Delete (or disable) at once: no watch (`revoke-watch: 0s`, or nothing to watch). */
+  | { kind: 'now'; action: 'delete' | 'disable' }
+  /** Disable, watch the checks for `watchMs`, then delete (`revoke: delete`) or leave it disabled. */
+  | { kind: 'watched'; watchMs: number; intervalMs: number; thenDelete: boolean }
+
+/** How often the watch runs every check: 24 rounds over the watch, between 1 s and 5 s apart. */
+export function watchInterval(watchMs: number): number {
+  return Math.min(5000, Math.max(1000, Math.round(watchMs / 24)))
+}
+
+export function decideRevocation(
+  settings: Pick<Settings, 'revoke' | 'revokeWatchMs'>,
+  checks: number
+): Revocation {
+  switch (settings.revoke) {
+    case 'keep':
+      return { kind: 'keep' }
+    case 'delete':
+    case 'disable':
+      if (settings.revokeWatchMs === 0 || checks === 0) {
+        return { kind: 'now', action: settings.revoke }
+      }
+      return {
+        kind: 'watched',
+        watchMs: settings.revokeWatchMs,
+        intervalMs: watchInterval(settings.revokeWatchMs),
+        thenDelete: settings.revoke === 'delete'
+      }
+  }
+}
+
+/** Tokens an earlier `revoke: disable` left: delete those still disabled, leave those re-enabled. */
+export function leftoverTokens(
+  ids: string[],
+  tokens: Array<Pick<ApiToken, 'id' | 'status'>>,
+  exclude: string[]
+): { remove: string[]; reenabled: string[]; gone: string[] } {
+  const remove: string[] = []
+  const reenabled: string[] = []
+  const gone: string[] = []
+  for (const id of new Set(ids)) {
+    if (exclude.includes(id)) continue
+    const token = tokens.find(t => t.id === id)
+    if (!token) gone.push(id)
+    else if (token.status === 'disabled') remove.push(id)
+    else reenabled.push(id)
+  }
+  return { remove, reenabled, gone }
+}
+
+// ------------------------------------------------------------------------------- may it be deleted?
+
+/** Why a delete is asked for, with the facts that must hold for it. */
+export type DeleteRequest =
+  /** The new token of this run, after a failure before any secret write began. */
+  | { kind: 'unpublished'; tokenId: string; mintedByThisRun: boolean; publishStarted: boolean }
+  /** A token minted under the journal's pending name and never published. */
+  | {
+      kind: 'orphan'
+      tokenId: string
+      name: string
+      journalName?: string
+      previousId?: string
+      knownIds: string[]
+    }
+  /** The previous token at the end of a rotation. */
+  | {
+      kind: 'previous'
+      tokenId: string
+      nextId: string
+      /** Every target was written with the next token. */
+      publishedEverywhere: boolean
+      /** `success`, or `none` for `deploy-workflow: none`. */
+      deploy: 'success' | 'none' | 'not-concluded'
+      smokePassed: boolean
+      /** The watch: passed, or off (`revoke-watch: 0s` or nothing to check). */
+      watch: 'passed' | 'off' | 'failed' | 'not-run'
+    }
+  /** The new token at the end of a rollback (or a restore). */
+  | {
+      kind: 'rolled-back'
+      tokenId: string
+      previousId: string
+      restoredEverywhere: boolean
+      deploy: 'success' | 'none' | 'not-concluded'
+      smokePassed: boolean
+      /** Deploy runs of this rotation still queued or running (one could still ship `tokenId`). */
+      runsGoing: number[]
+    }
+  /** A token an earlier `revoke: disable` left, at a later rotation. */
+  | { kind: 'leftover'; tokenId: string; status: string | undefined; inUse: string[] }
+
+export type Verdict = { ok: true } | { ok: false; reason: string }
+
+const no = (reason: string): Verdict => ({ ok: false, reason })
+
+/** The one answer to "may this token be deleted now?". */
+export function mayDelete(request: DeleteRequest): Verdict {
+  switch (request.kind) {
+    case 'unpublished':
+      if (!request.mintedByThisRun) return no('this run did not mint it')
+      if (request.publishStarted) return no('it may already be in a secret')
+      return { ok: true }
+    case 'orphan':
+      if (!request.journalName || request.name !== request.journalName) {
+        return no('the journal does not tie it to this rotation (its name differs)')
+      }
+      if (request.tokenId === request.previousId || request.knownIds.includes(request.tokenId)) {
+        return no('it is the token in use')
+      }
+      return { ok: true }
+    case 'previous':
+      if (request.tokenId === request.nextId) return no('it is the token now in service')
+      if (!request.publishedEverywhere) return no('not every target holds its replacement')
+      if (request.deploy === 'not-concluded') {
+        return no('no deploy with its replacement concluded success')
+      }
+      if (!request.smokePassed) return no('the smoke checks did not pass')
+      if (request.watch === 'failed' || request.watch === 'not-run') {
+        return no('the watch after the disable did not pass')
+      }
+      return { ok: true }
+    case 'rolled-back':
+      if (request.tokenId === request.previousId) return no('it is the token restored to service')
+      if (!request.restoredEverywhere) return no('not every target holds the previous token again')
+      if (request.deploy === 'not-concluded') {
+        return no('no deploy with the previous token concluded success')
+      }
+      if (!request.smokePassed) return no('the smoke checks did not pass with the previous token')
+      if (request.runsGoing.length > 0) {
+        return no(
+          `deploy run(s) ${request.runsGoing.join(', ')} of this rotation did not conclude and may still deploy the new token; it stays valid until they have`
+        )
+      }
+      return { ok: true }
+    case 'leftover':
+      if (request.inUse.includes(request.tokenId)) return no('it is in use in this rotation')
+      if (request.status !== 'disabled') {
+        return no(
+          request.status === undefined ? 'it is already gone' : `it is ${request.status} again`
+        )
+      }
+      return { ok: true }
+  }
+}
+
+// ------------------------------------------------------------------------------- after a failure
+
+export interface FailureFacts {
+  settings: Pick<Settings, 'onFailure' | 'secrets'>
+  /** The token being introduced, if any. */
+  next?: Credentials
+  nextOrigin?: 'minted' | 'recovered'
+  publishStarted: boolean
+  /** The token to fall back on and what the inputs tell of its values. */
+  previous?: Credentials
+  /** The previous token is disabled right now (a re-enable after a failed watch failed too). */
+  previousDisabled: boolean
+}
+
+export type AfterFailure =
+  | { kind: 'nothing' }
+  | { kind: 'delete-unpublished'; tokenId: string }
+  | { kind: 'rollback'; previous: Credentials; pendingId: string }
+  | { kind: 'keep-both'; why: string }
+
+/**
+ * A failure: delete the new token when nothing reads it yet; after publish began, roll back when
+ * `on-failure: rollback` and every value the secrets need of the previous token is known, else
+ * keep both tokens valid.
+ */
+export function afterFailure(facts: FailureFacts): AfterFailure {
+  const { next } = facts
+  if (!next) return { kind: 'nothing' }
+  if (!facts.publishStarted) {
+    return facts.nextOrigin === 'minted'
+      ? { kind: 'delete-unpublished', tokenId: next.id }
+      : { kind: 'keep-both', why: 'the new token was found in the secrets, so it is kept' }
+  }
+  if (facts.previousDisabled) {
+    return {
+      kind: 'keep-both',
+      why: `the previous token ${facts.previous?.id ?? ''} could not be enabled again; enable it in the Cloudflare dashboard at once`
+    }
+  }
+  if (facts.settings.onFailure === 'keep-both') {
+    return { kind: 'keep-both', why: 'on-failure is keep-both' }
+  }
+  const previous = facts.previous
+  // After a recovery that finished a rotation forward, "previous" could be the new token itself.
+  if (!previous || previous.id === next.id) {
+    return { kind: 'keep-both', why: "the previous token's values are not known" }
+  }
+  const missing = missingFields(
+    previous,
+    facts.settings.secrets.map(s => s.field)
+  )
+  if (missing.length > 0) {
+    return {
+      kind: 'keep-both',
+      why: `the previous token's values are not known (missing: ${missing.join(', ')}; pass current-token, or current-access-key-id with current-secret-access-key)`
+    }
+  }
+  return { kind: 'rollback', previous, pendingId: next.id }
+}
+
+// ------------------------------------------------------------------------------- evidence of use
+
+/**
+ * What the two tokens' `last_used_on` say after the smoke phase. A hint only: Cloudflare does not
+ * document how fresh the field is, so it decides nothing; the one warning is a previous token used
+ * after the deploy concluded (something still runs on it).
+ */
+export function useEvidence(
+  next: Pick<ApiToken, 'id' | 'last_used_on'> | undefined,
+  previous: Pick<ApiToken, 'id' | 'last_used_on'> | undefined,
+  times: { mintedAt?: Date; deployConcludedAt?: Date; probedWithNew: boolean }
+): { evidence: UseEvidence[]; warning?: string } {
+  const evidence: UseEvidence[] = []
+  let warning: string | undefined
+  const at = (text: string | null | undefined): Date | undefined => {
+    const ms = text ? Date.parse(text) : NaN
+    return Number.isNaN(ms) ? undefined : new Date(ms)
+  }
+  if (next) {
+    const used = at(next.last_used_on)
+    const after = used && times.mintedAt && used >= new Date(times.mintedAt.getTime() - 1000)
+    evidence.push({
+      tokenId: next.id,
+      role: 'new',
+      ...(used ? { lastUsedOn: isoSeconds(used) } : {}),
+      verdict: !used
+        ? 'not used yet'
+        : after
+          ? `used after it was minted (${isoSeconds(used)})${times.probedWithNew ? '; the action’s own verify and R2 probe count too' : ''}`
+          : `last used ${isoSeconds(used)}`
+    })
+  }
+  if (previous) {
+    const used = at(previous.last_used_on)
+    const concluded = times.deployConcludedAt
+    const late = used && concluded && used > concluded
+    evidence.push({
+      tokenId: previous.id,
+      role: 'previous',
+      ...(used ? { lastUsedOn: isoSeconds(used) } : {}),
+      verdict: !used
+        ? 'no recorded use'
+        : !concluded
+          ? `last used ${isoSeconds(used)}`
+          : late
+            ? `used after the deploy concluded (${isoSeconds(used)} > ${isoSeconds(concluded)})`
+            : `last used before the deploy concluded (${isoSeconds(used)})`
+    })
+    if (late) {
+      warning = `The previous token ${previous.id} was used after the deploy concluded (last used ${isoSeconds(used)}): something may still run on it. A hint only (Cloudflare does not document how fresh last_used_on is); the watch after the disable decides.`
+    }
+  }
+  return { evidence, ...(warning ? { warning } : {}) }
+}

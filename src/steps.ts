@@ -1,0 +1,274 @@
+/**
+ * The I/O of the rotation's phases that decides nothing: prove a new token works, write the
+ * secrets, dispatch and follow the deploy, run the smoke checks with the R2 probe beside them, and
+ * watch the checks while the previous token is disabled. Each reports what happened (or throws a
+ * RotationError that says what failed); rotation.ts decides what follows.
+ */
+import type { Credentials, RepoRef, SmokeResult, TokenOwner } from './model.js'
+import type { RotationContext } from './context.js'
+import type { ProbePlan } from './decide.js'
+import { fieldValue } from './decide.js'
+import { retryUntil } from './backoff.js'
+import { RotationError, errorMessage } from './errors.js'
+import { log } from './log.js'
+import { probeBucket } from './cloudflare/probe.js'
+import { describeTarget } from './github/secrets.js'
+import { type WorkflowInfo, dispatchWorkflow, followRun, newRotationId } from './github/deploy.js'
+import { runSmokeChecks, runSmokeRound } from './smoke.js'
+
+/** How long a new token may take to work everywhere (api-facts: "retry the probe with backoff for about two minutes"). */
+export const PROPAGATION_DEADLINE_MS = 120_000
+
+/** The deploy step, resolved: the inputs and the workflow as read in preflight. */
+export interface DeployTarget {
+  repository: RepoRef
+  workflow: WorkflowInfo
+  ref: string
+  inputs: Record<string, string>
+  timeoutMs: number
+}
+
+export interface ProbeTarget {
+  plan: ProbePlan
+  endpoint: string
+}
+
+/** `…/tokens/verify` as the new token answers active; retried while it propagates. */
+export async function verifyToken(
+  ctx: RotationContext,
+  owner: TokenOwner,
+  next: Credentials
+): Promise<void> {
+  let lastError = ''
+  const verified = await retryUntil<boolean>(
+    async () => {
+      try {
+        const answer = await ctx.tokens.verify(next.value!, owner)
+        if (answer.id === next.id && answer.status === 'active') return { done: true, value: true }
+        lastError = `verify answered status ${answer.status} for ${answer.id}`
+      } catch (error) {
+        lastError = errorMessage(error)
+      }
+      return { done: false, value: false }
+    },
+    { deadlineMs: PROPAGATION_DEADLINE_MS, clock: ctx.clock }
+  )
+  if (!verified.done) {
+    throw new RotationError(
+      'verify',
+      `The new token ${next.id} did not verify as active: ${lastError}`
+    )
+  }
+  log.info(`Token ${next.id} verifies as active`)
+}
+
+/** The R2 probe with `credentials`; undefined when there is no probe or no R2 secret to sign with. */
+export async function probeR2(
+  ctx: RotationContext,
+  probe: ProbeTarget | undefined,
+  credentials: Credentials,
+  phase: 'verify' | 'smoke' | 'rollback',
+  signal?: AbortSignal
+): Promise<{ mode: 'read' | 'write'; bucket: string; ok: boolean } | undefined> {
+  if (!probe) return undefined
+  if (!credentials.secretAccessKey) {
+    log.info(`R2 probe skipped: the R2 secret of token ${credentials.id} is not known to this run`)
+    return undefined
+  }
+  const { mode, bucket } = probe.plan
+  const result = await probeBucket({
+    endpoint: probe.endpoint,
+    bucket,
+    credentials: { accessKeyId: credentials.id, secretAccessKey: credentials.secretAccessKey },
+    mode,
+    deadlineMs: PROPAGATION_DEADLINE_MS,
+    clock: ctx.clock,
+    ...(signal ? { signal } : {})
+  })
+  if (!result.ok) {
+    if (signal?.aborted) return { mode, bucket, ok: false }
+    throw new RotationError(
+      phase,
+      `The R2 ${mode} probe of bucket ${bucket} with the credentials of token ${credentials.id} failed after ${result.attempts} attempt(s): ${result.reason}`
+    )
+  }
+  log.info(
+    `R2 ${mode} probe of ${bucket} with token ${credentials.id} passed (${result.attempts} attempt(s))`
+  )
+  return { mode, bucket, ok: true }
+}
+
+/**
+ * Writes every `secrets` × `secret-targets` pair with `credentials`. `beforeFirst` runs before the
+ * first write (from then on the token may be in a secret); `written` after each one.
+ */
+export async function publishSecrets(
+  ctx: RotationContext,
+  credentials: Credentials,
+  hooks: { beforeFirst: () => void; written: (key: string) => void }
+): Promise<void> {
+  const { secretTargets, secrets } = ctx.settings
+  const total = secretTargets.length * secrets.length
+  let n = 0
+  hooks.beforeFirst()
+  for (const target of secretTargets) {
+    for (const secret of secrets) {
+      n++
+      const value = fieldValue(secret.field, credentials)
+      if (value === undefined) {
+        // Callers check coverage first; this guards the invariant that no secret is left stale.
+        throw new RotationError(
+          'publish',
+          `The ${secret.field} of token ${credentials.id} is not known; cannot write ${secret.name}.`
+        )
+      }
+      const outcome = await ctx.secrets.write(target, secret.name, value)
+      hooks.written(`${describeTarget(target)} ${secret.name}`)
+      log.info(`[${n}/${total}] ${target.line} ${secret.name} (${outcome})`)
+    }
+  }
+}
+
+export interface DeployOutcome {
+  runId: number
+  htmlUrl: string
+  concludedAt: Date
+}
+
+/**
+ * Dispatches the deploy workflow once and follows that run to its conclusion; anything but
+ * `success` throws. `dispatched` runs as soon as the run is known (the journal records it).
+ */
+export async function deployAndFollow(
+  ctx: RotationContext,
+  deploy: DeployTarget,
+  knownRunIds: number[],
+  dispatched: (run: { runId: number; htmlUrl: string }) => Promise<void>
+): Promise<DeployOutcome> {
+  const { settings, clock } = ctx
+  const run = await dispatchWorkflow(
+    ctx.github,
+    deploy.repository,
+    deploy.workflow,
+    deploy.ref,
+    deploy.inputs,
+    {
+      clock,
+      rotationId: newRotationId(settings.runId, settings.runAttempt),
+      // After a dispatch with no clear answer, none of this rotation's runs may be taken for its run.
+      knownRunIds
+    }
+  )
+  log.info(`Dispatched deploy run ${run.runId}: ${run.htmlUrl}`)
+  await dispatched({ runId: run.runId, htmlUrl: run.htmlUrl })
+  let lastStatus = ''
+  const outcome = await followRun(ctx.github, deploy.repository, run.runId, {
+    timeoutMs: deploy.timeoutMs,
+    // The budget read just before the dispatch: no second /rate_limit read.
+    ...(run.rateBudget ? { rateBudget: run.rateBudget } : {}),
+    clock,
+    onStatus: status => {
+      if (status === lastStatus) return
+      lastStatus = status
+      if (status === 'waiting') {
+        log.warning(
+          `Deploy run ${run.runId} is waiting for an environment approval: ${run.htmlUrl}`
+        )
+      } else {
+        log.info(`Deploy run ${run.runId}: ${status}`)
+      }
+    }
+  })
+  if (!outcome.ok) {
+    const jobs = outcome.failedJobs
+      .map(
+        j =>
+          `${j.name}: ${j.conclusion}${j.failedSteps.length ? ` (${j.failedSteps.join(', ')})` : ''}`
+      )
+      .join('; ')
+    throw new RotationError(
+      'deploy',
+      outcome.reason === 'timeout'
+        ? `Deploy run ${run.runId} did not conclude within deploy-timeout${outcome.status ? ` (still ${outcome.status === 'waiting' ? 'waiting for an environment approval' : outcome.status})` : ''}; it was left running: ${run.htmlUrl}`
+        : `Deploy run ${run.runId} concluded ${outcome.conclusion}${jobs ? ` — failed: ${jobs}` : ''}: ${run.htmlUrl}`
+    )
+  }
+  log.info(`Deploy run ${run.runId} concluded success`)
+  return { runId: run.runId, htmlUrl: run.htmlUrl, concludedAt: new Date() }
+}
+
+/**
+ * Every smoke check, with `{access-key-id}` standing for `credentials`, and the R2 probe with
+ * `credentials`, side by side. A failed check stops the probe (nothing waits for it any more);
+ * both are awaited, and a failure of either throws.
+ */
+export async function smokeAndProbe(
+  ctx: RotationContext,
+  credentials: Credentials,
+  probe: ProbeTarget | undefined,
+  phase: 'smoke' | 'rollback'
+): Promise<{
+  smoke: SmokeResult[]
+  probe?: { mode: 'read' | 'write'; bucket: string; ok: boolean }
+}> {
+  const { checks, headers, timeoutMs } = ctx.settings.smoke
+  const stop = new AbortController()
+  const probing = probeR2(ctx, probe, credentials, phase, stop.signal)
+  let smoke: SmokeResult[] = []
+  try {
+    if (checks.length > 0) {
+      smoke = await runSmokeChecks(checks, timeoutMs, {
+        headers,
+        placeholders: { 'access-key-id': credentials.id },
+        clock: ctx.clock
+      })
+      for (const result of smoke) {
+        log.info(
+          `smoke ${result.ok ? 'passed' : 'FAILED'}: ${result.url} (${result.status ?? 'no answer'}, ${result.attempts} attempt(s))`
+        )
+      }
+      const failed = smoke.filter(r => !r.ok)
+      if (failed.length > 0) {
+        stop.abort()
+        throw new RotationError(
+          phase,
+          `${failed.length} smoke check(s) failed: ${failed.map(f => `${f.url} (${f.reason ?? f.status})`).join('; ')}`
+        )
+      }
+    }
+  } finally {
+    // Awaited either way: a probe left running would outlive its phase.
+    await probing.catch(() => undefined)
+  }
+  const probed = await probing
+  return { smoke, ...(probed ? { probe: probed } : {}) }
+}
+
+export type WatchOutcome =
+  { ok: true; rounds: number } | { ok: false; rounds: number; failed: SmokeResult[] }
+
+/**
+ * Runs every smoke check (one attempt each) every `intervalMs` for `watchMs`, with
+ * `{access-key-id}` standing for the token that should be serving; stops at the first failure.
+ */
+export async function watchChecks(
+  ctx: RotationContext,
+  servingId: string,
+  watchMs: number,
+  intervalMs: number
+): Promise<WatchOutcome> {
+  const { checks, headers } = ctx.settings.smoke
+  const start = ctx.clock.now()
+  for (let rounds = 1; ; rounds++) {
+    const results = await runSmokeRound(checks, {
+      headers,
+      placeholders: { 'access-key-id': servingId },
+      clock: ctx.clock
+    })
+    const failed = results.filter(r => !r.ok)
+    if (failed.length > 0) return { ok: false, rounds, failed }
+    const remaining = watchMs - (ctx.clock.now() - start)
+    if (remaining <= 0) return { ok: true, rounds }
+    await ctx.clock.sleep(Math.min(intervalMs, remaining))
+  }
+}
