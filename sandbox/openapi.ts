@@ -13,7 +13,7 @@ import addFormats from 'ajv-formats'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 
-export type SpecName = 'cloudflare-tokens' | 'github-actions'
+export type SpecName = 'cloudflare-tokens' | 'cloudflare-access-workers' | 'github-actions'
 
 export interface MatchedOperation {
   operation: Operation
@@ -24,32 +24,27 @@ export interface MatchedOperation {
 const cache = new Map<SpecName, Promise<OpenApiValidator>>()
 
 export class OpenApiValidator {
-  private constructor(private readonly api: OpenAPIBackend) {}
+  /**
+   * `responses` validates answers: the same description, except that a property marked
+   * `writeOnly` is not required in a response (see `withoutWriteOnlyRequired`). It is `api` itself
+   * when the description has no such property.
+   */
+  private constructor(
+    private readonly api: OpenAPIBackend,
+    private readonly responses: OpenAPIBackend
+  ) {}
 
   /** One parsed validator per spec and process (parsing the GitHub excerpt takes a second or two). */
   static load(spec: SpecName): Promise<OpenApiValidator> {
     let loaded = cache.get(spec)
     if (!loaded) {
       loaded = (async () => {
-        const definition = JSON.parse(
-          readFileSync(path.join(here, 'openapi', `${spec}-openapi.json`), 'utf8')
-        )
-        const api = new OpenAPIBackend({
-          definition,
-          quick: false,
-          validate: true,
-          strict: false,
-          ajvOpts: { strict: false, logger: false },
-          customizeAjv: ajv => {
-            addFormats.default(ajv)
-            // Formats the excerpts use that are not JSON Schema formats.
-            ajv.addFormat('timestamp', true)
-            ajv.addFormat('repo.nwo', true)
-            return ajv
-          }
-        })
-        await api.init()
-        return new OpenApiValidator(api)
+        const text = readFileSync(path.join(here, 'openapi', `${spec}-openapi.json`), 'utf8')
+        const definition = JSON.parse(text) as Record<string, unknown>
+        const api = await backend(definition)
+        const forResponses = JSON.parse(text) as Record<string, unknown>
+        const responses = withoutWriteOnlyRequired(forResponses) ? await backend(forResponses) : api
+        return new OpenApiValidator(api, responses)
       })()
       cache.set(spec, loaded)
     }
@@ -113,9 +108,57 @@ export class OpenApiValidator {
       return [`status ${status} is not documented for ${matched.operationId}`]
     }
     if (body === undefined) return []
-    const result = this.api.validator.validateResponse(body, matched.operation, status)
+    const result = this.responses.validator.validateResponse(body, matched.operationId, status)
     return result.valid
       ? []
       : (result.errors ?? []).map(e => `${e.instancePath || '/'} ${e.message ?? ''}`.trim())
   }
+}
+
+async function backend(definition: Record<string, unknown>): Promise<OpenAPIBackend> {
+  const api = new OpenAPIBackend({
+    // openapi-backend's types want its own Document type; the excerpts are OpenAPI 3.0 documents.
+    definition: definition as unknown as ConstructorParameters<
+      typeof OpenAPIBackend
+    >[0]['definition'],
+    quick: false,
+    validate: true,
+    strict: false,
+    ajvOpts: { strict: false, logger: false },
+    customizeAjv: ajv => {
+      addFormats.default(ajv)
+      // Formats the excerpts use that are not JSON Schema formats.
+      ajv.addFormat('timestamp', true)
+      ajv.addFormat('repo.nwo', true)
+      return ajv
+    }
+  })
+  await api.init()
+  return api
+}
+
+/**
+ * OpenAPI 3.0.3, Schema Object, `writeOnly`: "If the property is marked as writeOnly being true
+ * and is in the required list, the required will take effect on the request only." JSON Schema
+ * validators do not know that rule, so a copy of the description for validating responses drops
+ * such properties from every `required` list. (Workers secrets: `text` is required and writeOnly,
+ * and the API never answers a secret's value.) Returns whether anything changed.
+ */
+function withoutWriteOnlyRequired(node: unknown): boolean {
+  if (Array.isArray(node)) return node.map(withoutWriteOnlyRequired).some(Boolean)
+  if (typeof node !== 'object' || node === null) return false
+  const schema = node as Record<string, unknown>
+  let changed = false
+  const properties = schema.properties
+  if (Array.isArray(schema.required) && typeof properties === 'object' && properties !== null) {
+    const writeOnly = (name: string): boolean =>
+      (properties as Record<string, { writeOnly?: unknown }>)[name]?.writeOnly === true
+    const kept = (schema.required as string[]).filter(name => !writeOnly(name))
+    if (kept.length !== schema.required.length) {
+      schema.required = kept
+      changed = true
+    }
+  }
+  for (const value of Object.values(schema)) changed = withoutWriteOnlyRequired(value) || changed
+  return changed
 }
