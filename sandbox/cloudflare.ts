@@ -54,8 +54,18 @@
  * Time: the simulator's clock is `Date.now() + skewMs` (see `skewMs`); every timestamp it writes,
  * its expiry and not_before checks, its rate windows and its `Date` header follow it, and so does
  * the R2 simulator that shares it.
+ *
+ * Account APIs: the same base URL also serves Access service tokens (`access`, sandbox/access.ts),
+ * validated against sandbox/openapi/cloudflare-access-workers-openapi.json. They share the
+ * authentication, the rate budgets, the clock and the request log; a token without one of the
+ * operation's permission groups (the excerpt's `x-api-token-group`) on the account gets 403, 9109
+ * "Unauthorized to access requested resource", as the token endpoints answer. UNCONFIRMED: a
+ * public note reports that listing service tokens without "Access: Service Tokens Read" answers
+ * 200 with an empty list rather than 403; the simulator answers 403, which an action notices.
  */
 import { randomBytes, randomInt } from 'node:crypto'
+import { AccessSim } from './access.js'
+import { failure, success, timestamp, type AccountApi, type Outcome } from './cloudflare-api.js'
 import {
   conditionAllows as ipConditionAllows,
   hasIpRule,
@@ -116,7 +126,12 @@ const R2_BUCKET_SCOPE = 'com.cloudflare.edge.r2.bucket'
 /**
  * The permission groups the simulator knows, with Cloudflare's public ids. Token permissions:
  * cloudflare-docs "API Tokens Permissions" list; Account API Tokens Read/Write as seen in public
- * account-token tooling; the R2 groups as in /work/shared/design/api-facts.md.
+ * account-token tooling; the R2 groups as in /work/shared/design/api-facts.md. The names of the
+ * Access service-token groups are the excerpt's `x-api-token-group`; their ids come from a public
+ * static copy of `GET /user/tokens/permission_groups` (the alchemy project's PermissionGroups
+ * catalog, 2026), the Access ids corroborated by other public token tooling. Not from
+ * Cloudflare's documentation, which lists no ids: resolve names through the permission-groups
+ * endpoint.
  */
 export const PERMISSION_GROUPS: ReadonlyArray<{ id: string; name: string; scopes: string[] }> = [
   { id: '0cc3a61731504c89b99ec1be78b77aa0', name: 'API Tokens Read', scopes: [USER_SCOPE] },
@@ -159,6 +174,16 @@ export const PERMISSION_GROUPS: ReadonlyArray<{ id: string; name: string; scopes
     scopes: [R2_BUCKET_SCOPE]
   },
   { id: '1a71c399035b4950a1bd1466bbe4f420', name: 'Workers Scripts Read', scopes: [ACCOUNT_SCOPE] },
+  {
+    id: '91f7ce32fa614d73b7e1fc8f0e78582b',
+    name: 'Access: Service Tokens Read',
+    scopes: [ACCOUNT_SCOPE]
+  },
+  {
+    id: 'a1c0fec57cf94af79479a6d827fa518c',
+    name: 'Access: Service Tokens Write',
+    scopes: [ACCOUNT_SCOPE]
+  },
   {
     id: 'e086da7e2179491d91ee5f35b3ca210a',
     name: 'Workers Scripts Write',
@@ -286,6 +311,31 @@ const READ_ONLY_REQUIRED = /^\/requestBody\/policies\/\d+ must have required pro
  */
 const RATE_LIMIT_CODE_BELOW_MINIMUM = /^\/errors\/\d+\/code must be >= 1000$/
 
+/**
+ * The Workers secrets-bulk PATCH deletes a secret sent as `null` ("Set to `null` to delete"), and
+ * the excerpt says so with `nullable: true` beside an `allOf` whose member is `type: object`.
+ * OpenAPI 3.0's `nullable` does not reach into the `allOf`, so a JSON Schema validator rejects
+ * the null the description documents; such findings on a null value are not violations.
+ */
+function nullDeletesOnly(errors: string[], body: unknown): string[] {
+  const secrets = (body as { secrets?: Record<string, unknown> } | undefined)?.secrets
+  if (typeof secrets !== 'object' || secrets === null) return errors
+  return errors.filter(e => {
+    const name = /^\/requestBody\/secrets\/([^/\s]+)[/\s]/.exec(e)?.[1]
+    return name === undefined || secrets[name.replace(/~1/g, '/').replace(/~0/g, '~')] !== null
+  })
+}
+
+/** How a request reached its operation: a token endpoint, or an account API (Access, Workers). */
+type Route =
+  | {
+      kind: 'tokens'
+      validator: OpenApiValidator
+      matched: MatchedOperation
+      operation: { scope: 'user' | 'account'; action: Action }
+    }
+  | { kind: 'account'; validator: OpenApiValidator; matched: MatchedOperation; api: AccountApi }
+
 interface PolicyInput {
   id?: string
   effect: 'allow' | 'deny'
@@ -300,27 +350,6 @@ interface TokenBodyInput {
   expires_on?: string
   not_before?: string
   status?: 'active' | 'disabled' | 'expired'
-}
-
-interface ErrorItem {
-  code: number
-  message: string
-  error_chain?: Array<{ code: number; message: string }>
-}
-
-type Outcome = { status: number; body: Record<string, unknown> }
-
-function success(result: unknown, extra: Record<string, unknown> = {}): Outcome {
-  return { status: 200, body: { success: true, errors: [], messages: [], result, ...extra } }
-}
-
-function failure(status: number, ...errors: ErrorItem[]): Outcome {
-  return { status, body: { success: false, errors, messages: [], result: null } }
-}
-
-/** Cloudflare timestamps carry whole seconds (`2018-07-01T05:20:00Z`). */
-function timestamp(ms: number): string {
-  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z')
 }
 
 function hexId(): string {
@@ -392,6 +421,12 @@ export class CloudflareSim {
   }
   private readonly rateBuckets = new Map<string, RateBucket>()
   private validator?: OpenApiValidator
+  private accountValidator?: OpenApiValidator
+  /**
+   * Access service tokens under `/client/v4/accounts/{account_id}/access/service_tokens…`, sharing
+   * this simulator's authentication, rate limits, clock and log (see sandbox/access.ts).
+   */
+  readonly access: AccessSim
 
   constructor(
     private readonly log: RequestLog,
@@ -403,6 +438,7 @@ export class CloudflareSim {
       answerHeaders: req => this.rateHeaders(this.rateSubject(req.headers.authorization), false),
       faultBody: envelopeFault
     })
+    this.access = new AccessSim(log, () => this.now())
   }
 
   /** The simulator's time in epoch milliseconds: `Date.now() + skewMs`. */
@@ -415,7 +451,10 @@ export class CloudflareSim {
   }
 
   async start(): Promise<string> {
-    this.validator = await OpenApiValidator.load('cloudflare-tokens')
+    ;[this.validator, this.accountValidator] = await Promise.all([
+      OpenApiValidator.load('cloudflare-tokens'),
+      OpenApiValidator.load('cloudflare-access-workers')
+    ])
     await this.service.start()
     return this.apiUrl
   }
@@ -663,27 +702,28 @@ export class CloudflareSim {
   }
 
   private handle(req: IncomingRequest): OutgoingResponse {
-    const validator = this.validator
-    if (!validator) throw new Error('CloudflareSim.start() was not awaited')
     const where = `cloudflare ${req.method} ${req.path}`
     const path = req.path.startsWith(`${API_PREFIX}/`)
       ? req.path.slice(API_PREFIX.length)
       : undefined
-    const matched = path === undefined ? undefined : validator.match(req.method, path)
-    const operation = matched && OPERATIONS[matched.operationId]
-    const routed = matched && operation && path !== undefined
-    if (!routed) this.log.violation(`${where}: no operation of the Cloudflare token API matches`)
+    const route = path === undefined ? undefined : this.route(req.method, path)
+    if (!route) {
+      this.log.violation(
+        `${where}: no operation of the Cloudflare token API matches (nor of the Access and Workers excerpt)`
+      )
+    }
 
     // The rate limiter stands in front of the API: every answered call spends the budget, and a
     // blocked caller gets 429 whatever it asked.
     const subject = this.rateSubject(req.headers.authorization)
+    const admitted = this.admit(subject)
     let outcome: Outcome
-    if (!this.admit(subject)) {
+    if (!admitted) {
       outcome = failure(429, {
         code: CF_ERROR_CODES.rateLimited,
         message: 'Please wait and consider throttling your request speed'
       })
-    } else if (!routed) {
+    } else if (!route || path === undefined) {
       outcome = failure(
         400,
         {
@@ -692,17 +732,35 @@ export class CloudflareSim {
         },
         { code: CF_ERROR_CODES.noRoute, message: 'No route for that URI' }
       )
+    } else if (route.kind === 'tokens') {
+      outcome = this.perform(route.validator, route.matched, route.operation, path, req)
     } else {
-      outcome = this.perform(validator, matched, operation, path, req)
+      outcome = this.performAccount(route.validator, route.matched, route.api, path, req)
     }
-    if (matched) {
-      const errors = validator
-        .validateResponse(matched, outcome.status, outcome.body)
-        .filter(e => outcome.status !== 429 || !RATE_LIMIT_CODE_BELOW_MINIMUM.test(e))
+    if (route) {
+      const errors = route.validator
+        .validateResponse(route.matched, outcome.status, outcome.body)
+        .filter(e => admitted || !RATE_LIMIT_CODE_BELOW_MINIMUM.test(e))
       if (errors.length > 0)
         this.log.violation(`${where}: response ${outcome.status}: ${errors.join('; ')}`)
     }
-    return { ...outcome, headers: this.rateHeaders(subject, outcome.status === 429) }
+    // Retry-After belongs to the rate limiter's 429 only (a Workers 429 is another refusal).
+    return { ...outcome, headers: this.rateHeaders(subject, !admitted) }
+  }
+
+  /** The operation a request names: a token endpoint first, then the account APIs. */
+  private route(method: string, path: string): Route | undefined {
+    const validator = this.validator
+    const accountValidator = this.accountValidator
+    if (!validator || !accountValidator) throw new Error('CloudflareSim.start() was not awaited')
+    const matched = validator.match(method, path)
+    const operation = matched && OPERATIONS[matched.operationId]
+    if (matched && operation) return { kind: 'tokens', validator, matched, operation }
+    const accountMatch = accountValidator.match(method, path)
+    const api = accountMatch && [this.access].find(a => accountMatch.operationId in a.operations)
+    return accountMatch && api
+      ? { kind: 'account', validator: accountValidator, matched: accountMatch, api }
+      : undefined
   }
 
   /** Whose budget a request spends: the owner of the token it names, else the anonymous one. */
@@ -767,30 +825,10 @@ export class CloudflareSim {
     path: string,
     req: IncomingRequest
   ): Outcome {
-    const where = `cloudflare ${req.method} ${req.path}`
-    if (req.raw.length > 0 && req.json === undefined) {
-      this.log.violation(`${where}: request: the body is not valid JSON`)
-      return failure(400, {
-        code: CF_ERROR_CODES.malformedJson,
-        message: 'Malformed JSON in request body'
-      })
-    }
-    const invalid = validator
-      .validateRequest(matched, {
-        method: req.method,
-        path,
-        query: req.query,
-        headers: req.headers,
-        body: req.json
-      })
-      .filter(e => !READ_ONLY_REQUIRED.test(e))
-    if (invalid.length > 0) {
-      this.log.violation(`${where}: request: ${invalid.join('; ')}`)
-      return failure(400, {
-        code: CF_ERROR_CODES.badRequest,
-        message: `Invalid request: ${invalid.join('; ')}`
-      })
-    }
+    const rejected = this.rejectInvalid(validator, matched, path, req, errors =>
+      errors.filter(e => !READ_ONLY_REQUIRED.test(e))
+    )
+    if (rejected) return rejected
 
     const owner: CfOwner =
       operation.scope === 'user'
@@ -853,6 +891,83 @@ export class CloudflareSim {
         return this.roll(token)
       }
     }
+  }
+
+  /**
+   * An Access or Workers call: validated like a token call, authenticated for the account of the
+   * path, and allowed when an allow policy (and no deny policy) of the caller grants one of the
+   * operation's permission groups on that account; then the account API does the work.
+   */
+  private performAccount(
+    validator: OpenApiValidator,
+    matched: MatchedOperation,
+    api: AccountApi,
+    path: string,
+    req: IncomingRequest
+  ): Outcome {
+    const rejected = this.rejectInvalid(validator, matched, path, req, errors =>
+      nullDeletesOnly(errors, req.json)
+    )
+    if (rejected) return rejected
+    const { account_id: accountId = '', ...params } = matched.params
+    const auth = this.authorize(
+      req.headers.authorization,
+      { kind: 'account', accountId },
+      false,
+      normalizeAddress(this.clientAddress ?? req.remoteAddress)
+    )
+    if ('rejected' in auth) return auth.rejected
+    const groups = (api.operations[matched.operationId] ?? []).map(groupIdByName)
+    if (!this.grants(auth.token, groups, [`${ACCOUNT_SCOPE}.${accountId}`, `${ACCOUNT_SCOPE}.*`])) {
+      return failure(403, {
+        code: CF_ERROR_CODES.unauthorized,
+        message: 'Unauthorized to access requested resource'
+      })
+    }
+    return api.handle({
+      operationId: matched.operationId,
+      accountId,
+      params,
+      query: req.query,
+      body: req.json,
+      caller: { id: auth.token.id, name: auth.token.name }
+    })
+  }
+
+  /**
+   * A 400 for a body that is not JSON or a request the excerpt rejects (each a violation), after
+   * `exempt` dropped the findings that are not contract violations; undefined when valid.
+   */
+  private rejectInvalid(
+    validator: OpenApiValidator,
+    matched: MatchedOperation,
+    path: string,
+    req: IncomingRequest,
+    exempt: (errors: string[]) => string[]
+  ): Outcome | undefined {
+    const where = `cloudflare ${req.method} ${req.path}`
+    if (req.raw.length > 0 && req.json === undefined) {
+      this.log.violation(`${where}: request: the body is not valid JSON`)
+      return failure(400, {
+        code: CF_ERROR_CODES.malformedJson,
+        message: 'Malformed JSON in request body'
+      })
+    }
+    const invalid = exempt(
+      validator.validateRequest(matched, {
+        method: req.method,
+        path,
+        query: req.query,
+        headers: req.headers,
+        body: req.json
+      })
+    )
+    if (invalid.length === 0) return undefined
+    this.log.violation(`${where}: request: ${invalid.join('; ')}`)
+    return failure(400, {
+      code: CF_ERROR_CODES.badRequest,
+      message: `Invalid request: ${invalid.join('; ')}`
+    })
   }
 
   /** Authenticates the caller for an endpoint of `owner`; a successful authentication updates last_used_on. */

@@ -7,12 +7,20 @@
 
 export type ServiceName = 'cloudflare' | 'github' | 'r2' | 'app'
 
+/**
+ * Every service that writes to the log: the four of every sandbox (`ServiceName`), and the ones
+ * only credential scenarios start (sandbox/credentials-world.ts): an application behind Cloudflare
+ * Access (`access-app`) and a deployed Worker (`worker`). Kept apart from `ServiceName` so that
+ * code that handles exactly the four (a map from name to simulator) stays exhaustive.
+ */
+export type LogServiceName = ServiceName | 'access-app' | 'worker'
+
 export interface RequestEntry {
   kind: 'request'
   seq: number
   /** Milliseconds since the epoch when the request arrived. */
   at: number
-  service: ServiceName
+  service: LogServiceName
   method: string
   /** Path and query string, as received. */
   path: string
@@ -32,7 +40,7 @@ export interface EventEntry {
   kind: 'event'
   seq: number
   at: number
-  service: ServiceName
+  service: LogServiceName
   /** e.g. `run.completed`, `app.deployed`, `token.deleted`. */
   name: string
   detail: Record<string, unknown>
@@ -52,7 +60,7 @@ export class RequestLog {
     return full
   }
 
-  event(service: ServiceName, name: string, detail: Record<string, unknown> = {}): EventEntry {
+  event(service: LogServiceName, name: string, detail: Record<string, unknown> = {}): EventEntry {
     const full: EventEntry = {
       kind: 'event',
       seq: ++this.seq,

@@ -7,7 +7,7 @@
  */
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
-import type { RequestLog, RequestEntry, ServiceName } from './log.js'
+import type { RequestLog, RequestEntry, LogServiceName } from './log.js'
 
 export interface Fault {
   method?: string
@@ -97,7 +97,7 @@ export class Service {
   url = ''
 
   constructor(
-    readonly name: ServiceName,
+    readonly name: LogServiceName,
     readonly log: RequestLog,
     private readonly handler: Handler,
     options: ServiceOptions = {}
