@@ -1,6 +1,7 @@
-import Cloudflare from 'cloudflare'
+import type Cloudflare from 'cloudflare'
 import { RequestLog } from '../sandbox/log.js'
-import { CloudflareSim, PERMISSION_GROUPS, type CfTokenRecord } from '../sandbox/cloudflare.js'
+import { CloudflareSim, type CfTokenRecord } from '../sandbox/cloudflare.js'
+import { ACCOUNT, OTHER_ACCOUNT, accountToken, groupId, sdk } from './helpers/account-apis.js'
 import {
   ACCESS_ERROR_CODES,
   ACCESS_GROUPS,
@@ -9,8 +10,6 @@ import {
 } from '../sandbox/access.js'
 import { AccessProtectedApp } from '../sandbox/access-app.js'
 
-const ACCOUNT = '0123456789abcdef0123456789abcdef'
-const OTHER_ACCOUNT = 'fedcba9876543210fedcba9876543210'
 const HOUR = 3_600_000
 
 let log: RequestLog
@@ -18,34 +17,12 @@ let sim: CloudflareSim
 /** A user API token with Access: Service Tokens Write on ACCOUNT. */
 let manager: CfTokenRecord
 
-function groupId(name: string): string {
-  const group = PERMISSION_GROUPS.find(g => g.name === name)
-  if (!group) throw new Error(`no permission group ${name}`)
-  return group.id
+function client(token: string = manager.value): Cloudflare {
+  return sdk(sim, token)
 }
 
 function apiToken(groups: string[], account = ACCOUNT, effect: 'allow' | 'deny' = 'allow') {
-  return sim.addToken({
-    name: `holds ${groups.join(', ') || 'nothing'}`,
-    policies: [
-      {
-        effect,
-        permission_groups: groups.map(name => ({ id: groupId(name) })),
-        resources: { [`com.cloudflare.api.account.${account}`]: '*' }
-      }
-    ]
-  })
-}
-
-function client(token: string = manager.value): Cloudflare {
-  return new Cloudflare({
-    apiToken: token,
-    apiKey: null,
-    apiEmail: null,
-    userServiceKey: null,
-    baseURL: sim.apiUrl,
-    maxRetries: 0
-  })
+  return accountToken(sim, groups, account, effect)
 }
 
 /** RFC 3339 at the simulator's clock plus `ms`. */

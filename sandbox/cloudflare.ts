@@ -55,13 +55,14 @@
  * its expiry and not_before checks, its rate windows and its `Date` header follow it, and so does
  * the R2 simulator that shares it.
  *
- * Account APIs: the same base URL also serves Access service tokens (`access`, sandbox/access.ts),
- * validated against sandbox/openapi/cloudflare-access-workers-openapi.json. They share the
- * authentication, the rate budgets, the clock and the request log; a token without one of the
- * operation's permission groups (the excerpt's `x-api-token-group`) on the account gets 403, 9109
- * "Unauthorized to access requested resource", as the token endpoints answer. UNCONFIRMED: a
- * public note reports that listing service tokens without "Access: Service Tokens Read" answers
- * 200 with an empty list rather than 403; the simulator answers 403, which an action notices.
+ * Account APIs: the same base URL also serves Access service tokens (`access`, sandbox/access.ts)
+ * and Workers script secrets and deployments (`workers`, sandbox/workers.ts), validated against
+ * sandbox/openapi/cloudflare-access-workers-openapi.json. They share the authentication, the rate
+ * budgets, the clock and the request log; a token without one of the operation's permission
+ * groups (the excerpt's `x-api-token-group`) on the account gets 403, 9109 "Unauthorized to access
+ * requested resource", as the token endpoints answer. UNCONFIRMED: a public note reports that
+ * listing service tokens without "Access: Service Tokens Read" answers 200 with an empty list
+ * rather than 403; the simulator answers 403, which an action notices.
  */
 import { randomBytes, randomInt } from 'node:crypto'
 import { AccessSim } from './access.js'
@@ -74,6 +75,7 @@ import {
 import type { RequestLog } from './log.js'
 import { OpenApiValidator, type MatchedOperation } from './openapi.js'
 import { Service, type IncomingRequest, type OutgoingResponse } from './service.js'
+import { WorkersSim } from './workers.js'
 
 export interface CfPermissionGroupRef {
   id: string
@@ -127,11 +129,11 @@ const R2_BUCKET_SCOPE = 'com.cloudflare.edge.r2.bucket'
  * The permission groups the simulator knows, with Cloudflare's public ids. Token permissions:
  * cloudflare-docs "API Tokens Permissions" list; Account API Tokens Read/Write as seen in public
  * account-token tooling; the R2 groups as in /work/shared/design/api-facts.md. The names of the
- * Access service-token groups are the excerpt's `x-api-token-group`; their ids come from a public
- * static copy of `GET /user/tokens/permission_groups` (the alchemy project's PermissionGroups
- * catalog, 2026), the Access ids corroborated by other public token tooling. Not from
- * Cloudflare's documentation, which lists no ids: resolve names through the permission-groups
- * endpoint.
+ * Access service-token and Workers groups are the excerpt's `x-api-token-group`; their ids (and
+ * Workers Tail Read's) come from a public static copy of `GET /user/tokens/permission_groups`
+ * (the alchemy project's PermissionGroups catalog, 2026), the Access ids corroborated by other
+ * public token tooling. Not from Cloudflare's documentation, which lists no ids: resolve names
+ * through the permission-groups endpoint.
  */
 export const PERMISSION_GROUPS: ReadonlyArray<{ id: string; name: string; scopes: string[] }> = [
   { id: '0cc3a61731504c89b99ec1be78b77aa0', name: 'API Tokens Read', scopes: [USER_SCOPE] },
@@ -174,6 +176,7 @@ export const PERMISSION_GROUPS: ReadonlyArray<{ id: string; name: string; scopes
     scopes: [R2_BUCKET_SCOPE]
   },
   { id: '1a71c399035b4950a1bd1466bbe4f420', name: 'Workers Scripts Read', scopes: [ACCOUNT_SCOPE] },
+  { id: '05880cd1bdc24d8bae0be2136972816b', name: 'Workers Tail Read', scopes: [ACCOUNT_SCOPE] },
   {
     id: '91f7ce32fa614d73b7e1fc8f0e78582b',
     name: 'Access: Service Tokens Read',
@@ -427,6 +430,11 @@ export class CloudflareSim {
    * this simulator's authentication, rate limits, clock and log (see sandbox/access.ts).
    */
   readonly access: AccessSim
+  /**
+   * Workers scripts, their secrets, versions and deployments under
+   * `/client/v4/accounts/{account_id}/workers/scripts/…` (see sandbox/workers.ts).
+   */
+  readonly workers: WorkersSim
 
   constructor(
     private readonly log: RequestLog,
@@ -439,6 +447,7 @@ export class CloudflareSim {
       faultBody: envelopeFault
     })
     this.access = new AccessSim(log, () => this.now())
+    this.workers = new WorkersSim(log, () => this.now())
   }
 
   /** The simulator's time in epoch milliseconds: `Date.now() + skewMs`. */
@@ -757,7 +766,9 @@ export class CloudflareSim {
     const operation = matched && OPERATIONS[matched.operationId]
     if (matched && operation) return { kind: 'tokens', validator, matched, operation }
     const accountMatch = accountValidator.match(method, path)
-    const api = accountMatch && [this.access].find(a => accountMatch.operationId in a.operations)
+    const api =
+      accountMatch &&
+      [this.access, this.workers].find(a => accountMatch.operationId in a.operations)
     return accountMatch && api
       ? { kind: 'account', validator: accountValidator, matched: accountMatch, api }
       : undefined
