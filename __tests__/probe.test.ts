@@ -7,6 +7,7 @@ import { jest } from '@jest/globals'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { probeBucket, PROBE_PREFIX } from '../src/cloudflare/probe.js'
+import { virtualClock } from '../src/backoff.js'
 import { deriveS3Credentials } from '../src/cloudflare/r2.js'
 
 const TOKEN = { id: 'ed17574386854bf78a67040be0a770b0', value: 'cfut_probe-test-token-value' }
@@ -136,8 +137,17 @@ afterEach(async () => {
   jest.restoreAllMocks()
 })
 
+/** Time passes only by the probe's own pauses (a virtual clock): no test depends on the machine's speed. */
 const probe = (mode: 'read' | 'write', deadlineMs = 3000, bucket = BUCKET) =>
-  probeBucket({ endpoint: `${s3.url}/`, bucket, credentials, mode, deadlineMs, initialDelayMs: 10 })
+  probeBucket({
+    endpoint: `${s3.url}/`,
+    bucket,
+    credentials,
+    mode,
+    deadlineMs,
+    initialDelayMs: 10,
+    clock: virtualClock()
+  })
 
 describe('probeBucket read', () => {
   it('lists one object path-style, signed for the token id, and retries 403 until it works', async () => {
@@ -166,9 +176,17 @@ describe('probeBucket read', () => {
 
   it('gives up at the deadline, with the S3 code and status but no credential', async () => {
     s3.failFirst(1000, 403, 'InvalidAccessKeyId')
-    const started = Date.now()
-    const result = await probe('read', 300)
-    expect(Date.now() - started).toBeLessThan(2000)
+    const clock = virtualClock()
+    const result = await probeBucket({
+      endpoint: s3.url,
+      bucket: BUCKET,
+      credentials,
+      mode: 'read',
+      deadlineMs: 300,
+      initialDelayMs: 10,
+      clock
+    })
+    expect(clock.slept.reduce((a, b) => a + b, 0)).toBeCloseTo(300, 0)
     expect(result.ok).toBe(false)
     expect(result.attempts).toBeGreaterThan(1)
     const reason = result.ok ? '' : result.reason
@@ -189,7 +207,8 @@ describe('probeBucket read', () => {
       credentials,
       mode: 'read',
       deadlineMs: 200,
-      initialDelayMs: 10
+      initialDelayMs: 10,
+      clock: virtualClock()
     })
     expect(result.ok).toBe(false)
     expect(result.ok ? '' : result.reason).toMatch(/^ListObjectsV2: network error/)
@@ -200,7 +219,10 @@ describe('probeBucket read', () => {
   it('stops when aborted', async () => {
     s3.failFirst(1000, 403, 'AccessDenied')
     const controller = new AbortController()
-    setTimeout(() => controller.abort(), 100)
+    // Aborted during its third pause.
+    const clock = virtualClock(undefined, () => {
+      if (clock.slept.length === 3) controller.abort()
+    })
     const result = await probeBucket({
       endpoint: s3.url,
       bucket: BUCKET,
@@ -208,9 +230,11 @@ describe('probeBucket read', () => {
       mode: 'read',
       deadlineMs: 30_000,
       initialDelayMs: 20,
-      signal: controller.signal
+      signal: controller.signal,
+      clock
     })
     expect(result.ok).toBe(false)
+    expect(result.attempts).toBe(3)
     expect(result.ok ? '' : result.reason).toMatch(/^ListObjectsV2: .* \(stopped: aborted\)$/)
   })
 })
