@@ -69,7 +69,16 @@ async function recordRotation(
   }
 }
 
-const [reference, rollback] = await Promise.all([recordRotation(), recordRotation(failFirstDeploy)])
+/** Makes the first deploy keep the old credentials, so that the watch fails and enables the old token again. */
+const staleFirstDeploy: Prepare = sb => sb.github.queueRun({ rollout: 'stale' })
+
+const [reference, rollback, watchFailed] = await Promise.all([
+  recordRotation(),
+  recordRotation(failFirstDeploy),
+  recordRotation(staleFirstDeploy)
+])
+/** The re-enable after the failed watch (the second update of the previous token). */
+const reenable = watchFailed.points.filter(p => p.key === 'PUT /client/v4/user/tokens/{id}')[1]!
 /** The rollback's own requests: from the journal's `rolling-back` on. */
 const rollbackPoints = rollback.points.slice(
   rollback.points.findIndex(p => p.phase === 'rolling-back')
@@ -194,8 +203,21 @@ const matrix: Array<{ name: string; point: CrashPoint; prepare?: Prepare }> = [
     name: `rollback #${point.index}`,
     point,
     prepare: failFirstDeploy
-  }))
+  })),
+  {
+    name: `failed watch #${reenable.index} (the re-enable)`,
+    point: reenable,
+    prepare: staleFirstDeploy
+  }
 ]
+
+/** The recording a matrix entry was cut from. */
+const recordingOf = (prepare: Prepare | undefined): CrashPoint[] =>
+  prepare === failFirstDeploy
+    ? rollback.points
+    : prepare === staleFirstDeploy
+      ? watchFailed.points
+      : reference.points
 
 /** Crash scenarios running at once (each mostly waits for its child process and the simulator). */
 const CONCURRENCY = 4
@@ -239,7 +261,7 @@ describe.each(
   it('the first run died there', () => {
     expect(crash.killed.signal).toBe('SIGKILL')
     // It had made exactly the recorded requests up to this one.
-    const recorded = prepare ? rollback.points : reference.points
+    const recorded = recordingOf(prepare)
     expect(crash.before.map(requestKey)).toEqual(recorded.slice(0, point.index).map(p => p.key))
   })
 
@@ -253,7 +275,7 @@ describe.each(
   })
 
   it('the next run recovered from the phase the journal was left in', () => {
-    const recorded = prepare ? rollback.points : reference.points
+    const recorded = recordingOf(prepare)
     const left = recorded
       .slice(0, point.index)
       .map(p => p.phase)
@@ -269,7 +291,7 @@ describe.each(
   })
 
   it('took over the lock the killed run held', () => {
-    const held = (prepare ? rollback.points : reference.points)
+    const held = recordingOf(prepare)
       .slice(0, point.index)
       .filter(p => p.lock)
     // Claimed and not yet released: the next run finds it, and its run has ended.
@@ -283,14 +305,23 @@ describe.each(
   })
 
   it('kept the app serving, leaked nothing, and broke no API contract', () => {
-    expect(crash.healthFailures).toEqual([])
+    if (prepare === staleFirstDeploy) {
+      // The killed run's own window (the old token disabled under a stale deploy) ended with the
+      // re-enable it was killed after; the next run never let the app fail.
+      const killedAt = Math.max(...crash.before.map(e => e.at))
+      for (const failure of crash.healthFailures) expect(failure.at).toBeLessThanOrEqual(killedAt)
+    } else {
+      expect(crash.healthFailures).toEqual([])
+    }
     expectNoLeaks(crash.sb, [crash.killed, crash.rerun])
     expect(crash.sb.log.violations).toEqual([])
   })
 })
 
-it('covers every mutating request of a rotation and of a rollback', () => {
-  expect(matrix).toHaveLength(reference.points.length + rollbackPoints.length)
+it('covers every mutating request of a rotation and of a rollback, and the re-enable of a failed watch', () => {
+  expect(matrix).toHaveLength(reference.points.length + rollbackPoints.length + 1)
+  expect(reference.points.map(p => p.key)).toContain('PUT /client/v4/user/tokens/{id}')
+  expect(watchFailed.result.outputs.result).toBe('rolled-back')
 })
 
 describe('killed midway through publishing, then run without current-token', () => {

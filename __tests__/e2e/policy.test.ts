@@ -528,6 +528,41 @@ describe('revoke', () => {
       expect(sb.cloudflare.findById(second.result.outputs['token-id']!)?.name).toBe(name)
     })
   })
+
+  describe('revoke: disable, and someone enables the disabled token again before the next rotation', () => {
+    let sb: Sandbox
+    let second: Scenario
+    let firstId: string
+    beforeAll(async () => {
+      const first = await rotateIn({}, { revoke: 'disable' })
+      sb = first.sb
+      firstId = first.result.outputs['token-id']!
+      // Enabled again on purpose (something still needed it): the journal still lists it.
+      sb.cloudflare.findById(sb.current.id)!.status = 'active'
+      const firstValue = sb.cloudflare.findById(firstId)!.value
+      second = await runIn(sb, {
+        revoke: 'disable',
+        'current-token': firstValue,
+        'current-access-key-id': firstId,
+        'current-secret-access-key': sha256(firstValue)
+      })
+    })
+    afterAll(async () => {
+      await sb?.stop()
+    })
+
+    it('leaves it alone, says so, and deletes nothing', () => {
+      expect(second.result.exitCode).toBe(0)
+      expect(sb.cloudflare.findById(sb.current.id)?.status).toBe('active')
+      expect(sb.log.requests({ service: 'cloudflare', method: 'DELETE' })).toEqual([])
+      expect(second.result.stdout).toContain(
+        `::warning::Token ${sb.current.id}, left disabled by an earlier rotation, is active again: someone enabled it on purpose, so it is left alone`
+      )
+      // The journal forgets it: only the token this rotation disabled is listed now.
+      expect(journalOf(sb)).toMatchObject({ phase: 'done', disabled_token_ids: [firstId] })
+      expectClean(second)
+    })
+  })
 })
 
 // ------------------------------------------------------------------ dry-run

@@ -167,3 +167,85 @@ export function startAll<T>(
   for (const promise of started) promise.catch(() => undefined)
   return started
 }
+
+/**
+ * The ordered mutating requests to Cloudflare and GitHub as a reader checks them, one line each:
+ * token ids replaced by their role (`{previous}`, `{new}`, `{new#2}`…), a token update with its
+ * status, a secret write with the token its value belongs to (decrypted by the simulator), a
+ * journal write with its phase, and any answer that was not a success. The R2 probe's object
+ * writes are not API mutations and are left out.
+ *
+ *   POST variable R2_ROTATION_STATE_LOCK
+ *   POST /user/tokens → {new}
+ *   PUT secret repo:acme/site R2_ACCESS_KEY_ID ← {new}
+ *   PUT /user/tokens/{previous} status=disabled
+ *   DELETE /user/tokens/{previous}
+ */
+export function mutationList(sb: Sandbox, extraRoles: Record<string, string> = {}): string[] {
+  const roles = tokenRoles(sb, extraRoles)
+  const role = (id: string): string => `{${roles.get(id) ?? 'other'}}`
+  const ofValue = (plaintext: string): string => {
+    for (const token of [...sb.cloudflare.tokens.values(), ...sb.cloudflare.deletedTokens]) {
+      if ([token.value, token.id, sha256(token.value)].includes(plaintext)) return role(token.id)
+    }
+    return '{unknown value}'
+  }
+  const created = new Map(sb.log.events('token.created').map(e => [e.seq, e.detail.id as string]))
+  return apiMutations(sb.log.requests()).map(entry => {
+    const path = entry.path.split('?')[0]!
+    const failed =
+      entry.status === undefined || entry.status >= 300 ? ` → ${entry.status ?? 'no answer'}` : ''
+    const body = (entry.body ?? {}) as Record<string, unknown>
+    if (entry.service === 'cloudflare') {
+      const cf = path
+        .replace(/^\/client\/v4/, '')
+        .replace(`/accounts/${sb.accountId}/`, '/accounts/{account}/')
+        .replace(/\b[0-9a-f]{32}\b/g, id => role(id))
+      if (entry.method === 'PUT' && typeof body.status === 'string')
+        return `PUT ${cf} status=${body.status}${failed}`
+      if (entry.method === 'POST' && /\/tokens$/.test(cf)) {
+        const next = [...created].find(([seq]) => seq > entry.seq)
+        return `POST ${cf}${failed || (next ? ` → ${role(next[1])}` : '')}`
+      }
+      return `${entry.method} ${cf}${failed}`
+    }
+    const variable = /\/actions\/variables(?:\/([^/]+))?$/.exec(path)
+    if (variable) {
+      const name = variable[1] ?? String(body.name)
+      const phase = name.endsWith('_LOCK')
+        ? undefined
+        : (JSON.parse(String(body.value ?? '{}')) as { phase?: string }).phase
+      return `${entry.method} variable ${name}${phase ? ` phase=${phase}` : ''}${failed}`
+    }
+    const secret = secretPlace(path)
+    if (secret) {
+      const write = sb.github.secretWrites.find(w => w.ciphertext === body.encrypted_value)
+      return `PUT secret ${secret}${write ? ` ← ${ofValue(write.plaintext)}` : ''}${failed}`
+    }
+    if (path.endsWith('/dispatches')) return `POST dispatch${failed}`
+    return `${entry.method} ${path}${failed}`
+  })
+}
+
+/** Token ids by role: the one in use at start is `previous`, the minted ones `new`, `new#2`… */
+function tokenRoles(sb: Sandbox, extra: Record<string, string>): Map<string, string> {
+  const roles = new Map<string, string>([[sb.current.id, 'previous']])
+  sb.log.events('token.created').forEach((e, i) => {
+    roles.set(e.detail.id as string, i === 0 ? 'new' : `new#${i + 1}`)
+  })
+  for (const [id, name] of Object.entries(extra)) roles.set(id, name)
+  return roles
+}
+
+/** `repo:acme/site R2_TOKEN`, `env:acme/site:production R2_TOKEN`, … for a secret write's path. */
+function secretPlace(path: string): string | undefined {
+  let m = /^\/repos\/([^/]+\/[^/]+)\/actions\/secrets\/([^/]+)$/.exec(path)
+  if (m) return `repo:${m[1]} ${m[2]}`
+  m = /^\/repos\/([^/]+\/[^/]+)\/environments\/([^/]+)\/secrets\/([^/]+)$/.exec(path)
+  if (m) return `env:${m[1]}:${decodeURIComponent(m[2]!)} ${m[3]}`
+  m = /^\/orgs\/([^/]+)\/actions\/secrets\/([^/]+)$/.exec(path)
+  if (m) return `org:${m[1]} ${m[2]}`
+  m = /^\/repos\/([^/]+\/[^/]+)\/dependabot\/secrets\/([^/]+)$/.exec(path)
+  if (m) return `dependabot:${m[1]} ${m[2]}`
+  return undefined
+}
