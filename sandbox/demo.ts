@@ -27,7 +27,13 @@ async function main(): Promise<number> {
 
     console.log(rule('action log (dist/index.js)'))
     const watch = sb.watchHealth(100)
-    const result = await runAction(sb, sandboxInputs(sb), {
+    // The health endpoint names the credential it runs on, and the watch after the disable is
+    // shortened from its default two minutes so that the demo ends soon.
+    const inputs = sandboxInputs(sb, {
+      'smoke-urls': `${sb.appUrl}/healthz expect=200 contains=access-key-id={access-key-id}`,
+      'revoke-watch': '10s'
+    })
+    const result = await runAction(sb, inputs, {
       onStdout: chunk =>
         process.stdout.write(
           chunk
