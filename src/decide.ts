@@ -770,13 +770,22 @@ export function afterFailure(facts: FailureFacts): AfterFailure {
 
 /**
  * What the two tokens' `last_used_on` say after the smoke phase. A hint only: Cloudflare does not
- * document how fresh the field is, so it decides nothing; the one warning is a previous token used
- * after the deploy concluded (something still runs on it).
+ * document how fresh the field is, so it decides nothing. Only Cloudflare's own times are
+ * compared: the new token's use with its issue date, and the previous token's use with its value
+ * when the new credentials went into service (read then: the deploy concluded, or the publish
+ * ended without a deploy). The one warning is a previous token used since (something still runs
+ * on it).
  */
 export function useEvidence(
-  next: Pick<ApiToken, 'id' | 'last_used_on'> | undefined,
+  next: Pick<ApiToken, 'id' | 'last_used_on' | 'issued_on'> | undefined,
   previous: Pick<ApiToken, 'id' | 'last_used_on'> | undefined,
-  times: { mintedAt?: Date; deployConcludedAt?: Date; probedWithNew: boolean }
+  facts: {
+    /** The previous token's `last_used_on` when the new credentials went into service. */
+    previousUseAtService?: string | null
+    /** Whether there was a deploy (else the publish put the new credentials in service). */
+    deployed: boolean
+    probedWithNew: boolean
+  }
 ): { evidence: UseEvidence[]; warning?: string } {
   const evidence: UseEvidence[] = []
   let warning: string | undefined
@@ -786,7 +795,8 @@ export function useEvidence(
   }
   if (next) {
     const used = at(next.last_used_on)
-    const after = used && times.mintedAt && used >= new Date(times.mintedAt.getTime() - 1000)
+    const issued = at(next.issued_on)
+    const after = used && (!issued || used >= issued)
     evidence.push({
       tokenId: next.id,
       role: 'new',
@@ -794,28 +804,32 @@ export function useEvidence(
       verdict: !used
         ? 'not used yet'
         : after
-          ? `used after it was minted (${isoSeconds(used)})${times.probedWithNew ? '; the action’s own verify and R2 probe count too' : ''}`
+          ? `used after it was minted (${isoSeconds(used)})${facts.probedWithNew ? '; the action’s own verify and R2 probe count too' : ''}`
           : `last used ${isoSeconds(used)}`
     })
   }
   if (previous) {
     const used = at(previous.last_used_on)
-    const concluded = times.deployConcludedAt
-    const late = used && concluded && used > concluded
+    const then = at(facts.previousUseAtService)
+    const moment = facts.deployed ? 'the deploy concluded' : 'the publish'
+    const late =
+      used !== undefined &&
+      (then === undefined || used > then) &&
+      facts.previousUseAtService !== undefined
     evidence.push({
       tokenId: previous.id,
       role: 'previous',
       ...(used ? { lastUsedOn: isoSeconds(used) } : {}),
       verdict: !used
         ? 'no recorded use'
-        : !concluded
+        : facts.previousUseAtService === undefined
           ? `last used ${isoSeconds(used)}`
           : late
-            ? `used after the deploy concluded (${isoSeconds(used)} > ${isoSeconds(concluded)})`
-            : `last used before the deploy concluded (${isoSeconds(used)})`
+            ? `used after ${moment} (last used ${isoSeconds(used)}${then ? `, ${isoSeconds(then)} then` : ''})`
+            : `not used since ${moment} (last used ${isoSeconds(used)})`
     })
     if (late) {
-      warning = `The previous token ${previous.id} was used after the deploy concluded (last used ${isoSeconds(used)}): something may still run on it. A hint only (Cloudflare does not document how fresh last_used_on is); the watch after the disable decides.`
+      warning = `The previous token ${previous.id} was used after ${moment} (last used ${isoSeconds(used)}): something may still run on it. A hint only (Cloudflare does not document how fresh last_used_on is); the watch after the disable decides.`
     }
   }
   return { evidence, ...(warning ? { warning } : {}) }

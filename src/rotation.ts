@@ -77,6 +77,8 @@ interface Progress {
   /** Deploy runs dispatched by this run (all must have concluded before a rollback deletes `next`). */
   deployRunIds: number[]
   deployConcludedAt?: Date
+  /** The previous token's `last_used_on` when the new credentials went into service (null: never used). */
+  previousUseAtService?: string | null
   /** The previous token is disabled right now. */
   previousDisabled: boolean
 }
@@ -714,6 +716,7 @@ async function advance(
       await journal(ctx, report, { phase: 'deploying' })
       await phase(report, 'deploy', () => deploy(ctx, report, plan, progress))
     }
+    await notePreviousUse(ctx, plan, progress, previousId)
   } else {
     // Published and deployed by the run that was interrupted (the journal says so).
     progress.publishStarted = true
@@ -784,6 +787,18 @@ async function deploy(
   progress.deployConcludedAt = outcome.concludedAt
 }
 
+/** The previous token's `last_used_on` now: uses after this reading are evidence of a stale consumer. */
+async function notePreviousUse(
+  ctx: RotationContext,
+  plan: Plan,
+  progress: Progress,
+  previousId: string
+): Promise<void> {
+  if (previousId === progress.next?.id) return
+  const previous = await ctx.tokens.get(plan.owner, previousId).catch(() => undefined)
+  if (previous) progress.previousUseAtService = previous.last_used_on ?? null
+}
+
 /** Both tokens' `last_used_on`, for the summary: a hint that never decides. */
 async function gatherEvidence(
   ctx: RotationContext,
@@ -796,8 +811,10 @@ async function gatherEvidence(
     ctx.tokens.get(plan.owner, id).catch(() => undefined)
   const [next, previous] = await Promise.all([read(progress.next!.id), read(previousId)])
   const { evidence, warning } = decide.useEvidence(next, previous, {
-    ...(progress.mintedAt ? { mintedAt: progress.mintedAt } : {}),
-    ...(progress.deployConcludedAt ? { deployConcludedAt: progress.deployConcludedAt } : {}),
+    ...(progress.previousUseAtService !== undefined
+      ? { previousUseAtService: progress.previousUseAtService }
+      : {}),
+    deployed: plan.deploy !== undefined,
     probedWithNew: plan.probe !== undefined
   })
   report.evidence = evidence
