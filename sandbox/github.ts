@@ -1087,6 +1087,31 @@ export class GitHubSim {
     })
   }
 
+  /**
+   * A run that only the test moves, such as the run of the workflow that runs the action (its
+   * GITHUB_RUN_ID): `in_progress` from now until `finishRun`. No job of it runs, so no deploy
+   * hook fires for it.
+   */
+  startManualRun(repoName: string, workflowIdOrFile: string | number, actor = 'scheduler'): SimRun {
+    const run = this.dispatchAs(actor, repoName, workflowIdOrFile, {
+      behavior: { neverStarts: true }
+    })
+    this.setState(run, run.attempts.at(-1)!, 'in_progress')
+    return run
+  }
+
+  /**
+   * Completes a run started with `startManualRun` with `conclusion`, at once. It logs no
+   * `run.completed` event: those are the deploy runs' (the tests read them as such).
+   */
+  finishRun(runId: number, conclusion = 'success'): void {
+    const run = this.requireRun(runId)
+    const attempt = run.attempts.at(-1)!
+    if (attempt.status === 'completed') return
+    this.clearTimer(runId)
+    this.setState(run, attempt, 'completed', conclusion)
+  }
+
   private requireRun(runId: number): SimRun {
     const run = this.runs.get(runId)
     if (!run) throw new Error(`no run ${runId}`)

@@ -165,6 +165,12 @@ export interface Sandbox {
 export const DEFAULT_ACCOUNT_ID = '0a1b2c3d4e5f60718293a4b5c6d7e8f9'
 export const HEALTH_OBJECT_KEY = 'healthz.txt'
 export const DEPLOY_WORKFLOW_PATH = '.github/workflows/deploy.yml'
+/**
+ * The caller's workflow that runs the action: every run of the action in the sandbox is a run of
+ * it (GITHUB_RUN_ID), in progress while the action runs, so that the lock and the journal see
+ * whether a rotation is still going as they would on GitHub.
+ */
+export const ROTATE_WORKFLOW_PATH = '.github/workflows/rotate-r2-token.yml'
 export const DEFAULT_APP_ADDRESS = '192.0.2.10'
 const DAY_MS = 24 * 60 * 60 * 1000
 
@@ -289,6 +295,20 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     github.setSecret(scope, secretNames.accessKeyId, current.id, org)
     github.setSecret(scope, secretNames.secretAccessKey, current.secretAccessKey, org)
   }
+  github.addWorkflow(repository, {
+    path: ROTATE_WORKFLOW_PATH,
+    name: 'Rotate R2 token',
+    content: YAML.stringify({
+      name: 'Rotate R2 token',
+      on: { schedule: [{ cron: '17 6 * * 1' }], workflow_dispatch: {} },
+      jobs: {
+        rotate: {
+          'runs-on': 'ubuntu-latest',
+          steps: [{ uses: 'r2-token-rotation/r2-token-rotation@v1' }]
+        }
+      }
+    })
+  })
   github.addWorkflow(repository, {
     path: DEPLOY_WORKFLOW_PATH,
     name: 'Deploy',

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parse as parseYaml } from 'yaml'
-import type { Sandbox } from './index.js'
+import { ROTATE_WORKFLOW_PATH, type Sandbox } from './index.js'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 export const ACTION_ENTRY = path.join(root, 'dist', 'index.js')
@@ -41,6 +41,11 @@ export interface RunOptions {
   timeoutMs?: number
   /** The bundle to run (default dist/index.js; R2_ROTATION_ENTRY overrides it for private builds). */
   entry?: string
+  /**
+   * Run as a run of the repository's rotation workflow (`ROTATE_WORKFLOW_PATH`), in progress
+   * until the action exits, so that another run sees it going (the race tests).
+   */
+  asWorkflowRun?: boolean
 }
 
 /** The inputs a caller workflow would pass for the sandbox's world; `overrides` wins ('' removes). */
@@ -135,7 +140,6 @@ export async function runAction(
     GITHUB_API_URL: sb.githubApiUrl,
     GITHUB_SERVER_URL: 'https://github.com',
     GITHUB_REPOSITORY: sb.repository,
-    GITHUB_RUN_ID: String(1_000_000 + Math.floor(Math.random() * 1_000_000)),
     GITHUB_OUTPUT: outputFile,
     GITHUB_STEP_SUMMARY: summaryFile,
     RUNNER_TEMP: dir,
@@ -147,6 +151,15 @@ export async function runAction(
     env[inputEnvName(name)] = value
   }
 
+  // With `asWorkflowRun`, the action runs as a run of the caller's rotation workflow, in progress
+  // until it exits; otherwise its run id names no run the simulator knows (a lock it leaves counts
+  // as ended).
+  const ownRun = options.asWorkflowRun
+    ? sb.github.startManualRun(sb.repository, ROTATE_WORKFLOW_PATH.split('/').pop()!)
+    : undefined
+  env.GITHUB_RUN_ID =
+    options.env?.GITHUB_RUN_ID ??
+    String(ownRun?.id ?? 1_000_000 + Math.floor(Math.random() * 1_000_000))
   const started = Date.now()
   const entry = options.entry ?? process.env.R2_ROTATION_ENTRY ?? ACTION_ENTRY
   const child = spawn(process.execPath, [entry], { env, stdio: ['ignore', 'pipe', 'pipe'] })
@@ -166,6 +179,7 @@ export async function runAction(
     child.on('close', (code, sig) => resolve([code, sig]))
   )
   clearTimeout(timer)
+  if (ownRun) sb.github.finishRun(ownRun.id, exitCode === 0 ? 'success' : 'failure')
   const outputsFile = readFileSync(outputFile, 'utf8')
   const summary = readFileSync(summaryFile, 'utf8')
   rmSync(dir, { recursive: true, force: true })

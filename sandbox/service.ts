@@ -86,6 +86,11 @@ export class Service {
    */
   onAnswered?: (entry: RequestEntry) => void
   /**
+   * Holds a request before it is handled until the promise it returns settles (undefined: no
+   * hold). Race tests pause one run at a point of their choosing while another runs.
+   */
+  hold?: (entry: RequestEntry) => Promise<void> | undefined
+  /**
    * A simulated network round trip: every answer (a fault's and a dropped connection's too) is
    * held this long after the request arrived and was handled. The log's `at` stays the arrival
    * time. 0 (the default) answers at once. May be changed while the service runs.
@@ -170,6 +175,8 @@ export class Service {
       body: json,
       headers: { ...req.headers }
     })
+    const held = this.hold?.(entry)
+    if (held) await held
     const fault = this.takeFault(method, url.pathname)
     if (fault?.drop) {
       entry.faulted = true

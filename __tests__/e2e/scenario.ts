@@ -193,8 +193,16 @@ export function mutationList(sb: Sandbox, extraRoles: Record<string, string> = {
   const created = new Map(sb.log.events('token.created').map(e => [e.seq, e.detail.id as string]))
   return apiMutations(sb.log.requests()).map(entry => {
     const path = entry.path.split('?')[0]!
-    const failed =
-      entry.status === undefined || entry.status >= 300 ? ` → ${entry.status ?? 'no answer'}` : ''
+    // A request the client got no answer to: dropped (status 0), or handled and then dropped.
+    const lost = entry.faulted === true && (entry.status ?? 0) < 300
+    const failed = lost
+      ? entry.status === 0
+        ? ' → no answer'
+        : ''
+      : entry.status === undefined || entry.status >= 300
+        ? ` → ${entry.status ?? 'no answer'}`
+        : ''
+    const lostNote = lost && entry.status !== 0 ? ', answer lost' : ''
     const body = (entry.body ?? {}) as Record<string, unknown>
     if (entry.service === 'cloudflare') {
       const cf = path
@@ -202,12 +210,12 @@ export function mutationList(sb: Sandbox, extraRoles: Record<string, string> = {
         .replace(`/accounts/${sb.accountId}/`, '/accounts/{account}/')
         .replace(/\b[0-9a-f]{32}\b/g, id => role(id))
       if (entry.method === 'PUT' && typeof body.status === 'string')
-        return `PUT ${cf} status=${body.status}${failed}`
+        return `PUT ${cf} status=${body.status}${failed}${lostNote}`
       if (entry.method === 'POST' && /\/tokens$/.test(cf)) {
         const next = [...created].find(([seq]) => seq > entry.seq)
-        return `POST ${cf}${failed || (next ? ` → ${role(next[1])}` : '')}`
+        return `POST ${cf}${failed || (next ? ` → ${role(next[1])}` : '')}${lostNote}`
       }
-      return `${entry.method} ${cf}${failed}`
+      return `${entry.method} ${cf}${failed}${lostNote}`
     }
     const variable = /\/actions\/variables(?:\/([^/]+))?$/.exec(path)
     if (variable) {
