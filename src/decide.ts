@@ -227,8 +227,6 @@ export interface PreflightFacts {
   recoveringPublished: boolean
   leastPrivilege: Settings['leastPrivilege']
   scopeWarnings: string[]
-  /** Cloudflare's rate budget: requests left, and when the window resets. */
-  rate?: { remaining?: number; resetAt?: Date }
   now: Date
   /** How many tokens the owner may hold (Cloudflare's quota for its kind). */
   quota: number
@@ -281,16 +279,18 @@ export function refusals(facts: PreflightFacts): string[] {
           : 'Delete tokens you no longer need (dashboard: API Tokens).')
     )
   }
-  const remaining = facts.rate?.remaining
-  if (remaining !== undefined && remaining < ROTATION_CLOUDFLARE_REQUESTS) {
-    const reset = facts.rate?.resetAt
-      ? ` The budget resets at ${isoSeconds(facts.rate.resetAt)}.`
-      : ''
-    out.push(
-      `Only ${remaining} Cloudflare API requests are left in this five-minute window, and a rotation needs up to ${ROTATION_CLOUDFLARE_REQUESTS} after preflight: starting now could leave it stuck midway. The budget is shared by every person and tool of this Cloudflare user.${reset} Run again later.`
-    )
-  }
   return out
+}
+
+/**
+ * Whether Cloudflare's rate budget (requests left in its five-minute window, read from the last
+ * answer) covers what a rotation needs after preflight; checked last, after preflight's own reads.
+ */
+export function budgetRefusal(rate: { remaining?: number; resetAt?: Date }): string | undefined {
+  const { remaining } = rate
+  if (remaining === undefined || remaining >= ROTATION_CLOUDFLARE_REQUESTS) return undefined
+  const reset = rate.resetAt ? ` The budget resets at ${isoSeconds(rate.resetAt)}.` : ''
+  return `Only ${remaining} Cloudflare API requests are left in this five-minute window, and a rotation needs up to ${ROTATION_CLOUDFLARE_REQUESTS} after preflight: starting now could leave it stuck midway. The budget is shared by every person and tool of this Cloudflare user.${reset} Run again later.`
 }
 
 /** The one failing sentence about the app before anything changes, or undefined when healthy. */
@@ -339,6 +339,36 @@ export function shadowRefusal(shadows: Shadow[]): string | undefined {
       `${s.where} holds its own secret ${s.secret}${s.job ? `, which the deploy job '${s.job}' reads` : ''} instead of the one this rotation writes; add \`${s.fix}\` to secret-targets (or delete that copy)`
   )
   return `The deploy would run on the old credentials: ${lines.join('; ')}. Secrets at a lower level (environment, then repository, then organization) shadow those above them. Nothing was changed.`
+}
+
+/** What preflight read of the secrets the deploy will see (names only). */
+export interface ShadowFacts {
+  repository: { owner: string; repo: string }
+  /** For each job environment with a name: whether it holds each rotated secret itself. */
+  environmentSecrets: Array<{ job: string; environment: string; secret: string; exists?: boolean }>
+  /** When an org target exists: whether the deploy repository holds each rotated secret. */
+  repositorySecrets: Array<{ secret: string; exists?: boolean }>
+}
+
+/** The copies of the rotated secrets that the deploy would read instead of those written. */
+export function shadowsOf(facts: ShadowFacts, targets: SecretTarget[]): Shadow[] {
+  const repo = facts.repository
+  const where = `${repo.owner}/${repo.repo}`
+  const shadows: Shadow[] = []
+  for (const e of facts.environmentSecrets) {
+    if (e.exists !== true || writesEnvironment(targets, repo, e.environment)) continue
+    shadows.push({
+      where: `Environment '${e.environment}' of ${where}`,
+      secret: e.secret,
+      job: e.job,
+      fix: `env:${where}:${e.environment}`
+    })
+  }
+  for (const r of facts.repositorySecrets) {
+    if (r.exists !== true || writesRepository(targets, repo)) continue
+    shadows.push({ where: `The repository ${where}`, secret: r.secret, fix: `repo:${where}` })
+  }
+  return shadows
 }
 
 /** Which secret-targets line writes the secrets a deploy job in `environment` of `repo` reads. */
@@ -527,6 +557,49 @@ export function orphansOf(
   const pending =
     record.pending_token_id && !inUse.has(record.pending_token_id) ? [record.pending_token_id] : []
   return [...new Set([...pending, ...byName])]
+}
+
+/**
+ * The token in service now, as preflight plans from it: the one the inputs name, or, while an
+ * earlier rotation is finished or undone, the token that rotation leaves in service. Also the ids
+ * a smoke check's `{access-key-id}` may name in preflight (either token of that rotation may be
+ * serving) and the token the report calls previous.
+ */
+export function serving(
+  recovery: Recovery | undefined,
+  resolvedId: string,
+  known: Credentials[]
+): { currentId: string; credentials: Credentials; previousId: string; candidates: string[] } {
+  switch (recovery?.kind) {
+    case 'restore':
+      return {
+        currentId: recovery.previous.id,
+        credentials: recovery.previous,
+        previousId: recovery.previous.id,
+        candidates: tokensOf(recovery.record, recovery.previous.id)
+      }
+    case 'forward':
+      return {
+        currentId: recovery.next.id,
+        credentials: recovery.next,
+        previousId: recovery.previousId,
+        candidates: tokensOf(recovery.record, recovery.next.id)
+      }
+    default: {
+      const candidates = recovery ? tokensOf(recovery.record, resolvedId) : [resolvedId]
+      return {
+        currentId: resolvedId,
+        credentials: known.find(k => k.id === resolvedId) ?? known[0] ?? { id: resolvedId },
+        previousId: resolvedId,
+        candidates
+      }
+    }
+  }
+}
+
+function tokensOf(record: JournalRecord, current: string): string[] {
+  const ids = [current, record.previous_token_id, record.pending_token_id]
+  return [...new Set(ids.filter((id): id is string => !!id))]
 }
 
 export function describeRecovery(recovery: Recovery): string {
@@ -764,6 +837,37 @@ export function afterFailure(facts: FailureFacts): AfterFailure {
     }
   }
   return { kind: 'rollback', previous, pendingId: next.id }
+}
+
+/** What a check that failed during the watch says (`stillFailing`: why the app still fails after the re-enable, if it does). */
+export function watchFailureMessage(
+  previousId: string,
+  failed: string,
+  windowMs: number,
+  stillFailing: string | undefined
+): string {
+  const after = stillFailing ? `the checks still fail (${stillFailing})` : 'the checks pass again'
+  return `A check failed while the previous token ${previousId} was disabled: ${failed}. Something still runs on it, so it was enabled again at once (the app failed for at most ${Math.ceil(windowMs / 1000)} s, from the disable to the re-enable); ${after}. Find the consumer that did not take the new secrets (an environment secret, a cached build, a target missing from secret-targets); contains={access-key-id} in smoke-urls catches a stale deploy before anything is disabled.`
+}
+
+/** What a failure that keeps both tokens says: the state, and how to finish or undo it. */
+export function pendingMessage(facts: {
+  why: string
+  nextId: string
+  previousId: string
+  writtenWithNext: number
+  failedPhase?: string
+  journal?: string
+}): string {
+  return (
+    `State: both tokens are valid and neither was revoked (${facts.why}). The new token ${facts.nextId} was ` +
+    `written to ${facts.writtenWithNext} secret(s); the previous token ${facts.previousId} may still ` +
+    `be in the others and in the deployed app. Fix the cause${facts.failedPhase ? ` (phase ${facts.failedPhase})` : ''} ` +
+    `and run the rotation again: with current-token (or current-access-key-id and current-secret-access-key) ` +
+    `read from the secrets as they are now, it finishes or undoes this rotation from the journal` +
+    `${facts.journal ? ` (${facts.journal}, phase pending)` : ''}. By hand: put one token's values ` +
+    `into every secret, deploy, then delete the other token.`
+  )
 }
 
 // ------------------------------------------------------------------------------- evidence of use

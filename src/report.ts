@@ -2,8 +2,57 @@
  * Outputs and the job summary. Only ids, names, links, counts and durations reach them — never a
  * value (the report type carries none).
  */
-import type { RotationReport } from './model.js'
-import { setOutput, summaryBuilder, writeSummary } from './log.js'
+import type { PhaseName, RotationReport } from './model.js'
+import { RotationError, errorMessage } from './errors.js'
+import { log, setOutput, summaryBuilder, writeSummary } from './log.js'
+
+/** An empty report of a run that has not rotated yet. */
+export function newReport(targets: string[]): RotationReport {
+  return {
+    result: 'failed',
+    phases: [],
+    warnings: [],
+    secretsWritten: [],
+    targets,
+    smoke: [],
+    evidence: [],
+    plan: []
+  }
+}
+
+/** Runs one phase in a log group and records its status and duration. The failure is reported once, by main. */
+export async function phase<T>(
+  report: RotationReport,
+  name: PhaseName,
+  body: () => Promise<T>
+): Promise<T> {
+  const started = Date.now()
+  log.startGroup(`Phase: ${name}`)
+  try {
+    const value = await body()
+    report.phases.push({ name, status: 'ok', durationMs: Date.now() - started })
+    return value
+  } catch (error) {
+    const wrapped =
+      error instanceof RotationError ? error : new RotationError(name, errorMessage(error))
+    report.phases.push({
+      name,
+      status: 'failed',
+      durationMs: Date.now() - started,
+      detail: wrapped.message
+    })
+    log.info(`Phase ${name} failed.`)
+    throw wrapped
+  } finally {
+    log.endGroup()
+  }
+}
+
+/** A warning: in the log as an annotation, and in the job summary. */
+export function warn(report: RotationReport, message: string): void {
+  report.warnings.push(message)
+  log.warning(message)
+}
 
 export function writeOutputs(report: RotationReport): void {
   setOutput('result', report.result)

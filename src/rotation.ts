@@ -12,33 +12,27 @@
  * This is the only module that deletes, disables or enables a token, and each delete is asked of
  * decide.mayDelete first (`removeToken`).
  */
-import type {
-  ApiToken,
-  Credentials,
-  JournalRecord,
-  PhaseName,
-  RotationReport,
-  TokenOwner,
-  TokenScope
-} from './model.js'
+import type { Credentials, RotationReport, TokenOwner } from './model.js'
 import type { RotationContext } from './context.js'
 import * as decide from './decide.js'
-import { RotationError, errorMessage, mayHaveTakenEffect } from './errors.js'
+import { RotationError, errorMessage } from './errors.js'
 import { log, mask, maskToken } from './log.js'
-import { sha256Hex } from './redact.js'
-import { clonePolicies, sameCondition, samePolicies, TOKEN_QUOTA } from './cloudflare/tokens.js'
-import { MANAGEMENT_PERMISSION, requireManagementPermission } from './cloudflare/management.js'
-import { accountIdFromPolicies, classifyScope, r2Endpoint } from './cloudflare/r2.js'
+import { newReport, phase, warn } from './report.js'
 import { describeTarget } from './github/secrets.js'
-import { getRun } from './github/deploy.js'
-import { expandTokenName, TOKEN_NAME_MAX_LENGTH } from './token-name.js'
-import { readBaseline, readCloudflare, readDeploy, readTargets, runState } from './preflight.js'
+import { type Plan, preflight } from './plan.js'
+import { claimLock, releaseLock } from './lock.js'
 import {
-  type DeployTarget,
-  type ProbeTarget,
-  deployAndFollow,
+  type Progress,
+  checkCopy,
+  deploy,
+  gatherEvidence,
+  mintCopy,
+  newProgress,
+  notePreviousUse,
   probeR2,
-  publishSecrets,
+  publish,
+  record as journal,
+  runsStillGoing,
   smokeAndProbe,
   verifyToken,
   watchChecks
@@ -46,53 +40,10 @@ import {
 
 export type { RotationReport } from './model.js'
 
-interface Plan {
-  owner: TokenOwner
-  /** The token in service now (after a restore: the previous token of the unfinished rotation). */
-  current: ApiToken
-  /** What the inputs tell of its values (a rollback needs them). */
-  currentCredentials: Credentials
-  scope: TokenScope
-  probe?: ProbeTarget
-  deploy?: DeployTarget
-  newName: string
-  expiresOn?: string
-  due: decide.Due
-  recovery?: decide.Recovery
-  /** Tokens an earlier `revoke: disable` left behind. */
-  disabledTokenIds: string[]
-  ownerTokens: ApiToken[]
-}
-
-/** What has been changed so far: decides the clean-up when a phase fails. */
-interface Progress {
-  next?: Credentials
-  nextOrigin?: 'minted' | 'recovered'
-  mintedAt?: Date
-  /** Set before the first secret write: from then on `next` may be in a secret. */
-  publishStarted: boolean
-  publishedEverywhere: boolean
-  /** Distinct secrets written with `next`. */
-  writtenWithNext: Set<string>
-  /** Deploy runs dispatched by this run (all must have concluded before a rollback deletes `next`). */
-  deployRunIds: number[]
-  deployConcludedAt?: Date
-  /** The previous token's `last_used_on` when the new credentials went into service (null: never used). */
-  previousUseAtService?: string | null
-  /** The previous token is disabled right now. */
-  previousDisabled: boolean
-}
-
 export async function rotate(ctx: RotationContext): Promise<RotationReport> {
   const { settings } = ctx
-  const report = newReport(ctx)
-  const progress: Progress = {
-    publishStarted: false,
-    publishedEverywhere: false,
-    writtenWithNext: new Set(),
-    deployRunIds: [],
-    previousDisabled: false
-  }
+  const report = newReport(ctx.settings.secretTargets.map(describeTarget))
+  const progress: Progress = newProgress()
   let plan: Plan | undefined
   let locked = false
   try {
@@ -132,19 +83,6 @@ export async function rotate(ctx: RotationContext): Promise<RotationReport> {
   }
 }
 
-function newReport(ctx: RotationContext): RotationReport {
-  return {
-    result: 'failed',
-    phases: [],
-    warnings: [],
-    secretsWritten: [],
-    targets: ctx.settings.secretTargets.map(describeTarget),
-    smoke: [],
-    evidence: [],
-    plan: []
-  }
-}
-
 function skip(report: RotationReport, plan: Plan): RotationReport {
   report.result = 'skipped'
   const dueAt = plan.due.due ? undefined : decide.isoSeconds(plan.due.dueAt)
@@ -152,399 +90,6 @@ function skip(report: RotationReport, plan: Plan): RotationReport {
     `Token ${plan.current.id} is not due for rotation yet (rotate-after); it will be due on ${dueAt}. Set force: true to rotate now.`
   )
   return report
-}
-
-/** Runs one phase in a log group and records its status and duration. The failure is reported once, by main. */
-async function phase<T>(
-  report: RotationReport,
-  name: PhaseName,
-  body: () => Promise<T>
-): Promise<T> {
-  const started = Date.now()
-  log.startGroup(`Phase: ${name}`)
-  try {
-    const value = await body()
-    report.phases.push({ name, status: 'ok', durationMs: Date.now() - started })
-    return value
-  } catch (error) {
-    const wrapped =
-      error instanceof RotationError ? error : new RotationError(name, errorMessage(error))
-    report.phases.push({
-      name,
-      status: 'failed',
-      durationMs: Date.now() - started,
-      detail: wrapped.message
-    })
-    log.info(`Phase ${name} failed.`)
-    throw wrapped
-  } finally {
-    log.endGroup()
-  }
-}
-
-async function journal(
-  ctx: RotationContext,
-  report: RotationReport,
-  update: Partial<JournalRecord> & { phase: JournalRecord['phase'] }
-): Promise<void> {
-  report.journalPhase = (await ctx.journal.write(update)).phase
-}
-
-function warn(report: RotationReport, message: string): void {
-  report.warnings.push(message)
-  log.warning(message)
-}
-
-// ---------------------------------------------------------------- preflight (read-only)
-
-async function preflight(ctx: RotationContext, report: RotationReport): Promise<Plan> {
-  const { settings } = ctx
-  const cf = await readCloudflare(ctx)
-  const now = ctx.tokens.rate.serverNow() ?? new Date()
-  log.info(`Management token: ${cf.management.id} (${cf.management.owner.kind}-owned)`)
-  report.owner = cf.owner.kind
-  const recovery =
-    cf.journal && !decide.isSettled(cf.journal.phase)
-      ? decide.decideRecovery({
-          record: cf.journal,
-          journalRun: cf.journalRun,
-          ...(cf.journalRunDetail ? { journalRunDetail: cf.journalRunDetail } : {}),
-          known: cf.known,
-          fields: settings.secrets.map(s => s.field),
-          ownerTokens: cf.ownerTokens
-        })
-      : undefined
-  if (recovery?.kind === 'refuse') throw new RotationError('preflight', recovery.message)
-  if (recovery) {
-    report.recovery = decide.describeRecovery(recovery)
-    warn(
-      report,
-      `Unfinished rotation from run ${recovery.record.run_id} (phase ${recovery.record.phase}): ${report.recovery}`
-    )
-  }
-  // The token in use now: after a restore, the previous token; when finishing, the pending one.
-  const currentId =
-    recovery?.kind === 'restore'
-      ? recovery.previous.id
-      : recovery?.kind === 'forward'
-        ? recovery.next.id
-        : cf.resolved.id
-  const current =
-    cf.ownerTokens.find(t => t.id === currentId) ?? (await ctx.tokens.get(cf.owner, currentId))
-  const currentCredentials =
-    recovery?.kind === 'restore'
-      ? recovery.previous
-      : recovery?.kind === 'forward'
-        ? recovery.next
-        : (cf.known[0] ?? { id: current.id })
-  report.previousTokenId = recovery?.kind === 'forward' ? recovery.previousId : current.id
-  report.previousTokenName = current.name
-  log.info(
-    `Current token: ${current.id} "${current.name}" (${cf.owner.kind}-owned, ${current.status})`
-  )
-
-  requireManagementPermission(cf.management, cf.owner, cf.groupNames)
-  const scope = classifyScope(
-    current.policies,
-    cf.groupNames,
-    settings.r2.bucket ? { bucket: settings.r2.bucket } : {}
-  )
-  report.scope = scope
-  report.tokenScope = scope.summary
-  log.info(`Scope: ${scope.summary}`)
-  if (settings.leastPrivilege !== 'off') {
-    for (const warning of scope.warnings) warn(report, `Least privilege: ${warning}`)
-  }
-  const deletingFirst = recovery?.kind === 'delete-unpublished' ? recovery.tokenIds : []
-  const refused = decide.refusals({
-    owner: cf.owner,
-    current,
-    managementId: cf.management.id,
-    ...(cf.management.expiresOn ? { managementExpiresOn: cf.management.expiresOn } : {}),
-    ...(report.previousTokenId !== current.id ? { previousId: report.previousTokenId } : {}),
-    ownerTokens: cf.ownerTokens,
-    deletingFirst,
-    ...(cf.inputsMismatch ? { inputsMismatch: cf.inputsMismatch } : {}),
-    recoveringPublished: recovery !== undefined && recovery.kind !== 'delete-unpublished',
-    leastPrivilege: settings.leastPrivilege,
-    scopeWarnings: scope.warnings,
-    now,
-    quota: TOKEN_QUOTA[cf.owner.kind],
-    managementPermission: MANAGEMENT_PERMISSION[cf.owner.kind]
-  })
-  if (refused.length > 0) throw new RotationError('preflight', refused.join('\n'))
-  if (
-    cf.management.expiresOn &&
-    Date.parse(cf.management.expiresOn) - now.getTime() < decide.MANAGEMENT_EXPIRY_WARNING_MS
-  ) {
-    warn(
-      report,
-      `The management token (cloudflare-api-token) ${cf.management.id} expires on ${cf.management.expiresOn}. Create its successor before then and update the secret it comes from, or rotations stop and the rotated token is never renewed.`
-    )
-  }
-
-  const probe = planProbe(ctx, report, scope, cf.owner, current)
-  await readTargets(ctx)
-  const deploy = await preflightDeploy(ctx, report)
-  await preflightBaseline(ctx, recovery, current, currentCredentials, probe, cf.journal)
-
-  const expanded = expandTokenName(settings.tokenName, {
-    oldName: current.name,
-    now,
-    runId: settings.runId,
-    repository: `${settings.repository.owner}/${settings.repository.repo}`
-  })
-  // The token being replaced may carry the name (a second rotation on one day): it is told apart
-  // by its id, so only the other tokens' names must differ.
-  const others = cf.ownerTokens.filter(t => t.id !== current.id).map(t => t.name)
-  const newName = decide.uniqueTokenName(
-    expanded,
-    others,
-    { id: settings.runId, attempt: settings.runAttempt },
-    TOKEN_NAME_MAX_LENGTH
-  )
-  const expiresOn = decide.newExpiry(settings, current, now)
-  for (const warning of decide.expiryWarnings(settings, current, expiresOn, now))
-    warn(report, warning)
-  const due = decide.decideDue(settings, current, now)
-  const budget = decide.refusals({
-    ...emptyRefusalFacts(cf.owner, current, now),
-    rate: rateFacts(ctx)
-  })
-  if (budget.length > 0) throw new RotationError('preflight', budget.join('\n'))
-
-  const plan: Plan = {
-    owner: cf.owner,
-    current,
-    currentCredentials,
-    scope,
-    ...(probe ? { probe } : {}),
-    ...(deploy ? { deploy } : {}),
-    newName,
-    ...(expiresOn ? { expiresOn } : {}),
-    due,
-    ...(recovery ? { recovery } : {}),
-    disabledTokenIds: cf.journal?.disabled_token_ids ?? [],
-    ownerTokens: cf.ownerTokens
-  }
-  report.plan = describePlan(ctx, plan)
-  return plan
-}
-
-/** The refusal facts that pass every check but the one being asked (the rate budget). */
-function emptyRefusalFacts(owner: TokenOwner, current: ApiToken, now: Date): decide.PreflightFacts {
-  return {
-    owner,
-    current: { id: current.id, status: 'active' },
-    managementId: '',
-    ownerTokens: [],
-    deletingFirst: [],
-    recoveringPublished: false,
-    leastPrivilege: 'off',
-    scopeWarnings: [],
-    now,
-    quota: Infinity,
-    managementPermission: ''
-  }
-}
-
-function rateFacts(ctx: RotationContext): decide.PreflightFacts['rate'] {
-  const { rate } = ctx.tokens
-  const resetAt =
-    rate.resetAt === undefined
-      ? undefined
-      : new Date(Date.now() + (rate.resetAt - ctx.clock.now()) * ctx.clock.scale)
-  return {
-    ...(rate.remaining !== undefined ? { remaining: rate.remaining } : {}),
-    ...(resetAt ? { resetAt } : {})
-  }
-}
-
-function planProbe(
-  ctx: RotationContext,
-  report: RotationReport,
-  scope: TokenScope,
-  owner: TokenOwner,
-  current: ApiToken
-): ProbeTarget | undefined {
-  const { settings } = ctx
-  const decision = decide.planProbe(settings, scope)
-  if (decision.kind === 'refuse') throw new RotationError('preflight', decision.message)
-  if (decision.kind === 'off') {
-    if (decision.warning) warn(report, decision.warning)
-    else log.info('R2 probe: off')
-    return undefined
-  }
-  const accountId =
-    settings.accountId ??
-    (owner.kind === 'account' ? owner.accountId : accountIdFromPolicies(current.policies))
-  if (!settings.r2.endpoint && !accountId) {
-    throw new RotationError(
-      'preflight',
-      'Cannot derive the R2 endpoint: no account id. Set account-id or r2-endpoint, or r2-probe: off.'
-    )
-  }
-  const endpoint = r2Endpoint(accountId ?? '', decision.probe.jurisdiction, settings.r2.endpoint)
-  log.info(`R2 probe: ${decision.probe.mode} on bucket ${decision.probe.bucket} at ${endpoint}`)
-  return { plan: decision.probe, endpoint }
-}
-
-async function preflightDeploy(
-  ctx: RotationContext,
-  report: RotationReport
-): Promise<DeployTarget | undefined> {
-  const { settings } = ctx
-  const facts = await readDeploy(ctx)
-  if (!facts || !settings.deploy) {
-    log.info('Deploy: none (deploy-workflow: none); consumers read the secrets when they start')
-    return undefined
-  }
-  const repo = settings.deploy.repository
-  const shadows: decide.Shadow[] = []
-  for (const e of facts.environmentSecrets) {
-    if (e.exists !== true || decide.writesEnvironment(settings.secretTargets, repo, e.environment))
-      continue
-    shadows.push({
-      where: `Environment '${e.environment}' of ${repo.owner}/${repo.repo}`,
-      secret: e.secret,
-      job: e.job,
-      fix: `env:${repo.owner}/${repo.repo}:${e.environment}`
-    })
-  }
-  for (const r of facts.repositorySecrets) {
-    if (r.exists !== true || decide.writesRepository(settings.secretTargets, repo)) continue
-    shadows.push({
-      where: `The repository ${repo.owner}/${repo.repo}`,
-      secret: r.secret,
-      fix: `repo:${repo.owner}/${repo.repo}`
-    })
-  }
-  const refusal = decide.shadowRefusal(shadows)
-  if (refusal) throw new RotationError('preflight', refusal)
-  for (const env of facts.computedEnvironments) {
-    warn(
-      report,
-      `The deploy job '${env.job}' runs in environment ${env.expression}, computed at run time: the action cannot check that environment for secrets that shadow the ones it writes.`
-    )
-  }
-  log.info(`Deploy workflow: ${facts.workflow.name} (${facts.workflow.path}) on ${facts.ref}`)
-  return {
-    repository: repo,
-    workflow: facts.workflow,
-    ref: facts.ref,
-    inputs: settings.deploy.inputs,
-    timeoutMs: settings.deploy.timeoutMs
-  }
-}
-
-async function preflightBaseline(
-  ctx: RotationContext,
-  recovery: decide.Recovery | undefined,
-  current: ApiToken,
-  credentials: Credentials,
-  probe: ProbeTarget | undefined,
-  record: JournalRecord | undefined
-): Promise<void> {
-  // While an earlier rotation is undone or finished, either of its tokens may be serving.
-  const serving =
-    recovery && record
-      ? [current.id, record.previous_token_id, record.pending_token_id].filter(
-          (id): id is string => !!id
-        )
-      : [current.id]
-  const baseline = await readBaseline(
-    ctx,
-    [...new Set(serving)],
-    probe ? { ...probe, credentials } : undefined
-  )
-  const refusal = decide.baselineRefusal(baseline.smoke, baseline.probe, current.id)
-  if (refusal) throw new RotationError('preflight', refusal)
-  if (baseline.smoke.length > 0)
-    log.info(
-      `Baseline: ${baseline.smoke.length} smoke check(s) pass with the credentials in use now`
-    )
-}
-
-function describePlan(ctx: RotationContext, plan: Plan): string[] {
-  const { settings } = ctx
-  const lines: string[] = []
-  if (plan.recovery) lines.push(`recover first: ${decide.describeRecovery(plan.recovery)}`)
-  const { current } = plan
-  const revocation = decide.decideRevocation(settings, settings.smoke.checks.length)
-  lines.push(
-    `mint "${plan.newName}" as a copy of ${current.id} (${current.policies.length} polic${current.policies.length === 1 ? 'y' : 'ies'}, ${current.condition ? 'with' : 'no'} condition), ${plan.expiresOn ? `expiring ${plan.expiresOn}` : 'no expiry'}`,
-    `verify it${plan.probe ? ` and probe bucket ${plan.probe.plan.bucket} (${plan.probe.plan.mode})` : ''}`,
-    `write ${settings.secrets.map(s => `${s.name}=${s.field}`).join(', ')} to ${settings.secretTargets.map(describeTarget).join('; ')}`,
-    plan.deploy
-      ? `dispatch ${plan.deploy.workflow.path} on ${plan.deploy.ref} in ${plan.deploy.repository.owner}/${plan.deploy.repository.repo} and wait up to ${Math.round(plan.deploy.timeoutMs / 1000)} s`
-      : 'no deploy step (deploy-workflow: none)',
-    `${settings.smoke.checks.length} smoke check(s)`,
-    revocation.kind === 'watched'
-      ? `disable the previous token ${current.id}, watch the checks for ${Math.round(revocation.watchMs / 1000)} s, then ${revocation.thenDelete ? 'delete it' : 'leave it disabled'}`
-      : revocation.kind === 'now'
-        ? `${revocation.action} the previous token ${current.id} without a watch`
-        : `keep the previous token ${current.id}`
-  )
-  if (!plan.due.due)
-    lines.push(`(not due before ${decide.isoSeconds(plan.due.dueAt)}: the run would skip)`)
-  return lines
-}
-
-// ---------------------------------------------------------------- the lock
-
-/** How long a run that took over a stale lock waits before reading it back. */
-export const LOCK_SETTLE_MS = 3000
-
-/**
- * Claims the lock before anything changes; returns whether this run holds one (false without a
- * journal). Another run holding it ends this run with nothing changed but the refused claim.
- */
-async function claimLock(ctx: RotationContext): Promise<boolean> {
-  const { journal, settings } = ctx
-  if (!journal.enabled) return false
-  const self = { id: settings.runId, attempt: settings.runAttempt }
-  const created = await journal.createLock()
-  if (created === 'claimed') return true
-  let holder = await journal.readLock()
-  if (!holder && created === 'unclear')
-    holder =
-      (await journal.createLock()) === 'claimed'
-        ? { run_id: self.id, run_attempt: self.attempt, claimed_at: '' }
-        : await journal.readLock()
-  if (!holder || journal.isMine(holder)) return true
-  const state = await runState(ctx, holder.run_id)
-  const decision = decide.decideLock(holder, state === 'self' ? 'running' : state, self)
-  const refuse = (who: { run_id: string; run_attempt: number }, why: string): RotationError =>
-    new RotationError(
-      'preflight',
-      `Another rotation holds the lock ${journal.lockName}: run ${who.run_id || '(unknown)'} (attempt ${who.run_attempt})${who.run_id ? ` ${settings.githubServerUrl}/${settings.repository.owner}/${settings.repository.repo}/actions/runs/${who.run_id}` : ''}; ${why}. Nothing was changed. Use a 'concurrency:' group so that rotations of one token never overlap.`
-    )
-  switch (decision.kind) {
-    case 'ours':
-      return true
-    case 'refuse':
-      throw refuse(holder, decision.why)
-    case 'take-over': {
-      log.warning(`Taking over the rotation lock ${journal.lockName}: ${decision.why}.`)
-      await journal.overwriteLock()
-      // Two runs taking over at once both write; the one read back after the pause holds it.
-      await ctx.clock.sleep(LOCK_SETTLE_MS)
-      const after = await journal.readLock()
-      if (!journal.isMine(after)) throw refuse(after ?? holder, 'it took the lock over first')
-      return true
-    }
-  }
-}
-
-async function releaseLock(ctx: RotationContext, report: RotationReport): Promise<void> {
-  try {
-    await ctx.journal.releaseLock()
-  } catch (error) {
-    warn(
-      report,
-      `${errorMessage(error)} The next run takes a lock whose run has ended over, so nothing needs doing.`
-    )
-  }
 }
 
 // ---------------------------------------------------------------- recover
@@ -611,14 +156,17 @@ async function recover(
 
 // ---------------------------------------------------------------- mint
 
+/**
+ * Mints the copy (steps.mintCopy): the name recorded first, never created twice blindly. After a
+ * create with no clear answer, the tokens it may have minted (found by their unique name) are
+ * deleted here, through mayDelete, before one more create.
+ */
 async function mint(
   ctx: RotationContext,
   report: RotationReport,
   plan: Plan,
   progress: Progress
 ): Promise<Credentials> {
-  // The name is recorded before the create: a token carrying it that the journal does not know is
-  // an orphan of this rotation (the name is unique among the owner's tokens).
   await journal(ctx, report, {
     phase: 'minting',
     previous_token_id: plan.current.id,
@@ -629,66 +177,18 @@ async function mint(
     revoke: undefined,
     started_at: new Date().toISOString()
   })
-  const body = {
-    name: plan.newName,
-    policies: clonePolicies(plan.current.policies),
-    ...(plan.current.condition !== undefined && plan.current.condition !== null
-      ? { condition: plan.current.condition }
-      : {}),
-    ...(plan.expiresOn ? { expires_on: plan.expiresOn } : {})
-  }
-  let created: Awaited<ReturnType<RotationContext['tokens']['create']>>
-  try {
-    created = await ctx.tokens.create(plan.owner, body)
-  } catch (error) {
-    if (!mayHaveTakenEffect(error)) throw error
-    // The create may have happened; its value came only in the lost answer, so a token minted
-    // then can never be used: find it by its unique name, delete it, and mint once more.
-    const orphans = (await ctx.tokens.list(plan.owner)).filter(
-      t => t.name === plan.newName && t.id !== plan.current.id
-    )
-    for (const orphan of orphans) {
-      await removeToken(ctx, plan.owner, {
-        kind: 'orphan',
-        tokenId: orphan.id,
-        name: orphan.name,
-        journalName: plan.newName,
-        previousId: plan.current.id,
-        knownIds: []
-      })
-    }
-    log.warning(
-      `The token create got no clear answer (${errorMessage(error)}); ${orphans.length} token(s) minted by it were found and deleted. Minting once more.`
-    )
-    created = await ctx.tokens.create(plan.owner, body)
-  }
-  const { token, value } = created
-  maskToken(value)
-  const next: Credentials = { id: token.id, value, secretAccessKey: sha256Hex(value) }
-  Object.assign(progress, { next, nextOrigin: 'minted', mintedAt: new Date() })
-  Object.assign(report, {
-    tokenId: token.id,
-    tokenName: token.name,
-    accessKeyId: token.id,
-    expiresOn: token.expires_on ?? plan.expiresOn
-  })
-  log.info(`Minted token ${token.id} "${token.name}"`)
-  await journal(ctx, report, { phase: 'minted', pending_token_id: token.id })
-
-  // Re-read and compare: the copy must grant exactly what the old token granted.
-  const reread = await ctx.tokens.get(plan.owner, token.id)
-  if (!samePolicies(reread.policies, plan.current.policies)) {
-    throw new RotationError(
-      'mint',
-      `The new token ${token.id} does not carry the same policies as ${plan.current.id}; it was not used.`
-    )
-  }
-  if (!sameCondition(reread.condition ?? undefined, plan.current.condition ?? undefined)) {
-    throw new RotationError(
-      'mint',
-      `The new token ${token.id} does not carry the same condition (IP restrictions) as ${plan.current.id}; it was not used.`
-    )
-  }
+  const next = await mintCopy(ctx, report, progress, plan, orphan =>
+    removeToken(ctx, plan.owner, {
+      kind: 'orphan',
+      tokenId: orphan.id,
+      name: orphan.name,
+      journalName: plan.newName,
+      previousId: plan.current.id,
+      knownIds: []
+    })
+  )
+  await journal(ctx, report, { phase: 'minted', pending_token_id: next.id })
+  await checkCopy(ctx, plan, next.id)
   return next
 }
 
@@ -714,9 +214,10 @@ async function advance(
     await journal(ctx, report, { phase: 'published' })
     if (plan.deploy) {
       await journal(ctx, report, { phase: 'deploying' })
-      await phase(report, 'deploy', () => deploy(ctx, report, plan, progress))
+      const target = plan.deploy
+      await phase(report, 'deploy', () => deploy(ctx, report, target, progress))
     }
-    await notePreviousUse(ctx, plan, progress, previousId)
+    await notePreviousUse(ctx, plan.owner, progress, previousId)
   } else {
     // Published and deployed by the run that was interrupted (the journal says so).
     progress.publishStarted = true
@@ -729,96 +230,17 @@ async function advance(
       report.smoke = result.smoke
       if (result.probe) report.probe = result.probe
     })
-    await gatherEvidence(ctx, report, plan, progress, previousId)
+    await gatherEvidence(ctx, report, plan.owner, progress, {
+      previousId,
+      deployed: plan.deploy !== undefined,
+      probed: plan.probe !== undefined
+    })
   }
   await journal(ctx, report, { phase: 'revoking' })
   const disabled = await phase(report, 'revoke', () =>
     revoke(ctx, report, plan, progress, previousId, from)
   )
   await journal(ctx, report, { phase: 'done', disabled_token_ids: disabled })
-}
-
-async function publish(
-  ctx: RotationContext,
-  report: RotationReport,
-  progress: Progress,
-  credentials: Credentials
-): Promise<void> {
-  const toNext = credentials.id === progress.next?.id
-  await publishSecrets(ctx, credentials, {
-    beforeFirst: () => {
-      progress.publishStarted = true
-    },
-    written: key => {
-      if (!report.secretsWritten.includes(key)) report.secretsWritten.push(key)
-      if (toNext) progress.writtenWithNext.add(key)
-      else progress.writtenWithNext.delete(key)
-    }
-  })
-  progress.publishedEverywhere = toNext
-}
-
-async function deploy(
-  ctx: RotationContext,
-  report: RotationReport,
-  plan: Plan,
-  progress: Progress
-): Promise<void> {
-  const known = [...(ctx.journal.record?.deploy_run_ids ?? []), ...progress.deployRunIds]
-  const outcome = await deployAndFollow(ctx, plan.deploy!, known, async run => {
-    progress.deployRunIds.push(run.runId)
-    report.deployRunId = run.runId
-    report.deployRunUrl = run.htmlUrl
-    // The phase stays what it was (`deploying`, or `rolling-back` for a rollback's redeploy).
-    await journal(ctx, report, {
-      phase: ctx.journal.record?.phase ?? 'deploying',
-      deploy_run_ids: [...new Set([...(ctx.journal.record?.deploy_run_ids ?? []), run.runId])]
-    }).catch(error => {
-      throw error
-    })
-  }).catch(error => {
-    report.deployConclusion =
-      error instanceof RotationError
-        ? (/concluded (\w+)/.exec(error.message)?.[1] ?? 'timeout')
-        : 'failed'
-    throw error
-  })
-  report.deployConclusion = 'success'
-  progress.deployConcludedAt = outcome.concludedAt
-}
-
-/** The previous token's `last_used_on` now: uses after this reading are evidence of a stale consumer. */
-async function notePreviousUse(
-  ctx: RotationContext,
-  plan: Plan,
-  progress: Progress,
-  previousId: string
-): Promise<void> {
-  if (previousId === progress.next?.id) return
-  const previous = await ctx.tokens.get(plan.owner, previousId).catch(() => undefined)
-  if (previous) progress.previousUseAtService = previous.last_used_on ?? null
-}
-
-/** Both tokens' `last_used_on`, for the summary: a hint that never decides. */
-async function gatherEvidence(
-  ctx: RotationContext,
-  report: RotationReport,
-  plan: Plan,
-  progress: Progress,
-  previousId: string
-): Promise<void> {
-  const read = (id: string): Promise<ApiToken | undefined> =>
-    ctx.tokens.get(plan.owner, id).catch(() => undefined)
-  const [next, previous] = await Promise.all([read(progress.next!.id), read(previousId)])
-  const { evidence, warning } = decide.useEvidence(next, previous, {
-    ...(progress.previousUseAtService !== undefined
-      ? { previousUseAtService: progress.previousUseAtService }
-      : {}),
-    deployed: plan.deploy !== undefined,
-    probedWithNew: plan.probe !== undefined
-  })
-  report.evidence = evidence
-  if (warning) warn(report, warning)
 }
 
 /**
@@ -926,13 +348,13 @@ async function watchedRevoke(
       phase: 'revoking',
       revoke: { ...ctx.journal.record?.revoke, reenabled_at: new Date().toISOString() }
     })
-    const confirm = await smokeAndProbe(ctx, { id: previousId }, undefined, 'smoke').then(
-      () => 'the checks pass again',
-      (error: unknown) => `the checks still fail (${errorMessage(error)})`
+    const recovered = await smokeAndProbe(ctx, { id: previousId }, undefined, 'smoke').then(
+      () => undefined,
+      (error: unknown) => errorMessage(error)
     )
     throw new RotationError(
       'revoke',
-      `A check failed while the previous token ${previousId} was disabled: ${report.watch.detail}. Something still runs on it, so it was enabled again at once (the app failed for at most ${Math.ceil(windowMs / 1000)} s, from the disable to the re-enable); ${confirm}. Find the consumer that did not take the new secrets (an environment secret, a cached build, a target missing from secret-targets); contains={access-key-id} in smoke-urls catches a stale deploy before anything is disabled.`
+      decide.watchFailureMessage(previousId, report.watch.detail!, windowMs, recovered)
     )
   }
   report.watch = {
@@ -1106,22 +528,21 @@ async function keepBoth(
   why: string,
   cause: unknown
 ): Promise<void> {
-  const failedPhase = cause instanceof RotationError ? cause.phase : undefined
   try {
     await journal(ctx, report, { phase: 'pending' })
   } catch (error) {
     report.error += `\nThe journal could not be written: ${errorMessage(error)}`
   }
   report.rollback = 'pending'
-  const next = progress.next!
-  report.error +=
-    `\nState: both tokens are valid and neither was revoked (${why}). The new token ${next.id} was ` +
-    `written to ${progress.writtenWithNext.size} secret(s); the previous token ${report.previousTokenId ?? plan.current.id} may still ` +
-    `be in the others and in the deployed app. Fix the cause${failedPhase ? ` (phase ${failedPhase})` : ''} ` +
-    `and run the rotation again: with current-token (or current-access-key-id and current-secret-access-key) ` +
-    `read from the secrets as they are now, it finishes or undoes this rotation from the journal` +
-    `${ctx.journal.enabled ? ` (${ctx.journal.name}, phase pending)` : ''}. By hand: put one token's values ` +
-    `into every secret, deploy, then delete the other token.`
+  const message = decide.pendingMessage({
+    why,
+    nextId: progress.next!.id,
+    previousId: report.previousTokenId ?? plan.current.id,
+    writtenWithNext: progress.writtenWithNext.size,
+    ...(cause instanceof RotationError ? { failedPhase: cause.phase } : {}),
+    ...(ctx.journal.name ? { journal: ctx.journal.name } : {})
+  })
+  report.error += `\n${message}`
 }
 
 /**
@@ -1142,17 +563,10 @@ async function retreat(
   log.info(`Restoring the previous token ${previous.id} in every target`)
   await publish(ctx, report, progress, previous)
   const deployBefore = progress.deployConcludedAt
-  if (plan.deploy) await deploy(ctx, report, plan, progress)
+  if (plan.deploy) await deploy(ctx, report, plan.deploy, progress)
   const checked = await smokeAndProbe(ctx, previous, plan.probe, 'rollback')
   report.smoke = checked.smoke
-  const runs = [
-    ...new Set([...(ctx.journal.record?.deploy_run_ids ?? []), ...progress.deployRunIds])
-  ]
-  const going: number[] = []
-  for (const runId of runs) {
-    const run = await getRun(ctx.github, plan.deploy?.repository ?? ctx.settings.repository, runId)
-    if (run && run.status !== 'completed') going.push(runId)
-  }
+  const going = await runsStillGoing(ctx, plan.deploy?.repository, progress)
   await removeToken(ctx, plan.owner, {
     kind: 'rolled-back',
     tokenId: pendingId,

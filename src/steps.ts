@@ -1,19 +1,38 @@
 /**
  * The I/O of the rotation's phases that decides nothing: prove a new token works, write the
- * secrets, dispatch and follow the deploy, run the smoke checks with the R2 probe beside them, and
- * watch the checks while the previous token is disabled. Each reports what happened (or throws a
- * RotationError that says what failed); rotation.ts decides what follows.
+ * secrets, dispatch and follow the deploy, run the smoke checks with the R2 probe beside them,
+ * watch the checks while the previous token is disabled, read the evidence of use, write the
+ * journal. Each records what it did in the run's `Progress` and report (or throws a RotationError
+ * that says what failed); rotation.ts decides what follows. No token is deleted, disabled or
+ * enabled here.
  */
-import type { Credentials, RepoRef, SmokeResult, TokenOwner } from './model.js'
+import type {
+  ApiToken,
+  Credentials,
+  JournalRecord,
+  RepoRef,
+  RotationReport,
+  SmokeResult,
+  TokenOwner
+} from './model.js'
 import type { RotationContext } from './context.js'
 import type { ProbePlan } from './decide.js'
-import { fieldValue } from './decide.js'
+import { fieldValue, useEvidence } from './decide.js'
+import { warn } from './report.js'
 import { retryUntil } from './backoff.js'
-import { RotationError, errorMessage } from './errors.js'
-import { log } from './log.js'
+import { RotationError, errorMessage, mayHaveTakenEffect } from './errors.js'
+import { log, maskToken } from './log.js'
+import { sha256Hex } from './redact.js'
+import { clonePolicies, sameCondition, samePolicies } from './cloudflare/tokens.js'
 import { probeBucket } from './cloudflare/probe.js'
 import { describeTarget } from './github/secrets.js'
-import { type WorkflowInfo, dispatchWorkflow, followRun, newRotationId } from './github/deploy.js'
+import {
+  type WorkflowInfo,
+  dispatchWorkflow,
+  followRun,
+  getRun,
+  newRotationId
+} from './github/deploy.js'
 import { runSmokeChecks, runSmokeRound } from './smoke.js'
 
 /** How long a new token may take to work everywhere (api-facts: "retry the probe with backoff for about two minutes"). */
@@ -129,6 +148,17 @@ export async function publishSecrets(
   }
 }
 
+/** A deploy run that concluded anything but success, or did not conclude in time. */
+export class DeployFailed extends RotationError {
+  constructor(
+    message: string,
+    /** Its conclusion, or `timeout`. */
+    readonly conclusion: string
+  ) {
+    super('deploy', message)
+  }
+}
+
 export interface DeployOutcome {
   runId: number
   htmlUrl: string
@@ -186,11 +216,11 @@ export async function deployAndFollow(
           `${j.name}: ${j.conclusion}${j.failedSteps.length ? ` (${j.failedSteps.join(', ')})` : ''}`
       )
       .join('; ')
-    throw new RotationError(
-      'deploy',
+    throw new DeployFailed(
       outcome.reason === 'timeout'
         ? `Deploy run ${run.runId} did not conclude within deploy-timeout${outcome.status ? ` (still ${outcome.status === 'waiting' ? 'waiting for an environment approval' : outcome.status})` : ''}; it was left running: ${run.htmlUrl}`
-        : `Deploy run ${run.runId} concluded ${outcome.conclusion}${jobs ? ` — failed: ${jobs}` : ''}: ${run.htmlUrl}`
+        : `Deploy run ${run.runId} concluded ${outcome.conclusion}${jobs ? ` — failed: ${jobs}` : ''}: ${run.htmlUrl}`,
+      outcome.reason === 'timeout' ? 'timeout' : (outcome.conclusion ?? 'failed')
     )
   }
   log.info(`Deploy run ${run.runId} concluded success`)
@@ -271,4 +301,224 @@ export async function watchChecks(
     if (remaining <= 0) return { ok: true, rounds }
     await ctx.clock.sleep(Math.min(intervalMs, remaining))
   }
+}
+
+// ------------------------------------------------------------------ mint
+
+/**
+ * `POST …/tokens` with the current token's policies (without policy ids) and condition, under
+ * the planned name and expiry. Never sent twice blindly: after a failure that leaves open whether
+ * the create happened, the tokens carrying the (unique) name are handed to `deleteOrphan` before
+ * one more create; a 429 is waited out by the client (a refused create minted nothing).
+ */
+export async function mintCopy(
+  ctx: RotationContext,
+  report: RotationReport,
+  progress: Progress,
+  plan: { owner: TokenOwner; current: ApiToken; newName: string; expiresOn?: string },
+  deleteOrphan: (orphan: ApiToken) => Promise<void>
+): Promise<Credentials> {
+  const body = {
+    name: plan.newName,
+    policies: clonePolicies(plan.current.policies),
+    ...(plan.current.condition !== undefined && plan.current.condition !== null
+      ? { condition: plan.current.condition }
+      : {}),
+    ...(plan.expiresOn ? { expires_on: plan.expiresOn } : {})
+  }
+  let created: Awaited<ReturnType<RotationContext['tokens']['create']>>
+  try {
+    created = await ctx.tokens.create(plan.owner, body)
+  } catch (error) {
+    if (!mayHaveTakenEffect(error)) throw error
+    // Its value came only in the lost answer, so a token minted then can never be used.
+    const orphans = (await ctx.tokens.list(plan.owner)).filter(
+      t => t.name === plan.newName && t.id !== plan.current.id
+    )
+    for (const orphan of orphans) await deleteOrphan(orphan)
+    log.warning(
+      `The token create got no clear answer (${errorMessage(error)}); ${orphans.length} token(s) minted by it were found and deleted. Minting once more.`
+    )
+    created = await ctx.tokens.create(plan.owner, body)
+  }
+  const { token, value } = created
+  maskToken(value)
+  const next: Credentials = { id: token.id, value, secretAccessKey: sha256Hex(value) }
+  progress.next = next
+  progress.nextOrigin = 'minted'
+  Object.assign(report, {
+    tokenId: token.id,
+    tokenName: token.name,
+    accessKeyId: token.id,
+    expiresOn: token.expires_on ?? plan.expiresOn
+  })
+  log.info(`Minted token ${token.id} "${token.name}"`)
+  return next
+}
+
+/** Re-reads the new token: the copy must grant exactly what the old token granted. */
+export async function checkCopy(
+  ctx: RotationContext,
+  plan: { owner: TokenOwner; current: ApiToken },
+  id: string
+): Promise<void> {
+  const reread = await ctx.tokens.get(plan.owner, id)
+  if (!samePolicies(reread.policies, plan.current.policies)) {
+    throw new RotationError(
+      'mint',
+      `The new token ${id} does not carry the same policies as ${plan.current.id}; it was not used.`
+    )
+  }
+  if (!sameCondition(reread.condition ?? undefined, plan.current.condition ?? undefined)) {
+    throw new RotationError(
+      'mint',
+      `The new token ${id} does not carry the same condition (IP restrictions) as ${plan.current.id}; it was not used.`
+    )
+  }
+}
+
+// ------------------------------------------------------------------ what the run has changed
+
+/** What has been changed so far: decides the clean-up when a phase fails. */
+export interface Progress {
+  next?: Credentials
+  nextOrigin?: 'minted' | 'recovered'
+  /** Set before the first secret write: from then on `next` may be in a secret. */
+  publishStarted: boolean
+  /** Every target holds `next` (the last publish wrote it everywhere). */
+  publishedEverywhere: boolean
+  /** Distinct secrets written with `next` and not restored since. */
+  writtenWithNext: Set<string>
+  /** Deploy runs dispatched by this run (all must have concluded before a rollback deletes `next`). */
+  deployRunIds: number[]
+  /** When the last deploy of this run concluded success. */
+  deployConcludedAt?: Date
+  /** The previous token's `last_used_on` when the new credentials went into service (null: never used). */
+  previousUseAtService?: string | null
+  /** The previous token is disabled right now. */
+  previousDisabled: boolean
+}
+
+export function newProgress(): Progress {
+  return {
+    publishStarted: false,
+    publishedEverywhere: false,
+    writtenWithNext: new Set(),
+    deployRunIds: [],
+    previousDisabled: false
+  }
+}
+
+/** Writes the journal and notes its phase in the report. */
+export async function record(
+  ctx: RotationContext,
+  report: RotationReport,
+  update: Partial<JournalRecord> & { phase: JournalRecord['phase'] }
+): Promise<void> {
+  report.journalPhase = (await ctx.journal.write(update)).phase
+}
+
+/** Writes `credentials` into every target, noting which secrets hold the new token. */
+export async function publish(
+  ctx: RotationContext,
+  report: RotationReport,
+  progress: Progress,
+  credentials: Credentials
+): Promise<void> {
+  const toNext = credentials.id === progress.next?.id
+  await publishSecrets(ctx, credentials, {
+    beforeFirst: () => {
+      progress.publishStarted = true
+    },
+    written: key => {
+      if (!report.secretsWritten.includes(key)) report.secretsWritten.push(key)
+      if (toNext) progress.writtenWithNext.add(key)
+      else progress.writtenWithNext.delete(key)
+    }
+  })
+  progress.publishedEverywhere = toNext
+}
+
+/** Dispatches and follows a deploy, journaling its run as soon as it is known. */
+export async function deploy(
+  ctx: RotationContext,
+  report: RotationReport,
+  target: DeployTarget,
+  progress: Progress
+): Promise<void> {
+  const earlier = ctx.journal.record?.deploy_run_ids ?? []
+  try {
+    const outcome = await deployAndFollow(
+      ctx,
+      target,
+      [...earlier, ...progress.deployRunIds],
+      async run => {
+        progress.deployRunIds.push(run.runId)
+        report.deployRunId = run.runId
+        report.deployRunUrl = run.htmlUrl
+        // The phase stays what it was (`deploying`, or `rolling-back` for a rollback's redeploy).
+        await record(ctx, report, {
+          phase: ctx.journal.record?.phase ?? 'deploying',
+          deploy_run_ids: [...new Set([...(ctx.journal.record?.deploy_run_ids ?? []), run.runId])]
+        })
+      }
+    )
+    report.deployConclusion = 'success'
+    progress.deployConcludedAt = outcome.concludedAt
+  } catch (error) {
+    report.deployConclusion = error instanceof DeployFailed ? error.conclusion : 'failed'
+    throw error
+  }
+}
+
+/** The previous token's `last_used_on` now: a use after this reading hints at a stale consumer. */
+export async function notePreviousUse(
+  ctx: RotationContext,
+  owner: TokenOwner,
+  progress: Progress,
+  previousId: string
+): Promise<void> {
+  if (previousId === progress.next?.id) return
+  const previous = await ctx.tokens.get(owner, previousId).catch(() => undefined)
+  if (previous) progress.previousUseAtService = previous.last_used_on ?? null
+}
+
+/** Both tokens' `last_used_on`, for the summary: a hint that never decides. */
+export async function gatherEvidence(
+  ctx: RotationContext,
+  report: RotationReport,
+  owner: TokenOwner,
+  progress: Progress,
+  facts: { previousId: string; deployed: boolean; probed: boolean }
+): Promise<void> {
+  const read = (id: string): Promise<ApiToken | undefined> =>
+    ctx.tokens.get(owner, id).catch(() => undefined)
+  const [next, previous] = await Promise.all([read(progress.next!.id), read(facts.previousId)])
+  const { evidence, warning } = useEvidence(next, previous, {
+    ...(progress.previousUseAtService !== undefined
+      ? { previousUseAtService: progress.previousUseAtService }
+      : {}),
+    deployed: facts.deployed,
+    probedWithNew: facts.probed
+  })
+  report.evidence = evidence
+  if (warning) warn(report, warning)
+}
+
+/**
+ * Deploy runs of this rotation (the journal's and this run's) that have not completed: one left
+ * running after a timeout could still ship the new token.
+ */
+export async function runsStillGoing(
+  ctx: RotationContext,
+  repository: RepoRef | undefined,
+  progress: Progress
+): Promise<number[]> {
+  const runs = new Set([...(ctx.journal.record?.deploy_run_ids ?? []), ...progress.deployRunIds])
+  const going: number[] = []
+  for (const runId of runs) {
+    const run = await getRun(ctx.github, repository ?? ctx.settings.repository, runId)
+    if (run && run.status !== 'completed') going.push(runId)
+  }
+  return going
 }
