@@ -244,6 +244,9 @@ export async function smokeAndProbe(
   const { checks, headers, timeoutMs } = ctx.settings.smoke
   const stop = new AbortController()
   const probing = probeR2(ctx, probe, credentials, phase, stop.signal)
+  // Handled now: a probe that fails while the checks still run must not be an unhandled rejection
+  // (which ends the process); its failure is rethrown by the `await` below.
+  probing.catch(() => undefined)
   let smoke: SmokeResult[] = []
   try {
     if (checks.length > 0) {
