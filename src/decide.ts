@@ -151,13 +151,17 @@ export function uniqueTokenName(
   run: { id: string; attempt: number },
   maxLength: number
 ): string {
-  if (!existingNames.includes(expanded)) return expanded
-  const tag = ` #${run.id || 'local'}${run.attempt > 1 ? `-${run.attempt}` : ''}`
-  const head = Array.from(expanded)
-    .slice(0, Math.max(0, maxLength - tag.length))
-    .join('')
-    .trimEnd()
-  return `${head}${tag}`
+  const taken = new Set(existingNames)
+  if (!taken.has(expanded)) return expanded
+  const base = `#${run.id || 'local'}${run.attempt > 1 ? `-${run.attempt}` : ''}`
+  for (let n = 1; ; n++) {
+    const tag = ` ${base}${n > 1 ? `.${n}` : ''}`
+    const head = Array.from(expanded)
+      .slice(0, Math.max(0, maxLength - tag.length))
+      .join('')
+      .trimEnd()
+    if (!taken.has(`${head}${tag}`)) return `${head}${tag}`
+  }
 }
 
 export interface ProbePlan {
@@ -412,7 +416,10 @@ export function decideLock(
   holderRun: 'running' | 'completed' | 'gone' | 'unknown',
   self: { id: string; attempt: number }
 ): LockDecision {
-  if (holder.run_id === self.id && holder.run_attempt === self.attempt) return { kind: 'ours' }
+  // A lock naming no run is nobody's, not even a run without a run id (outside Actions).
+  if (holder.run_id !== '' && holder.run_id === self.id && holder.run_attempt === self.attempt) {
+    return { kind: 'ours' }
+  }
   if (holder.run_id !== '' && holder.run_id === self.id && holder.run_attempt < self.attempt) {
     return { kind: 'take-over', why: `it was left by attempt ${holder.run_attempt} of this run` }
   }
@@ -505,6 +512,13 @@ export function decideRecovery(facts: RecoveryFacts): Recovery {
   }
   const previousMissing = missingFields(previous, facts.fields)
   if (previousMissing.length === 0) {
+    if (!facts.ownerTokens.some(t => t.id === previousId)) {
+      return {
+        kind: 'stuck',
+        record,
+        reason: `the previous token ${previousId} is gone, and the current-* inputs do not give every field of the pending token ${pendingId} (missing: ${nextMissing.join(', ')}) to finish the rotation with`
+      }
+    }
     return { kind: 'restore', record, previous, pendingId }
   }
   return {
@@ -554,8 +568,9 @@ export function orphansOf(
         .filter(t => t.name === record.pending_token_name && !inUse.has(t.id))
         .map(t => t.id)
     : []
-  const pending =
-    record.pending_token_id && !inUse.has(record.pending_token_id) ? [record.pending_token_id] : []
+  // The pending token only while it exists: a clean-up killed after its delete leaves it named.
+  const id = record.pending_token_id
+  const pending = id && !inUse.has(id) && facts.ownerTokens.some(t => t.id === id) ? [id] : []
   return [...new Set([...pending, ...byName])]
 }
 
@@ -569,30 +584,32 @@ export function serving(
   recovery: Recovery | undefined,
   resolvedId: string,
   known: Credentials[]
-): { currentId: string; credentials: Credentials; previousId: string; candidates: string[] } {
+): {
+  currentId: string
+  credentials: Credentials
+  /** The token this run revokes, and what the inputs tell of it (a rollback restores it). */
+  previous: Credentials
+  candidates: string[]
+} {
   switch (recovery?.kind) {
     case 'restore':
       return {
         currentId: recovery.previous.id,
         credentials: recovery.previous,
-        previousId: recovery.previous.id,
+        previous: recovery.previous,
         candidates: tokensOf(recovery.record, recovery.previous.id)
       }
     case 'forward':
       return {
         currentId: recovery.next.id,
         credentials: recovery.next,
-        previousId: recovery.previousId,
+        previous: credentialsOf(recovery.previousId, known),
         candidates: tokensOf(recovery.record, recovery.next.id)
       }
     default: {
       const candidates = recovery ? tokensOf(recovery.record, resolvedId) : [resolvedId]
-      return {
-        currentId: resolvedId,
-        credentials: known.find(k => k.id === resolvedId) ?? known[0] ?? { id: resolvedId },
-        previousId: resolvedId,
-        candidates
-      }
+      const credentials = known.find(k => k.id === resolvedId) ?? known[0] ?? { id: resolvedId }
+      return { currentId: resolvedId, credentials, previous: credentials, candidates }
     }
   }
 }
@@ -677,7 +694,8 @@ export function leftoverTokens(
     if (exclude.includes(id)) continue
     const token = tokens.find(t => t.id === id)
     if (!token) gone.push(id)
-    else if (token.status === 'disabled') remove.push(id)
+    // Expired is as unusable as disabled: nothing can run on it.
+    else if (token.status === 'disabled' || token.status === 'expired') remove.push(id)
     else reenabled.push(id)
   }
   return { remove, reenabled, gone }
@@ -689,12 +707,13 @@ export function leftoverTokens(
 export type DeleteRequest =
   /** The new token of this run, after a failure before any secret write began. */
   | { kind: 'unpublished'; tokenId: string; mintedByThisRun: boolean; publishStarted: boolean }
-  /** A token minted under the journal's pending name and never published. */
+  /** A token the journal ties to a rotation (its pending id, or its pending name) and never published. */
   | {
       kind: 'orphan'
       tokenId: string
       name: string
       journalName?: string
+      journalPendingId?: string
       previousId?: string
       knownIds: string[]
     }
@@ -737,8 +756,11 @@ export function mayDelete(request: DeleteRequest): Verdict {
       if (request.publishStarted) return no('it may already be in a secret')
       return { ok: true }
     case 'orphan':
-      if (!request.journalName || request.name !== request.journalName) {
-        return no('the journal does not tie it to this rotation (its name differs)')
+      if (
+        request.tokenId !== request.journalPendingId &&
+        (!request.journalName || request.name !== request.journalName)
+      ) {
+        return no('the journal does not tie it to this rotation (neither its id nor its name)')
       }
       if (request.tokenId === request.previousId || request.knownIds.includes(request.tokenId)) {
         return no('it is the token in use')
@@ -770,7 +792,7 @@ export function mayDelete(request: DeleteRequest): Verdict {
       return { ok: true }
     case 'leftover':
       if (request.inUse.includes(request.tokenId)) return no('it is in use in this rotation')
-      if (request.status !== 'disabled') {
+      if (request.status !== 'disabled' && request.status !== 'expired') {
         return no(
           request.status === undefined ? 'it is already gone' : `it is ${request.status} again`
         )
@@ -813,9 +835,10 @@ export function afterFailure(facts: FailureFacts): AfterFailure {
       : { kind: 'keep-both', why: 'the new token was found in the secrets, so it is kept' }
   }
   if (facts.previousDisabled) {
+    const whose = facts.previous && facts.previous.id !== next.id ? ` ${facts.previous.id}` : ''
     return {
       kind: 'keep-both',
-      why: `the previous token ${facts.previous?.id ?? ''} could not be enabled again; enable it in the Cloudflare dashboard at once`
+      why: `the previous token${whose} could not be enabled again; enable it in the Cloudflare dashboard at once`
     }
   }
   if (facts.settings.onFailure === 'keep-both') {

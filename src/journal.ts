@@ -174,7 +174,9 @@ export class Journal {
 
   /** Whether `holder` is this run. */
   isMine(holder: LockHolder | undefined): boolean {
-    return holder?.run_id === this.run.id && holder.run_attempt === this.run.attempt
+    // A lock naming no run is nobody's, not even a run without a run id (outside Actions).
+    if (!holder || holder.run_id === '') return false
+    return holder.run_id === this.run.id && holder.run_attempt === this.run.attempt
   }
 
   /** Deletes the lock; a lock already gone is fine. */

@@ -27,8 +27,10 @@ export interface Plan {
   owner: TokenOwner
   /** The token in service now (after a restore: the previous token of the unfinished rotation). */
   current: ApiToken
-  /** What the inputs tell of its values (a rollback needs them). */
+  /** What the inputs tell of its values. */
   currentCredentials: Credentials
+  /** The token this run revokes and what the inputs tell of it (a rollback restores it). */
+  previous: Credentials
   scope: TokenScope
   probe?: ProbeTarget
   deploy?: DeployTarget
@@ -51,7 +53,7 @@ export async function preflight(ctx: RotationContext, report: RotationReport): P
   const current =
     cf.ownerTokens.find(t => t.id === serving.currentId) ??
     (await ctx.tokens.get(cf.owner, serving.currentId))
-  report.previousTokenId = serving.previousId
+  report.previousTokenId = serving.previous.id
   report.previousTokenName = current.name
   log.info(
     `Current token: ${current.id} "${current.name}" (${cf.owner.kind}-owned, ${current.status})`
@@ -65,6 +67,7 @@ export async function preflight(ctx: RotationContext, report: RotationReport): P
     owner: cf.owner,
     current,
     currentCredentials: serving.credentials,
+    previous: serving.previous,
     scope,
     ...(probe ? { probe } : {}),
     ...(deploy ? { deploy } : {}),

@@ -119,6 +119,9 @@ async function recover(
             ...(recovery.record.pending_token_name
               ? { journalName: recovery.record.pending_token_name }
               : {}),
+            ...(recovery.record.pending_token_id
+              ? { journalPendingId: recovery.record.pending_token_id }
+              : {}),
             ...(recovery.record.previous_token_id
               ? { previousId: recovery.record.previous_token_id }
               : {}),
@@ -469,7 +472,7 @@ async function handleFailure(
     ...(progress.next ? { next: progress.next } : {}),
     ...(progress.nextOrigin ? { nextOrigin: progress.nextOrigin } : {}),
     publishStarted: progress.publishStarted,
-    previous: plan.currentCredentials,
+    previous: plan.previous,
     previousDisabled: progress.previousDisabled
   })
   switch (decision.kind) {
