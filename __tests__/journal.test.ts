@@ -1,26 +1,16 @@
 /**
- * The rotation journal against the GitHub simulator: created with POST (201), updated with PATCH
- * (204), a 409 on create becomes an update, a create whose answer was lost or refused is settled
- * by PATCH, errors name the permission; records that are not a version-1 journal are refused.
- * And `decidePublishedRecovery`: which way an interrupted rotation can be finished from the
- * values the `current-*` inputs hold.
+ * The rotation journal and its lock against the GitHub simulator: created with POST (201),
+ * updated with PATCH (204), a 409 on create becomes an update, a create whose answer was lost or
+ * refused is settled by PATCH, errors name the permission; records that are not a version-1
+ * journal are refused. The lock is claimed by a create that only one run can win (201, else 409),
+ * read, overwritten on a take-over and deleted at the end. What a record or a held lock means is
+ * decided in decide.ts (__tests__/decide.test.ts).
  */
 import { jest } from '@jest/globals'
 import { RequestLog } from '../sandbox/log.js'
 import { GitHubSim } from '../sandbox/github.js'
 import { createGitHubClient, type GitHubClient } from '../src/github/client.js'
-import { JOURNAL_PHASES, Journal, JournalError, type JournalRecord } from '../src/journal.js'
-import { type Recovery, decideRecovery, isPublished, isSettled } from '../src/decide.js'
-import type { Credentials, SecretField } from '../src/model.js'
-
-/** The recovery of a published rotation whose run has completed and whose tokens are all live. */
-function decidePublishedRecovery(
-  record: JournalRecord,
-  known: Credentials[],
-  fields: SecretField[]
-): Recovery {
-  return decideRecovery({ record, journalRun: 'completed', known, fields, ownerTokens: [] })
-}
+import { Journal, JournalError } from '../src/journal.js'
 
 const TOKEN = 'github_pat_journal_test'
 const NO_VARIABLES = 'github_pat_no_variables'
@@ -233,105 +223,197 @@ describe('Journal', () => {
   })
 })
 
-describe('phases', () => {
-  const settled = ['done', 'rolled-back']
-  const unpublished = ['minting', 'minted']
+describe('the lock', () => {
+  const LOCK = 'R2_ROTATION_STATE_LOCK'
+  const CLAIMED_AT = '2026-03-01T10:00:00.000Z'
+  const runOf = (id: string, attempt = 1, client: GitHubClient = github) =>
+    new Journal(client, repo, NAME, { id, attempt }, at(CLAIMED_AT))
+  const storedLock = (): unknown => JSON.parse(sim.getVariable('acme/site', LOCK)!)
+  const denied = () => createGitHubClient({ token: NO_VARIABLES, baseUrl: sim.url, log: quiet })
+  const PERMISSION = /GitHub answered 403.*"Variables: read and write" on acme\/site/
 
-  it.each(JOURNAL_PHASES.map(phase => [phase]))('%s', phase => {
-    // Settled: nothing left to finish. Published: the new token may be in a secret.
-    expect(isSettled(phase)).toBe(settled.includes(phase))
-    expect(isPublished(phase)).toBe(!settled.includes(phase) && !unpublished.includes(phase))
-  })
-})
-
-describe('decidePublishedRecovery', () => {
-  const previous = 'a'.repeat(32)
-  const pending = 'b'.repeat(32)
-  const record: JournalRecord = {
-    version: 1,
-    phase: 'publishing',
-    run_id: '1001',
-    previous_token_id: previous,
-    pending_token_id: pending,
-    disabled_token_ids: [],
-    deploy_run_ids: [],
-    updated_at: '2026-03-01T10:00:00.000Z'
-  }
-  const all: SecretField[] = ['token', 'access-key-id', 'secret-access-key']
-  const s3: SecretField[] = ['access-key-id', 'secret-access-key']
-
-  it('goes forward when the inputs give every field of the pending token', () => {
-    const next = { id: pending, value: 'cfut_new', secretAccessKey: 'c'.repeat(64) }
-    expect(decidePublishedRecovery(record, [next], all)).toEqual({
-      kind: 'forward',
-      record,
-      next,
-      previousId: previous,
-      from: 'publish'
-    })
-  })
-
-  it('goes forward with the S3 pair alone when no secret needs the token value', () => {
-    const next = { id: pending, secretAccessKey: 'c'.repeat(64) }
-    expect(decidePublishedRecovery(record, [next], s3)).toMatchObject({ kind: 'forward', next })
-  })
-
-  it('prefers forward when both tokens are fully known (the new one is already in a secret)', () => {
-    const known = [
-      { id: previous, value: 'cfut_old', secretAccessKey: 'd'.repeat(64) },
-      { id: pending, value: 'cfut_new', secretAccessKey: 'c'.repeat(64) }
-    ]
-    expect(decidePublishedRecovery(record, known, all).kind).toBe('forward')
-  })
-
-  it('merges what several inputs tell about one token', () => {
-    const known = [
-      { id: pending, value: 'cfut_new' },
-      { id: pending, secretAccessKey: 'c'.repeat(64) }
-    ]
-    expect(decidePublishedRecovery(record, known, all)).toMatchObject({
-      kind: 'forward',
-      next: { id: pending, value: 'cfut_new', secretAccessKey: 'c'.repeat(64) }
-    })
-  })
-
-  it('restores when only the previous token is fully known', () => {
-    const old = { id: previous, value: 'cfut_old', secretAccessKey: 'd'.repeat(64) }
-    const known = [old, { id: pending, secretAccessKey: 'c'.repeat(64) }]
-    expect(decidePublishedRecovery(record, known, all)).toEqual({
-      kind: 'restore',
-      record,
-      previous: old,
-      pendingId: pending
-    })
-  })
-
-  it('is stuck when neither token is fully known, naming what is missing', () => {
-    const known = [
-      { id: previous, secretAccessKey: 'd'.repeat(64) },
-      { id: pending, secretAccessKey: 'c'.repeat(64) }
-    ]
-    const decision = decidePublishedRecovery(record, known, all)
-    expect(decision.kind).toBe('stuck')
-    expect(decision.kind === 'stuck' && decision.reason).toBe(
-      `the current-* inputs give neither every field of the pending token ${pending} (missing: token) nor of the previous token ${previous} (missing: token)`
+  it('is the journal variable with _LOCK appended; none without a journal', () => {
+    expect(runOf('1001').lockName).toBe(LOCK)
+    expect(new Journal(github, repo, undefined, { id: '1001', attempt: 1 }).lockName).toBe(
+      undefined
     )
   })
 
-  it('is stuck when the inputs name some other token altogether', () => {
-    const other = { id: 'e'.repeat(32), value: 'cfut_other', secretAccessKey: 'f'.repeat(64) }
-    expect(decidePublishedRecovery(record, [other], all).kind).toBe('stuck')
+  describe('createLock', () => {
+    it('claims a free lock (201), naming this run, its attempt and when', async () => {
+      expect(await runOf('1001', 2).createLock()).toBe('claimed')
+      expect(variableRequests()).toEqual(['POST 201'])
+      expect(storedLock()).toEqual({ run_id: '1001', run_attempt: 2, claimed_at: CLAIMED_AT })
+    })
+
+    it('finds a held lock (409) and leaves it as it was', async () => {
+      await runOf('1001').createLock()
+      expect(await runOf('2002').createLock()).toBe('held')
+      expect(variableRequests()).toEqual(['POST 201', 'POST 409'])
+      expect(storedLock()).toEqual({ run_id: '1001', run_attempt: 1, claimed_at: CLAIMED_AT })
+    })
+
+    it('lets exactly one of two runs that claim at once hold it', async () => {
+      const answers = await Promise.all([runOf('1001').createLock(), runOf('2002').createLock()])
+      expect([...answers].sort()).toEqual(['claimed', 'held'])
+      const winner = answers[0] === 'claimed' ? '1001' : '2002'
+      expect(storedLock()).toMatchObject({ run_id: winner })
+    })
+
+    it.each([
+      // The create happened: a read shows whose it is.
+      ['acted, but its answer was lost', { dropAfterHandling: true }, 'POST 201', true],
+      ['answered 500', { status: 500 }, 'POST 500', false],
+      ['answered 429', { status: 429, retryAfter: 1 }, 'POST 429', false]
+    ])('is unclear when the create %s, and is never repeated', async (_what, fault, seen, made) => {
+      sim.service.inject({ method: 'POST', path: /\/actions\/variables$/, ...fault })
+      expect(await runOf('1001').createLock()).toBe('unclear')
+      expect(variableRequests()).toEqual([seen])
+      expect(sim.getVariable('acme/site', LOCK) !== undefined).toBe(made)
+    })
+
+    it('names the permission when the token may not write variables', async () => {
+      await expect(runOf('1001', 1, denied()).createLock()).rejects.toThrow(JournalError)
+      await expect(runOf('1001', 1, denied()).createLock()).rejects.toThrow(
+        /Cannot claim the rotation lock \(variable R2_ROTATION_STATE_LOCK\): /
+      )
+      await expect(runOf('1001', 1, denied()).createLock()).rejects.toThrow(PERMISSION)
+    })
   })
 
-  it.each([
-    ['pending', { pending_token_id: undefined }],
-    ['previous', { previous_token_id: undefined }]
-  ])('is stuck when the journal names no %s token id', (which, change) => {
-    const decision = decidePublishedRecovery({ ...record, ...change }, [], all)
-    expect(decision).toEqual({
-      kind: 'stuck',
-      record: { ...record, ...change },
-      reason: `the journal (phase publishing) names no ${which} token id`
+  describe('readLock', () => {
+    it('reads no lock as none (404)', async () => {
+      expect(await runOf('1001').readLock()).toBeUndefined()
+      expect(variableRequests()).toEqual(['GET 404'])
+    })
+
+    it('reads the holder a claim stored', async () => {
+      await runOf('2002', 3).createLock()
+      expect(await runOf('1001').readLock()).toEqual({
+        run_id: '2002',
+        run_attempt: 3,
+        claimed_at: CLAIMED_AT
+      })
+    })
+
+    it.each([
+      [
+        'not JSON: held by a run it cannot name',
+        'held by the nightly job',
+        { run_id: '', run_attempt: 1, claimed_at: '' }
+      ],
+      [
+        'JSON null: held by a run it cannot name',
+        'null',
+        { run_id: '', run_attempt: 1, claimed_at: '' }
+      ],
+      [
+        'of fields of the wrong type: held by a run it cannot name',
+        '{"run_id":2002,"run_attempt":"3","claimed_at":1}',
+        { run_id: '', run_attempt: 1, claimed_at: '' }
+      ],
+      [
+        'without an attempt: the first attempt',
+        '{"run_id":"2002","claimed_at":"2026-03-01T09:00:00Z"}',
+        { run_id: '2002', run_attempt: 1, claimed_at: '2026-03-01T09:00:00Z' }
+      ]
+    ])('reads a lock %s', async (_what, value, holder) => {
+      // decideLock refuses a lock that names no run it can look up (run_id '').
+      sim.setVariable('acme/site', LOCK, value)
+      expect(await runOf('1001').readLock()).toEqual(holder)
+    })
+
+    it('names the permission when the token may not read variables', async () => {
+      await expect(runOf('1001', 1, denied()).readLock()).rejects.toThrow(
+        /Cannot read the rotation lock \(variable R2_ROTATION_STATE_LOCK\): /
+      )
+      await expect(runOf('1001', 1, denied()).readLock()).rejects.toThrow(PERMISSION)
+    })
+  })
+
+  describe('overwriteLock', () => {
+    it("takes over another run's lock with PATCH (204)", async () => {
+      await runOf('2002').createLock()
+      const taker = runOf('1001', 2)
+      await taker.overwriteLock()
+      expect(variableRequests()).toEqual(['POST 201', 'PATCH 204'])
+      expect(storedLock()).toEqual({ run_id: '1001', run_attempt: 2, claimed_at: CLAIMED_AT })
+      expect(taker.isMine(await taker.readLock())).toBe(true)
+    })
+
+    it('creates the lock when it was released meanwhile (PATCH 404, then POST)', async () => {
+      await runOf('1001').overwriteLock()
+      expect(variableRequests()).toEqual(['PATCH 404', 'POST 201'])
+      expect(storedLock()).toEqual({ run_id: '1001', run_attempt: 1, claimed_at: CLAIMED_AT })
+    })
+
+    it('names the permission when the token may not write variables', async () => {
+      sim.setVariable('acme/site', LOCK, '{"run_id":"2002","run_attempt":1}')
+      await expect(runOf('1001', 1, denied()).overwriteLock()).rejects.toThrow(
+        /Cannot take over the rotation lock \(variable R2_ROTATION_STATE_LOCK\): /
+      )
+      await expect(runOf('1001', 1, denied()).overwriteLock()).rejects.toThrow(PERMISSION)
+      expect(sim.getVariable('acme/site', LOCK)).toBe('{"run_id":"2002","run_attempt":1}')
+    })
+  })
+
+  describe('isMine', () => {
+    it.each([
+      ['this run and attempt', true, { run_id: '1001', run_attempt: 2, claimed_at: CLAIMED_AT }],
+      [
+        'an earlier attempt of this run',
+        false,
+        { run_id: '1001', run_attempt: 1, claimed_at: CLAIMED_AT }
+      ],
+      ['another run', false, { run_id: '2002', run_attempt: 2, claimed_at: CLAIMED_AT }],
+      ['a lock that names no run', false, { run_id: '', run_attempt: 1, claimed_at: '' }],
+      ['no lock', false, undefined]
+    ])('%s → %s', (_what, mine, holder) => {
+      expect(runOf('1001', 2).isMine(holder)).toBe(mine)
+    })
+
+    // A run outside Actions has no run id, so it takes a lock that names no run (hand-made, or
+    // another such run's) for its own; two of them started together would both proceed. See the
+    // matching decideLock row in decide.test.ts.
+    it('a lock that names no run is not the lock of a run without a run id', () => {
+      expect(runOf('').isMine({ run_id: '', run_attempt: 1, claimed_at: '' })).toBe(false)
+    })
+  })
+
+  describe('releaseLock', () => {
+    it('deletes the lock (204)', async () => {
+      const holder = runOf('1001')
+      await holder.createLock()
+      await holder.releaseLock()
+      expect(variableRequests()).toEqual(['POST 201', 'DELETE 204'])
+      expect(sim.getVariable('acme/site', LOCK)).toBeUndefined()
+    })
+
+    it('counts a lock already gone (404) as released', async () => {
+      await expect(runOf('1001').releaseLock()).resolves.toBeUndefined()
+      expect(variableRequests()).toEqual(['DELETE 404'])
+    })
+
+    it('retries a delete answered 502', async () => {
+      const holder = runOf('1001')
+      await holder.createLock()
+      sim.service.inject({
+        method: 'DELETE',
+        path: /\/actions\/variables\/R2_ROTATION_STATE_LOCK$/,
+        status: 502
+      })
+      await holder.releaseLock()
+      expect(variableRequests()).toEqual(['POST 201', 'DELETE 502', 'DELETE 204'])
+      expect(sim.getVariable('acme/site', LOCK)).toBeUndefined()
+    })
+
+    it('names the permission when the token may not delete variables', async () => {
+      sim.setVariable('acme/site', LOCK, '{"run_id":"1001","run_attempt":1}')
+      await expect(runOf('1001', 1, denied()).releaseLock()).rejects.toThrow(
+        /Cannot release the rotation lock \(variable R2_ROTATION_STATE_LOCK\): /
+      )
+      await expect(runOf('1001', 1, denied()).releaseLock()).rejects.toThrow(PERMISSION)
+      expect(sim.getVariable('acme/site', LOCK)).toBeDefined()
     })
   })
 })
