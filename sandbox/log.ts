@@ -34,6 +34,8 @@ export interface RequestEntry {
   counted?: boolean
   /** True when the answer came from an injected fault. */
   faulted?: boolean
+  /** When the answer was sent (epoch ms), for a request the simulator answered normally. */
+  answeredAt?: number
 }
 
 export interface EventEntry {

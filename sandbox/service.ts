@@ -240,7 +240,10 @@ export class Service {
       headers['content-type'] ??= 'application/json; charset=utf-8'
     }
     res.writeHead(out.status, headers)
-    res.end(payload, () => this.onAnswered?.(entry))
+    res.end(payload, () => {
+      entry.answeredAt = Date.now()
+      this.onAnswered?.(entry)
+    })
   }
 }
 

@@ -100,6 +100,9 @@ function faulted(sb: Sandbox): number {
 
 // ------------------------------------------------------------------ deploy and smoke failures
 
+/** Token deletes made by the run that found the timed-out deploy run still queued. */
+let deletesWhileQueued = -1
+
 const failures = {
   failure: { prepare: (sb: Sandbox) => sb.github.queueRun({ conclusion: 'failure' }) },
   cancelled: { prepare: (sb: Sandbox) => sb.github.queueRun({ conclusion: 'cancelled' }) },
@@ -110,7 +113,10 @@ const failures = {
     // The next scheduled run while that run is still queued; then someone cancels it, and the
     // run after that finishes the job.
     then: async (sb: Sandbox) => {
+      const deletesBefore = sb.log.requests({ service: 'cloudflare', method: 'DELETE' }).length
       const next = await runAction(sb, nextRunInputs(sb))
+      deletesWhileQueued =
+        sb.log.requests({ service: 'cloudflare', method: 'DELETE' }).length - deletesBefore
       const queued = [...sb.github.runs.values()].filter(r => r.status === 'queued')
       for (const run of queued) {
         await fetch(`${sb.githubApiUrl}/repos/${sb.repository}/actions/runs/${run.id}/cancel`, {
@@ -410,6 +416,7 @@ describe('a deploy run that never starts (deploy-timeout)', () => {
     const [next] = o.later
     expect(next!.exitCode).toBe(1)
     expect(next!.stdout).toMatch(/may still deploy the new token/)
+    expect(deletesWhileQueued).toBe(0)
   })
 
   it('once that run is cancelled, the next run deletes the new token and rotates afresh', () => {

@@ -151,6 +151,28 @@ export function limited(concurrency: number): <T>(task: () => Promise<T>) => Pro
 }
 
 /**
+ * Starts every named scenario now (at most `concurrency` at a time); each `describe` awaits its
+ * own by name. A failure is reported by the `describe` that awaits it, not as an unhandled
+ * rejection.
+ */
+export function startNamed<T>(
+  tasks: Record<string, () => Promise<T>>,
+  concurrency: number
+): (name: string) => Promise<T> {
+  const names = Object.keys(tasks)
+  const started = startAll(
+    names.map(name => tasks[name]!),
+    concurrency
+  )
+  const byName = new Map(names.map((name, i) => [name, started[i]!]))
+  return name => {
+    const promise = byName.get(name)
+    if (!promise) throw new Error(`no scenario named ${name}`)
+    return promise
+  }
+}
+
+/**
  * Starts every scenario now (at most `concurrency` at a time); each `describe` awaits its own.
  * A failure is reported by the `describe` that awaits it, not as an unhandled rejection.
  */
@@ -181,7 +203,12 @@ export function startAll<T>(
  *   PUT /user/tokens/{previous} status=disabled
  *   DELETE /user/tokens/{previous}
  */
-export function mutationList(sb: Sandbox, extraRoles: Record<string, string> = {}): string[] {
+export function mutationList(
+  sb: Sandbox,
+  extraRoles: Record<string, string> = {},
+  /** Only the requests after this log position (a later run's). */
+  afterSeq = 0
+): string[] {
   const roles = tokenRoles(sb, extraRoles)
   const role = (id: string): string => `{${roles.get(id) ?? 'other'}}`
   const ofValue = (plaintext: string): string => {
@@ -191,7 +218,7 @@ export function mutationList(sb: Sandbox, extraRoles: Record<string, string> = {
     return '{unknown value}'
   }
   const created = new Map(sb.log.events('token.created').map(e => [e.seq, e.detail.id as string]))
-  return apiMutations(sb.log.requests()).map(entry => {
+  return apiMutations(sb.log.requests().filter(e => e.seq > afterSeq)).map(entry => {
     const path = entry.path.split('?')[0]!
     // A request the client got no answer to: dropped (status 0), or handled and then dropped.
     const lost = entry.faulted === true && (entry.status ?? 0) < 300
