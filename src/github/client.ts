@@ -136,10 +136,12 @@ export function createGitHubClient(options: {
       warn: (message: string) => log.warning(message),
       error: (message: string) => log.debug(message)
     },
-    retry: { doNotRetry: DO_NOT_RETRY, retries: RETRIES },
+    // Each plugin waits its seconds × `retryAfterBaseValue` ms; the sandbox's time scale shortens it.
+    retry: { doNotRetry: DO_NOT_RETRY, retries: RETRIES, retryAfterBaseValue: 1000 * scale },
     throttle: {
       onRateLimit: onLimit('rate limit'),
       onSecondaryRateLimit: onLimit('secondary rate limit'),
+      retryAfterBaseValue: 1000 * scale,
       // GitHub asks for about a second between content-creating requests (secondary limits);
       // the plugin's default write group keeps writes 1 s apart. A loopback simulator has no
       // secondary limits, so there writes are only serialised, not spaced.
@@ -162,16 +164,18 @@ export function createGitHubClient(options: {
   })
 
   // plugin-retry waits (n+1)² s between attempts and ignores `retry-after`; its `retryRequest`
-  // is the one place that sets the wait, so it is wrapped to honour the header. Rate limits are
-  // left to the throttling plugin, which waits for the reset (otherwise both would retry).
+  // is the one place that sets the wait, so it is wrapped to honour the header. The plugin keeps
+  // whole seconds only (it truncates), so the header is rounded up: never a shorter wait than
+  // asked. Rate limits are left to the throttling plugin, which waits for the reset (otherwise
+  // both would retry).
   const plugin = octokit.retry
   const retryRequest = plugin.retryRequest
   plugin.retryRequest = (error, retries, retryAfter) => {
     if (isRateLimit(error)) return retryRequest(error, 0, 0)
     const header = retryAfterMs(error.response?.headers?.['retry-after'])
-    if (header === undefined) return retryRequest(error, retries, retryAfter * scale)
+    if (header === undefined) return retryRequest(error, retries, retryAfter)
     if (header > MAX_WAIT_SECONDS * 1000) return retryRequest(error, 0, 0)
-    return retryRequest(error, retries, (header / 1000) * scale)
+    return retryRequest(error, retries, Math.ceil(header / 1000))
   }
 
   return octokit
