@@ -47,7 +47,8 @@ export const CLIENT_ADDRESS_HEADER = 'x-sandbox-client-address'
 export class SampleApp {
   readonly service: Service
   readonly deployments: Array<{ version: string; accessKeyId?: string; at: number }> = []
-  readonly healthChecks: Array<{ at: number; status: number }> = []
+  /** Each `/healthz` answer: when it began (the credentials are read then) and ended. */
+  readonly healthChecks: Array<{ startedAt: number; at: number; status: number }> = []
   private deployed?: { credentials: AppCredentials; client: AwsClient }
   private version?: string
 
@@ -92,8 +93,9 @@ export class SampleApp {
         : text(200, `sample app ${this.version}`)
     }
     if (req.path === '/healthz') {
+      const startedAt = Date.now()
       const answer = await this.checkHealth()
-      this.healthChecks.push({ at: Date.now(), status: answer.status })
+      this.healthChecks.push({ startedAt, at: Date.now(), status: answer.status })
       return answer
     }
     return text(404, 'not found')

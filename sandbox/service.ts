@@ -86,6 +86,13 @@ export class Service {
    */
   onAnswered?: (entry: RequestEntry) => void
   /**
+   * Called once a request was handled (its effect has taken place, `entry.status` is set) and
+   * before its answer is written; the answer waits for the promise it returns. Crash tests kill
+   * the action here: the request took effect, and the process died before it could send another
+   * (after the answer, a fast client may already have sent its next request).
+   */
+  beforeAnswer?: (entry: RequestEntry) => Promise<void> | undefined
+  /**
    * Holds a request before it is handled until the promise it returns settles (undefined: no
    * hold). Race tests pause one run at a point of their choosing while another runs.
    */
@@ -116,7 +123,7 @@ export class Service {
     this.server = http.createServer((req, res) => {
       void this.dispatch(req, res)
     })
-    this.server.keepAliveTimeout = 1000
+    this.server.keepAliveTimeout = 30_000
     await new Promise<void>(resolve => this.server!.listen(port, '127.0.0.1', resolve))
     const { port: actual } = this.server.address() as AddressInfo
     this.url = `http://127.0.0.1:${actual}`
@@ -226,6 +233,8 @@ export class Service {
       return
     }
     entry.status = out.status
+    const before = this.beforeAnswer?.(entry)
+    if (before) await before
     const headers: Record<string, string> = {
       ...(this.answerHeaders?.(req) ?? {}),
       ...(out.headers ?? {})

@@ -19,6 +19,7 @@ import {
   expectNoLeaks,
   expectOneLiveToken,
   journalOf,
+  killWhen,
   lineage,
   mutationList,
   nextRunInputs,
@@ -72,20 +73,12 @@ async function run(
   try {
     prepare(sb)
     let child: ChildProcess | undefined
-    if (options.killAfter) {
-      const matches = options.killAfter
-      const kill = (entry: { method: string; path: string }): void => {
-        if (matches(entry)) child?.kill('SIGKILL')
-      }
-      sb.github.service.onAnswered = kill
-      sb.cloudflare.service.onAnswered = kill
-    }
+    const unhook = options.killAfter ? killWhen(sb, () => child, options.killAfter) : () => {}
     const watch = sb.watchHealth(25)
     const first = await runAction(sb, sandboxInputs(sb, options.overrides ?? {}), {
       onSpawn: c => (child = c)
     })
-    sb.github.service.onAnswered = undefined
-    sb.cloudflare.service.onAnswered = undefined
+    unhook()
     const later = (await options.then?.(sb, first)) ?? []
     return { sb, results: [first, ...later], healthFailures: await watch.stop() }
   } finally {

@@ -217,17 +217,21 @@ describe('a deploy that keeps the old credentials, caught by the watch', () => {
   })
 
   it('bounds and reports the window the app failed: from the disable to the re-enable', () => {
-    expect(s.healthFailures.length).toBeGreaterThan(0)
-    // The app's own record: each failed check answered after the disable reached Cloudflare, and
-    // none once the re-enable had (its R2 read is refused only while the token is disabled).
+    // The outside watcher (a check every 25 ms) may miss a window this short on a loaded
+    // machine; the app's own record cannot. Its R2 read is refused only while the token is
+    // disabled, so each failed check ended after the disable reached Cloudflare and began before
+    // the re-enable had taken effect (answered).
     const failed = s.sb.app.healthChecks.filter(h => h.status !== 200)
     expect(failed.length).toBeGreaterThan(0)
     for (const check of failed) {
       expect(check.at).toBeGreaterThanOrEqual(disable.at)
-      expect(check.at).toBeLessThanOrEqual(enable.at + 50)
+      expect(check.startedAt).toBeLessThanOrEqual(enable.answeredAt!)
     }
-    // Real time: one round of checks and one PUT after the disable.
-    expect(enable.at - disable.at).toBeLessThan(2000)
+    // The re-enable followed the first round of checks after the disable (one check: one request).
+    const between = s.sb.log
+      .requests({ service: 'app' })
+      .filter(e => e.headers['x-smoke-check'] && e.seq > disable.seq && e.seq < enable.seq)
+    expect(between).toHaveLength(1)
     const reported = /the app failed for at most (\d+) s, from the disable to the re-enable/.exec(
       s.result.stdout
     )
@@ -236,7 +240,7 @@ describe('a deploy that keeps the old credentials, caught by the watch', () => {
     // watch, and in step with the real window above.
     expect(Number(reported![1])).toBeLessThanOrEqual(30)
     expect(Number(reported![1]) * 1000 * s.sb.timeScale).toBeLessThanOrEqual(
-      enable.at - disable.at + 1000 * s.sb.timeScale
+      enable.answeredAt! - disable.at + 1000 * s.sb.timeScale
     )
     expect(s.result.summary).toContain('Watch')
     expect(s.result.summary).toMatch(
@@ -313,12 +317,14 @@ describe('deploy-workflow: none, with consumers that read the secrets when they 
       'DELETE variable R2_ROTATION_STATE_LOCK'
     ])
     // A consumer that starts between two secret writes reads a mix of old and new values (GitHub
-    // writes one secret at a time); outside the publish, including the whole watch, none failed.
+    // writes one secret at a time); outside the publish, including the whole watch, none failed:
+    // each failed check read the secrets (when it began) between the first write's arrival and
+    // the last write's answer.
     const writes = s.sb.log.requests({ service: 'github', method: 'PUT' })
     const failed = s.sb.app.healthChecks.filter(h => h.status !== 200)
     for (const check of failed) {
-      expect(check.at).toBeGreaterThanOrEqual(writes[0]!.at)
-      expect(check.at).toBeLessThanOrEqual(writes.at(-1)!.at + 50)
+      expect(check.startedAt).toBeGreaterThanOrEqual(writes[0]!.at)
+      expect(check.startedAt).toBeLessThanOrEqual(writes.at(-1)!.answeredAt!)
     }
     expectOneLiveToken(s.sb)
     expectNoLeaks(s.sb, [s.result])

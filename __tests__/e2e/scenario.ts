@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto'
 import type { Sandbox } from '../../sandbox/index.js'
 import type { SecretScope } from '../../sandbox/github.js'
+import type { ChildProcess } from 'node:child_process'
 import type { RequestEntry } from '../../sandbox/log.js'
 import { findLeaks, sandboxInputs, type ActionResult } from '../../sandbox/runner.js'
 
@@ -113,6 +114,34 @@ export function requestKey(entry: Pick<RequestEntry, 'method' | 'path'>): string
     .replace(/\/runs\/\d+/g, '/runs/{run_id}')
     .replace(/\/workflows\/\d+/g, '/workflows/{workflow_id}')
   return `${entry.method} ${path}`
+}
+
+/**
+ * Kills the action (SIGKILL) once a Cloudflare or GitHub request `matches` has taken effect, and
+ * before its answer is sent: the process dies with that request done and no later one sent,
+ * however fast it is (killing it after the answer races its next request). `child` is read when
+ * the request arrives. Returns the function that removes the hook.
+ */
+export function killWhen(
+  sb: Sandbox,
+  child: () => ChildProcess | undefined,
+  matches: (entry: RequestEntry) => boolean
+): () => void {
+  const hook = (entry: RequestEntry): Promise<void> | undefined => {
+    const process = child()
+    if (!process || !matches(entry)) return undefined
+    return new Promise<void>(resolve => {
+      if (process.exitCode !== null || process.signalCode !== null) return resolve()
+      process.once('exit', () => resolve())
+      process.kill('SIGKILL')
+    })
+  }
+  sb.cloudflare.service.beforeAnswer = hook
+  sb.github.service.beforeAnswer = hook
+  return () => {
+    sb.cloudflare.service.beforeAnswer = undefined
+    sb.github.service.beforeAnswer = undefined
+  }
 }
 
 /** The mutating Cloudflare and GitHub requests among `entries` (the R2 probe's writes are not). */
