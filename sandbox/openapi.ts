@@ -152,7 +152,12 @@ async function backend(
     quick: !thorough,
     validate: true,
     strict: false,
-    ajvOpts: { strict: false, logger: false },
+    // Each compiled schema is not checked against the JSON Schema meta-schema again (the
+    // excerpts' check does it), and the generated validators are not optimised: compiling is
+    // most of a simulator's cost in a test file, and a validator runs only a few times there.
+    ajvOpts: thorough
+      ? { strict: false, logger: false }
+      : { strict: false, logger: false, validateSchema: false, code: { optimize: false } },
     customizeAjv: ajv => {
       addFormats.default(ajv)
       // Formats the excerpts use that are not JSON Schema formats.
