@@ -44,6 +44,10 @@ export interface CloudflareFacts {
 /** The management token, the token in use, its owner's tokens, the journal. */
 export async function readCloudflare(ctx: RotationContext): Promise<CloudflareFacts> {
   const { settings, tokens } = ctx
+  // The journal is read while the Cloudflare SDK loads (its first call imports it): the first
+  // request leaves sooner, and a failing verify still reports first.
+  const journalRead = ctx.journal.read()
+  journalRead.catch(() => undefined)
   const management = await verifyManagementToken(
     tokens,
     settings.cloudflareApiToken,
@@ -56,7 +60,7 @@ export async function readCloudflare(ctx: RotationContext): Promise<CloudflareFa
     ...(settings.currentAccessKeyId ? { currentAccessKeyId: settings.currentAccessKeyId } : {})
   })
   const { known, mismatch } = await readKnownCredentials(ctx, owner, resolved.id)
-  const journal = await ctx.journal.read()
+  const journal = await journalRead
   const settled = !journal || journal.phase === 'done' || journal.phase === 'rolled-back'
   const run = settled ? undefined : await readRun(ctx, journal.run_id)
   const ownerTokens = await tokens.list(owner)

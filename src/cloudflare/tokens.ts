@@ -1,8 +1,8 @@
 /**
  * Cloudflare's API token endpoints (user-owned `/user/tokens…` and account-owned
- * `/accounts/{account_id}/tokens…`), through the official `cloudflare` SDK, loaded with only the
- * token resources (`cloudflare/tree-shakable`): the whole SDK is most of the bundle and of the
- * start-up time.
+ * `/accounts/{account_id}/tokens…`), through the official `cloudflare` SDK (sdk.ts). The SDK is
+ * most of the bundle and of the start-up time, so it is loaded on the first Cloudflare call (a
+ * chunk of its own in dist/), not when the action starts.
  *
  * Retries are this module's, not the SDK's (`maxRetries: 0`): the SDK honours any `Retry-After`
  * without a cap, so one call could stall for the five minutes of a rate-limit block, three times
@@ -11,10 +11,7 @@
  * longer block fails at once with a message that says when to run again. A create is never sent
  * again after a failure that leaves open whether it happened (see `create`).
  */
-import { APIConnectionTimeoutError, APIError } from 'cloudflare/core/error'
-import { createClient } from 'cloudflare/tree-shakable'
-import { Tokens as UserTokens } from 'cloudflare/resources/user/tokens/tokens'
-import { Tokens as AccountTokens } from 'cloudflare/resources/accounts/tokens/tokens'
+import type { Sdk, TokenClient } from './sdk.js'
 import type { ApiToken, CreateTokenBody, TokenOwner, TokenPolicy } from '../model.js'
 import { InputError, rootCause } from '../errors.js'
 import { type Clock, retryAfterMs, systemClock } from '../backoff.js'
@@ -161,45 +158,18 @@ export const TOKEN_QUOTA: Record<TokenOwner['kind'], number> = { user: 50, accou
 export const MANAGEMENT_HINT =
   "The cloudflare-api-token needs 'API Tokens Write' for user-owned tokens (dashboard: My Profile → API Tokens → Create Token → the 'Create additional tokens' template) or 'Account API Tokens Write' for account-owned tokens (Manage Account → Account API Tokens)."
 
-type TokenClient = ReturnType<typeof makeClient>
-
-function makeClient(
-  apiToken: string,
-  baseURL: string,
-  timeoutMs: number,
-  rate: CloudflareRate,
-  log: Log
-) {
-  return createClient({
-    resources: [UserTokens, AccountTokens],
-    apiToken,
-    // Explicit nulls: the SDK would otherwise pick up CLOUDFLARE_API_KEY / CLOUDFLARE_EMAIL /
-    // CLOUDFLARE_API_USER_SERVICE_KEY from the runner's environment and send them as well.
-    apiKey: null,
-    apiEmail: null,
-    userServiceKey: null,
-    baseURL,
-    maxRetries: 0,
-    timeout: timeoutMs,
-    // Every answer's rate-limit headers and date are read, failed ones included.
-    fetch: async (url, init) => {
-      const response = await fetch(url, init)
-      rate.observe(response.headers)
-      return response
-    },
-    logLevel: 'warn',
-    logger: {
-      error: (message: string) => log.debug(scrub(message)),
-      warn: (message: string) => log.debug(scrub(message)),
-      info: () => undefined,
-      debug: () => undefined
-    }
-  })
+/** The SDK, loaded once, on first use. */
+let sdk: Promise<Sdk> | undefined
+export function loadSdk(): Promise<Sdk> {
+  // One turn of the event loop first: requests already started (the journal read) leave before
+  // the SDK's module evaluation holds the thread.
+  return (sdk ??= new Promise(resolve => setImmediate(resolve)).then(() => import('./sdk.js')))
 }
 
 export class TokenApi {
   readonly rate: CloudflareRate
-  private readonly client: TokenClient
+  private client?: Promise<TokenClient>
+  private readonly apiToken: string
   private readonly baseURL: string
   private readonly maxRetries: number
   private readonly timeoutMs: number
@@ -214,7 +184,21 @@ export class TokenApi {
     this.log = options.log ?? actionLog
     this.rate = new CloudflareRate(this.clock)
     register(options.apiToken)
-    this.client = makeClient(options.apiToken, this.baseURL, this.timeoutMs, this.rate, this.log)
+    this.apiToken = options.apiToken
+  }
+
+  /** A client authenticated as `apiToken` (the management token unless given). */
+  private async clientFor(apiToken?: string): Promise<TokenClient> {
+    const make = async (token: string): Promise<TokenClient> =>
+      (await loadSdk()).makeClient({
+        apiToken: token,
+        baseURL: this.baseURL,
+        timeoutMs: this.timeoutMs,
+        rate: this.rate,
+        log: this.log
+      })
+    if (apiToken !== undefined) return make(apiToken)
+    return (this.client ??= make(this.apiToken))
   }
 
   /** `GET …/tokens/verify` authenticated as `tokenValue` itself (a second client). */
@@ -223,14 +207,13 @@ export class TokenApi {
     owner: TokenOwner
   ): Promise<{ id: string; status: string; expires_on?: string | null }> {
     register(tokenValue)
-    const client = makeClient(tokenValue, this.baseURL, this.timeoutMs, this.rate, this.log)
     const result = await this.call(
       `verify a token (${describeOwner(owner)})`,
-      () =>
+      client =>
         owner.kind === 'user'
           ? client.user.tokens.verify()
           : client.accounts.tokens.verify({ account_id: owner.accountId }),
-      { asToken: true }
+      { asToken: tokenValue }
     )
     if (!result?.id || !result.status) {
       throw new CloudflareApiError(
@@ -247,10 +230,10 @@ export class TokenApi {
   }
 
   async get(owner: TokenOwner, id: string): Promise<ApiToken> {
-    const raw = await this.call(`read token ${id} (${describeOwner(owner)})`, () =>
+    const raw = await this.call(`read token ${id} (${describeOwner(owner)})`, client =>
       owner.kind === 'user'
-        ? this.client.user.tokens.get(id)
-        : this.client.accounts.tokens.get(id, { account_id: owner.accountId })
+        ? client.user.tokens.get(id)
+        : client.accounts.tokens.get(id, { account_id: owner.accountId })
     )
     return toApiToken(raw)
   }
@@ -260,10 +243,10 @@ export class TokenApi {
     const tokens: ApiToken[] = []
     const seen = new Set<string>()
     for (let page = 1; page <= MAX_PAGES; page++) {
-      const current = await this.call(`list tokens (${describeOwner(owner)})`, () =>
+      const current = await this.call(`list tokens (${describeOwner(owner)})`, client =>
         owner.kind === 'user'
-          ? this.client.user.tokens.list({ page, per_page: PAGE_SIZE })
-          : this.client.accounts.tokens.list({
+          ? client.user.tokens.list({ page, per_page: PAGE_SIZE })
+          : client.accounts.tokens.list({
               account_id: owner.accountId,
               page,
               per_page: PAGE_SIZE
@@ -309,10 +292,10 @@ export class TokenApi {
     }
     const result = await this.call(
       `create token "${body.name}" (${describeOwner(owner)})`,
-      () =>
+      client =>
         owner.kind === 'user'
-          ? this.client.user.tokens.create(params)
-          : this.client.accounts.tokens.create({ account_id: owner.accountId, ...params }),
+          ? client.user.tokens.create(params)
+          : client.accounts.tokens.create({ account_id: owner.accountId, ...params }),
       { mutating: true, once: true }
     )
     const { value, ...rest } = result
@@ -333,10 +316,10 @@ export class TokenApi {
     try {
       await this.call(
         `delete token ${id} (${describeOwner(owner)})`,
-        () =>
+        client =>
           owner.kind === 'user'
-            ? this.client.user.tokens.delete(id)
-            : this.client.accounts.tokens.delete(id, { account_id: owner.accountId }),
+            ? client.user.tokens.delete(id)
+            : client.accounts.tokens.delete(id, { account_id: owner.accountId }),
         { mutating: true }
       )
       return 'deleted'
@@ -369,10 +352,10 @@ export class TokenApi {
     }
     const raw = await this.call(
       `set token ${token.id} ${status} (${describeOwner(owner)})`,
-      () =>
+      client =>
         owner.kind === 'user'
-          ? this.client.user.tokens.update(token.id, body)
-          : this.client.accounts.tokens.update(token.id, { account_id: owner.accountId, ...body }),
+          ? client.user.tokens.update(token.id, body)
+          : client.accounts.tokens.update(token.id, { account_id: owner.accountId, ...body }),
       { mutating: true }
     )
     return toApiToken(raw)
@@ -382,10 +365,10 @@ export class TokenApi {
   async permissionGroups(
     owner: TokenOwner
   ): Promise<Array<{ id: string; name: string; scopes?: string[] }>> {
-    const page = await this.call(`list permission groups (${describeOwner(owner)})`, () =>
+    const page = await this.call(`list permission groups (${describeOwner(owner)})`, client =>
       owner.kind === 'user'
-        ? this.client.user.tokens.permissionGroups.list()
-        : this.client.accounts.tokens.permissionGroups.list({ account_id: owner.accountId })
+        ? client.user.tokens.permissionGroups.list()
+        : client.accounts.tokens.permissionGroups.list({ account_id: owner.accountId })
     )
     const groups: Array<{ id: string; name: string; scopes?: string[] }> = []
     for (const item of page.getPaginatedItems()) {
@@ -404,14 +387,20 @@ export class TokenApi {
    * of at most `MAX_RATE_LIMIT_WAIT_MS`; retries an idempotent call after a dropped connection, a
    * timeout or a server error, with a short exponential backoff.
    */
-  private async call<T>(what: string, run: () => PromiseLike<T>, how: CallKind = {}): Promise<T> {
+  private async call<T>(
+    what: string,
+    run: (client: TokenClient) => PromiseLike<T>,
+    how: CallKind = {}
+  ): Promise<T> {
+    const client = await this.clientFor(how.asToken)
+    const { APIConnectionTimeoutError, APIError } = await loadSdk()
     let limited = 0
     let troubled = 0
     for (;;) {
       try {
-        return await run()
+        return await run(client)
       } catch (raw) {
-        const error = toCloudflareError(raw, what, how)
+        const error = toCloudflareError(raw, what, how, { APIError, APIConnectionTimeoutError })
         if (error.status === 429) {
           const wait = error.retryAfterMs ?? 1000 * 2 ** limited
           if (wait > MAX_RATE_LIMIT_WAIT_MS || limited >= MAX_RATE_LIMIT_RETRIES) {
@@ -440,8 +429,8 @@ export class TokenApi {
 }
 
 interface CallKind {
-  /** Authenticated as the token being checked (verify), not the management token. */
-  asToken?: boolean
+  /** Authenticated as this token (verify checks a token with its own value), not the management token. */
+  asToken?: string
   /** Changes state: without an answer it may or may not have happened. */
   mutating?: boolean
   /** Never sent again after a failure, but a rate-limit refusal (create). */
@@ -468,7 +457,12 @@ function rateLimitError(what: string, waitMs: number, rate: CloudflareRate): Clo
   )
 }
 
-function toCloudflareError(error: unknown, what: string, how: CallKind): CloudflareApiError {
+function toCloudflareError(
+  error: unknown,
+  what: string,
+  how: CallKind,
+  { APIError, APIConnectionTimeoutError }: Pick<Sdk, 'APIError' | 'APIConnectionTimeoutError'>
+): CloudflareApiError {
   if (error instanceof CloudflareApiError) return error
   let message: string
   let status: number | undefined
@@ -488,7 +482,11 @@ function toCloudflareError(error: unknown, what: string, how: CallKind): Cloudfl
     message = `Cloudflare API: ${what} failed with HTTP ${status}${details ? `: ${quoteServer(details)}` : ''}.`
     // 9109 also answers a token used from outside its IP filter ("Cannot use the access token
     // from location: …"): a permission would not help there.
-    if (!how.asToken && (status === 401 || status === 403) && !/from location/i.test(details)) {
+    if (
+      how.asToken === undefined &&
+      (status === 401 || status === 403) &&
+      !/from location/i.test(details)
+    ) {
       message += ` ${MANAGEMENT_HINT}`
     }
     retryAfter = retryAfterMs(error.headers?.get('retry-after') ?? undefined)

@@ -7,7 +7,6 @@
  * target's public key, seal the value with `crypto_box_seal`, PUT `{encrypted_value, key_id}`;
  * the answer is 201 when the secret was created and 204 when it was updated.
  */
-import sodium from 'libsodium-wrappers'
 import type { SecretTarget } from '../model.js'
 import { register } from '../redact.js'
 import { type GitHubClient, describeGitHubError, httpStatus } from './client.js'
@@ -15,9 +14,21 @@ import { type GitHubClient, describeGitHubError, httpStatus } from './client.js'
 /** GitHub stores secret values of up to 48 KB (docs: "Secrets can store up to 48 KB"). */
 const MAX_SECRET_BYTES = 48 * 1024
 
+/**
+ * libsodium, loaded on the first seal (its WebAssembly takes a while to start, and most runs that
+ * fail, fail before they write a secret). The module's default export is the API.
+ */
+let libsodium: Promise<typeof import('libsodium-wrappers').default> | undefined
+function loadSodium(): Promise<typeof import('libsodium-wrappers').default> {
+  return (libsodium ??= import('libsodium-wrappers').then(async module => {
+    await module.default.ready
+    return module.default
+  }))
+}
+
 /** Seals `value` for a GitHub public key; both the key and the result are base64 ORIGINAL. */
 export async function sealSecret(value: string, publicKeyBase64: string): Promise<string> {
-  await sodium.ready
+  const sodium = await loadSodium()
   let key: Uint8Array
   try {
     key = sodium.from_base64(publicKeyBase64, sodium.base64_variants.ORIGINAL)
