@@ -2,12 +2,18 @@
  * `npm run bench`: what the action costs, measured against the sandbox with a simulated network
  * latency on every request (default 40 ms), and printed as a table.
  *
- *   npm run bench [-- --latency 40 --runs 7 --target-runs 3 --deploy-runs 5 --only rotation,targets,deploy]
+ *   npm run bench [-- --latency 40 --runs 7 --target-runs 3 --deploy-runs 5 --startup-runs 15
+ *                    --only startup,rotation,targets,deploy]
  *
- * Environment: BENCH_LATENCY_MS, BENCH_RUNS, BENCH_TARGET_RUNS, BENCH_DEPLOY_RUNS (flags win);
+ * Environment: BENCH_LATENCY_MS, BENCH_RUNS, BENCH_TARGET_RUNS, BENCH_DEPLOY_RUNS,
+ * BENCH_STARTUP_RUNS (flags win);
  * R2_ROTATION_ENTRY runs a private bundle instead of dist/index.js (as the e2e tests do).
  *
  * What it measures (medians; min–max next to them, because a 2-core machine is noisy):
+ * - Start-up (scripts/bench/startup.ts): process start → the action's first request, next to a
+ *   bare `node -e ''` and a bare Node process whose first act is a request, alternated in one
+ *   run; the ratio is the figure to compare across machines. The bundle's start chunk and the
+ *   whole of dist/ (the Cloudflare SDK and libsodium are chunks loaded on first use).
  * - Cold start: from spawning `node dist/index.js` (exactly as the runner does, sandbox/runner.ts)
  *   to the first request any simulator receives; and the size of the bundle's directory.
  * - One rotation (one secret target, deploy run 0.15 s queued + 0.4 s running): wall time, less
@@ -66,6 +72,7 @@ import {
   writeSpacingDelay
 } from './bench/measure.js'
 import { actionFollow, dispatch, naiveFollow } from './bench/followers.js'
+import { type StartupSample, measureStartup } from './bench/startup.js'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 
@@ -76,10 +83,11 @@ interface BenchOptions {
   runs: number
   targetRuns: number
   deployRuns: number
+  startupRuns: number
   only: Set<string>
 }
 
-const SECTIONS = ['rotation', 'targets', 'deploy']
+const SECTIONS = ['startup', 'rotation', 'targets', 'deploy']
 const NAIVE_POLL_MS = 10_000
 /** `followRun`'s default pause between polls, and how many of it follow each run. */
 const ACTION_POLL_MS = 1_000
@@ -96,6 +104,7 @@ function options(): BenchOptions {
       runs: { type: 'string' },
       'target-runs': { type: 'string' },
       'deploy-runs': { type: 'string' },
+      'startup-runs': { type: 'string' },
       only: { type: 'string' }
     }
   })
@@ -120,6 +129,7 @@ function options(): BenchOptions {
     runs: count(values.runs, 'BENCH_RUNS', 7, 1),
     targetRuns: count(values['target-runs'], 'BENCH_TARGET_RUNS', 3, 1),
     deployRuns: count(values['deploy-runs'], 'BENCH_DEPLOY_RUNS', 5, 1),
+    startupRuns: count(values['startup-runs'], 'BENCH_STARTUP_RUNS', 15, 1),
     only
   }
 }
@@ -399,6 +409,30 @@ function rotationTable(samples: RotationSample[], latencyMs: number, entry: stri
   ])
 }
 
+function startupTable(samples: StartupSample[], entry: string): string {
+  const row = (label: string, pick: (s: StartupSample) => number, unit: (v: number) => string) => [
+    label,
+    unit(median(samples.map(pick))),
+    spread(samples.map(pick), unit)
+  ]
+  const dir = path.dirname(entry)
+  const main = statSync(entry).size
+  return table([
+    ['metric', 'median', 'min – max'],
+    row("bare `node -e ''`: spawn → exit", r => r.bareExitMs, ms),
+    row('bare `node -e "fetch(…)"`: spawn → its request', r => r.bareFetchMs, ms),
+    row('the action: spawn → first request', r => r.actionMs, ms),
+    row("  ÷ bare `node -e ''`", r => r.actionMs / r.bareExitMs, x),
+    row('  − bare first request', r => r.actionMs - r.bareFetchMs, ms),
+    [`bundle: ${shown(entry)} (loaded at start)`, `${(main / 1e6).toFixed(2)} MB`, ''],
+    [
+      `bundle: ${shown(dir)}/ (with the chunks loaded when needed)`,
+      `${(dirSize(dir) / 1e6).toFixed(2)} MB`,
+      ''
+    ]
+  ])
+}
+
 function targetsTable(byCount: Array<[number, RotationSample[]]>): string {
   const base = byCount[0]?.[1] ?? []
   const baseWall = medianOf(base, r => r.wallMs)
@@ -505,6 +539,16 @@ async function main(): Promise<void> {
   console.log(
     `r2-token-rotation benchmark: ${opts.latencyMs} ms latency on every request; node ${process.version}, ${os.cpus().length} CPU(s); action ${shown(entry)}`
   )
+
+  if (opts.only.has('startup')) {
+    progress(`start-up: ${opts.startupRuns} runs of each …`)
+    const samples = await measureStartup(entry, opts.startupRuns)
+    progress('')
+    console.log(
+      `\nStart-up: process start → first request, next to a bare Node process; ${opts.startupRuns} runs each\n`
+    )
+    console.log(startupTable(samples, entry))
+  }
 
   let single: RotationSample[] = []
   if (opts.only.has('rotation') || opts.only.has('targets')) {
