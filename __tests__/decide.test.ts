@@ -30,13 +30,17 @@ import {
   afterFailure,
   baselineRefusal,
   budgetRefusal,
+  conditionNote,
   credentialsOf,
   decideDue,
   decideLock,
   decideRecovery,
   decideRevocation,
+  describeCondition,
   describeRecovery,
   expiryWarnings,
+  ipRules,
+  locationRefusal,
   fieldValue,
   isPublished,
   isSettled,
@@ -1595,6 +1599,77 @@ describe('refusals: what stops a rotation before anything is minted', () => {
       REFUSAL.enforce,
       expect.stringMatching(/^Cloudflare allows 3 user-owned API tokens and 3 exist/)
     ])
+  })
+})
+
+describe('IP conditions: ipRules, describeCondition, conditionNote, locationRefusal', () => {
+  it.each<[string, unknown, string | undefined]>([
+    ['none', undefined, undefined],
+    ['null', null, undefined],
+    ['empty', {}, undefined],
+    ['in only', { request_ip: { in: ['192.0.2.0/24'] } }, 'only from 192.0.2.0/24'],
+    [
+      'in and not_in',
+      { request_ip: { in: ['192.0.2.0/24', '2001:db8::/32'], not_in: ['192.0.2.7'] } },
+      'only from 192.0.2.0/24, 2001:db8::/32, not from 192.0.2.7'
+    ],
+    ['not_in only', { request_ip: { not_in: ['203.0.113.0/24'] } }, 'not from 203.0.113.0/24'],
+    ['an empty in list admits nothing', { request_ip: { in: [], not_in: [] } }, 'from no address'],
+    ['the legacy key', { 'request.ip': { in: ['198.51.100.1'] } }, 'only from 198.51.100.1'],
+    [
+      'both keys: both must pass',
+      { request_ip: { in: ['192.0.2.0/24'] }, 'request.ip': { not_in: ['192.0.2.7'] } },
+      'only from 192.0.2.0/24; and not from 192.0.2.7'
+    ]
+  ])('%s', (_, condition, words) => {
+    expect(describeCondition(condition)).toBe(words)
+    expect(ipRules(condition).length > 0).toBe(words !== undefined)
+  })
+
+  it('conditionNote says what the condition means for this run', () => {
+    const condition = { request_ip: { in: ['192.0.2.0/24'] } }
+    expect(conditionNote({ condition: undefined, probe: true })).toBeUndefined()
+    expect(conditionNote({ condition, probe: true })).toBe(
+      'IP condition: requests only from 192.0.2.0/24. The new token gets the same condition, unchanged. The R2 probe uses the credentials from this runner, so its address must be inside the filter.'
+    )
+    expect(conditionNote({ condition, probe: false })).toContain(
+      'Only the management token is used from this runner'
+    )
+    expect(conditionNote({ condition, probe: false, refusedFrom: '203.0.113.9' })).toContain(
+      'Cloudflare refuses the token from this runner (203.0.113.9): the new token is checked with the management token'
+    )
+  })
+
+  it.each<[string, { needsVerify: boolean; probePlanned: boolean }, string[] | undefined]>([
+    ['nothing needs the token from here', { needsVerify: false, probePlanned: false }, undefined],
+    [
+      'the probe',
+      { needsVerify: false, probePlanned: true },
+      ['the R2 probe', 'set r2-probe: off:']
+    ],
+    [
+      'a verify to name the token',
+      { needsVerify: true, probePlanned: false },
+      ['a verify, to learn which token', 'set current-access-key-id set to the token id:']
+    ],
+    [
+      'both',
+      { needsVerify: true, probePlanned: true },
+      ['a verify, to learn which token', 'set r2-probe: off and current-access-key-id']
+    ]
+  ])('locationRefusal: %s', (_, facts, parts) => {
+    const message = locationRefusal({
+      tokenId: 'abc',
+      condition: { request_ip: { in: ['192.0.2.0/24'] } },
+      refusedFrom: '127.0.0.1',
+      ...facts
+    })
+    if (!parts) return expect(message).toBeUndefined()
+    expect(message).toContain(
+      "Cloudflare refuses token abc from this runner's address (127.0.0.1): its IP condition admits requests only from 192.0.2.0/24."
+    )
+    for (const part of [...parts, 'Nothing was minted or changed', 'fixed egress address'])
+      expect(message).toContain(part)
   })
 })
 

@@ -211,6 +211,102 @@ export function planProbe(
   return { kind: 'probe', probe: { mode, bucket, jurisdiction } }
 }
 
+// -------------------------------------------------------------------------- IP conditions
+
+/** One IP rule of a token condition: the addresses it admits and those it excludes. */
+export interface IpRule {
+  in?: string[]
+  notIn: string[]
+}
+
+/**
+ * The IP rules of a token's `condition` (`request_ip`, or its older spelling `request.ip`; both
+ * must pass when both are present); empty when the token has no IP condition.
+ */
+export function ipRules(condition: unknown): IpRule[] {
+  if (!condition || typeof condition !== 'object') return []
+  const rules: IpRule[] = []
+  for (const key of ['request_ip', 'request.ip']) {
+    const rule = (condition as Record<string, unknown>)[key]
+    if (!rule || typeof rule !== 'object') continue
+    const list = (value: unknown): string[] | undefined =>
+      Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : undefined
+    const admitted = list((rule as Record<string, unknown>).in)
+    rules.push({
+      ...(admitted ? { in: admitted } : {}),
+      notIn: list((rule as Record<string, unknown>).not_in) ?? []
+    })
+  }
+  return rules
+}
+
+/** A condition in words: "only from 192.0.2.0/24, not from 192.0.2.7"; undefined without one. */
+export function describeCondition(condition: unknown): string | undefined {
+  const rules = ipRules(condition)
+  if (rules.length === 0) return undefined
+  return rules
+    .map(rule => {
+      const parts: string[] = []
+      if (rule.in)
+        parts.push(rule.in.length > 0 ? `only from ${rule.in.join(', ')}` : 'from no address')
+      if (rule.notIn.length > 0) parts.push(`not from ${rule.notIn.join(', ')}`)
+      return parts.length > 0 ? parts.join(', ') : 'from any address'
+    })
+    .join('; and ')
+}
+
+/** What a token's IP condition means for this run, for the log and the job summary. */
+export function conditionNote(facts: {
+  condition: unknown
+  /** Where Cloudflare refused the token from this runner, if it did. */
+  refusedFrom?: string
+  probe: boolean
+}): string | undefined {
+  const words = describeCondition(facts.condition)
+  if (!words) return undefined
+  const here =
+    facts.refusedFrom === undefined
+      ? facts.probe
+        ? 'The R2 probe uses the credentials from this runner, so its address must be inside the filter.'
+        : 'Only the management token is used from this runner; the smoke checks prove the new token where the app runs.'
+      : `Cloudflare refuses the token from this runner${facts.refusedFrom ? ` (${facts.refusedFrom})` : ''}: the new token is checked with the management token instead of by itself, and proven by the smoke checks where the app runs.`
+  return `IP condition: requests ${words}. The new token gets the same condition, unchanged. ${here}`
+}
+
+/**
+ * Cloudflare refused the current token from this runner's address (its IP condition): refused
+ * when the run needs the token from here — to learn which token `current-token` is (no
+ * `current-access-key-id`), or for the R2 probe (the new token keeps the condition, so its probe
+ * would fail after the mint). Otherwise undefined: the run goes on without using it from here.
+ */
+export function locationRefusal(facts: {
+  tokenId?: string
+  condition?: unknown
+  refusedFrom: string
+  /** No `current-access-key-id`: only a verify from here can tell which token it is. */
+  needsVerify: boolean
+  probePlanned: boolean
+}): string | undefined {
+  if (!facts.needsVerify && !facts.probePlanned) return undefined
+  const words = describeCondition(facts.condition)
+  const uses = [
+    ...(facts.needsVerify ? ['a verify, to learn which token current-token is'] : []),
+    ...(facts.probePlanned ? ['the R2 probe with the current and the new credentials'] : [])
+  ]
+  const off = [
+    ...(facts.probePlanned ? ['r2-probe: off'] : []),
+    ...(facts.needsVerify ? ['current-access-key-id set to the token id'] : [])
+  ]
+  return (
+    `Cloudflare refuses ${facts.tokenId ? `token ${facts.tokenId}` : 'the current-token'} from this runner's address${facts.refusedFrom ? ` (${facts.refusedFrom})` : ''}` +
+    `${words ? `: its IP condition admits requests ${words}` : ' (code 9109, an IP condition)'}. ` +
+    `This run would use the token from here (${uses.join('; ')}), and the new token keeps the same condition. Nothing was minted or changed. ` +
+    `Either run the rotation on a runner whose fixed egress address is inside the filter (a self-hosted runner, or a larger runner with a static IP), ` +
+    `or set ${off.join(' and ')}: the new token is then checked with the management token, and the smoke checks, which run where the app is, prove that it works. ` +
+    'Do not widen the filter for the rotation: the new token copies it as it is.'
+  )
+}
+
 // ------------------------------------------------------------------------------- refusals
 
 /** Facts that can stop a rotation before anything is minted. */
@@ -301,7 +397,8 @@ export function budgetRefusal(rate: { remaining?: number; resetAt?: Date }): str
 export function baselineRefusal(
   smoke: SmokeResult[],
   probe: { ok: true } | { ok: false; reason: string } | undefined,
-  currentId: string
+  currentId: string,
+  condition?: unknown
 ): string | undefined {
   const failed = smoke.filter(r => !r.ok)
   const parts: string[] = []
@@ -311,8 +408,12 @@ export function baselineRefusal(
     )
   }
   if (probe && !probe.ok) {
+    const words = describeCondition(condition)
     parts.push(
-      `the R2 probe with the current credentials of token ${currentId} fails: ${probe.reason}`
+      `the R2 probe with the current credentials of token ${currentId} fails: ${probe.reason}` +
+        (words
+          ? ` (the token's IP condition admits requests ${words}: from a runner outside it the probe cannot pass; run on a runner inside it, or set r2-probe: off and let the smoke checks prove the new token)`
+          : '')
     )
   }
   if (parts.length === 0) return undefined

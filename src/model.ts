@@ -323,6 +323,8 @@ export interface RotationReport {
   accessKeyId?: string
   expiresOn?: string
   tokenScope?: string
+  /** The token's IP condition in words, when it has one (decide.describeCondition). */
+  condition?: string
   scope?: TokenScope
   owner?: TokenOwner['kind']
   /** Distinct secrets written, one line each: `<target> <NAME>`. */

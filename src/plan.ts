@@ -60,6 +60,7 @@ export async function preflight(ctx: RotationContext, report: RotationReport): P
   )
   const scope = checkToken(ctx, report, cf, current, recovery, now)
   const probe = planProbe(ctx, report, scope, cf.owner, current)
+  checkCondition(report, cf, current, probe)
   await readTargets(ctx)
   const deploy = await preflightDeploy(ctx, report)
   await preflightBaseline(ctx, serving.candidates, current, serving.credentials, probe)
@@ -159,6 +160,36 @@ function checkToken(
     )
   }
   return scope
+}
+
+/**
+ * The current token's IP condition: what it means for this run (log and summary), and the
+ * refusal when this runner cannot use the token but the run would have to.
+ */
+function checkCondition(
+  report: RotationReport,
+  cf: CloudflareFacts,
+  current: ApiToken,
+  probe: ProbeTarget | undefined
+): void {
+  if (cf.refusedFrom !== undefined) {
+    const refusal = decide.locationRefusal({
+      tokenId: current.id,
+      condition: current.condition,
+      refusedFrom: cf.refusedFrom,
+      needsVerify: false,
+      probePlanned: probe !== undefined
+    })
+    if (refusal) throw new RotationError('preflight', refusal)
+  }
+  const note = decide.conditionNote({
+    condition: current.condition,
+    ...(cf.refusedFrom !== undefined ? { refusedFrom: cf.refusedFrom } : {}),
+    probe: probe !== undefined
+  })
+  if (!note) return
+  report.condition = decide.describeCondition(current.condition)
+  log.info(note)
 }
 
 /** The new token's name (unique among the owner's other tokens) and expiry. */
@@ -279,7 +310,12 @@ async function preflightBaseline(
     servingIds,
     probe ? { ...probe, credentials } : undefined
   )
-  const refusal = decide.baselineRefusal(baseline.smoke, baseline.probe, current.id)
+  const refusal = decide.baselineRefusal(
+    baseline.smoke,
+    baseline.probe,
+    current.id,
+    current.condition
+  )
   if (refusal) throw new RotationError('preflight', refusal)
   if (baseline.smoke.length > 0) {
     log.info(

@@ -11,11 +11,11 @@ import type {
   TokenOwner
 } from './model.js'
 import type { RotationContext } from './context.js'
-import type { JournalRunState, ProbePlan } from './decide.js'
+import { type JournalRunState, type ProbePlan, locationRefusal } from './decide.js'
 import { RotationError } from './errors.js'
 import { mask } from './log.js'
 import { sha256Hex } from './redact.js'
-import { resolveCurrentToken } from './cloudflare/tokens.js'
+import { CloudflareApiError, resolveCurrentToken } from './cloudflare/tokens.js'
 import { type ManagementToken, verifyManagementToken } from './cloudflare/management.js'
 import { probeBucket } from './cloudflare/probe.js'
 import { type JobEnvironment, type WorkflowInfo, getRun, inspectWorkflow } from './github/deploy.js'
@@ -28,6 +28,11 @@ export interface CloudflareFacts {
   resolved: ApiToken
   /** What the current-* inputs tell, one entry per token they name. */
   known: Credentials[]
+  /**
+   * Where Cloudflare refused the current token from this runner (its IP condition), when a
+   * verify with it was refused: the address it saw, or ''.
+   */
+  refusedFrom?: string
   /** Why the inputs do not describe one token, when they do not. */
   inputsMismatch?: string
   /** Permission group id → name, to classify policies by name. */
@@ -58,8 +63,21 @@ export async function readCloudflare(ctx: RotationContext): Promise<CloudflareFa
     ...(settings.accountId ? { accountId: settings.accountId } : {}),
     ...(settings.currentToken ? { currentToken: settings.currentToken } : {}),
     ...(settings.currentAccessKeyId ? { currentAccessKeyId: settings.currentAccessKeyId } : {})
+  }).catch((error: unknown) => {
+    // Only a verify from here could name the token (no current-access-key-id), and its IP
+    // condition refuses this runner: nothing to go on (the refusal's text is decide.ts's).
+    const refusedFrom = refusedFromOf(error)
+    if (refusedFrom === undefined) throw error
+    throw new RotationError(
+      'preflight',
+      locationRefusal({
+        refusedFrom,
+        needsVerify: true,
+        probePlanned: settings.r2.probe !== 'off'
+      })!
+    )
   })
-  const { known, mismatch } = await readKnownCredentials(ctx, owner, resolved.id)
+  const { known, mismatch, refusedFrom } = await readKnownCredentials(ctx, owner, resolved.id)
   const journal = await journalRead
   const settled = !journal || journal.phase === 'done' || journal.phase === 'rolled-back'
   const run = settled ? undefined : await readRun(ctx, journal.run_id)
@@ -70,6 +88,7 @@ export async function readCloudflare(ctx: RotationContext): Promise<CloudflareFa
     owner,
     resolved,
     known,
+    ...(refusedFrom !== undefined ? { refusedFrom } : {}),
     ...(mismatch ? { inputsMismatch: mismatch } : {}),
     groupNames: new Map(groups.map(g => [g.id, g.name])),
     ownerTokens,
@@ -117,12 +136,24 @@ async function readKnownCredentials(
   ctx: RotationContext,
   owner: TokenOwner,
   resolvedId: string
-): Promise<{ known: Credentials[]; mismatch?: string }> {
+): Promise<{ known: Credentials[]; mismatch?: string; refusedFrom?: string }> {
   const { currentToken, currentAccessKeyId, currentSecretAccessKey } = ctx.settings
   const known: Credentials[] = []
   let tokenId: string | undefined
+  let refusedFrom: string | undefined
   if (currentToken) {
-    tokenId = currentAccessKeyId ? (await ctx.tokens.verify(currentToken, owner)).id : resolvedId
+    tokenId = resolvedId
+    if (currentAccessKeyId) {
+      try {
+        tokenId = (await ctx.tokens.verify(currentToken, owner)).id
+      } catch (error) {
+        // Its IP condition refuses this runner: the value is taken to be current-access-key-id's
+        // (it cannot be checked from here; decide.ts says what that means for the run).
+        refusedFrom = refusedFromOf(error)
+        if (refusedFrom === undefined) throw error
+        tokenId = currentAccessKeyId
+      }
+    }
     const secretAccessKey = sha256Hex(currentToken)
     mask(secretAccessKey)
     known.push({ id: tokenId, value: currentToken, secretAccessKey })
@@ -140,6 +171,7 @@ async function readKnownCredentials(
     if (known[0].secretAccessKey !== currentSecretAccessKey) {
       return {
         known,
+        ...(refusedFrom !== undefined ? { refusedFrom } : {}),
         mismatch: `Input 'current-secret-access-key' does not belong to current-token (an R2 Secret Access Key is the SHA-256 of its token value). Pass the secrets of the same token.`
       }
     }
@@ -147,10 +179,16 @@ async function readKnownCredentials(
   if (known.length > 1) {
     return {
       known,
+      ...(refusedFrom !== undefined ? { refusedFrom } : {}),
       mismatch: `Inputs 'current-token' and 'current-access-key-id' name different tokens (${known.map(k => k.id).join(' and ')}). Pass the values the deployments use now, from the same token.`
     }
   }
-  return { known }
+  return { known, ...(refusedFrom !== undefined ? { refusedFrom } : {}) }
+}
+
+/** The address of an IP-condition refusal (see `CloudflareApiError.refusedFrom`), else undefined. */
+function refusedFromOf(error: unknown): string | undefined {
+  return error instanceof CloudflareApiError ? error.refusedFrom : undefined
 }
 
 // ------------------------------------------------------------------------------- GitHub

@@ -133,6 +133,7 @@ export function summaryMarkdown(report: RotationReport): string {
     rows.push(['New token', `${code(report.tokenId)} ${escape(report.tokenName ?? '')}`])
   if (report.owner) rows.push(['Owner', report.owner])
   if (report.tokenScope) rows.push(['Scope', code(report.tokenScope)])
+  if (report.condition) rows.push(['IP condition', escape(report.condition)])
   rows.push(['Expires', report.tokenId ? (report.expiresOn ?? 'never') : '—'])
   if (report.probe) {
     rows.push([

@@ -36,10 +36,21 @@ export class CloudflareApiError extends Error {
   readonly ambiguous: boolean
   /** How long Cloudflare asked to wait (`Retry-After`), for a 429. */
   readonly retryAfterMs?: number
+  /**
+   * Set when the token's IP condition refused the caller (403, 9109 "Cannot use the access token
+   * from location: ADDRESS"): the address Cloudflare saw, or '' when it did not say.
+   */
+  readonly refusedFrom?: string
 
   constructor(
     message: string,
-    options: { status?: number; codes?: number[]; ambiguous?: boolean; retryAfterMs?: number }
+    options: {
+      status?: number
+      codes?: number[]
+      ambiguous?: boolean
+      retryAfterMs?: number
+      refusedFrom?: string
+    }
   ) {
     super(message)
     this.name = 'CloudflareApiError'
@@ -47,6 +58,7 @@ export class CloudflareApiError extends Error {
     this.codes = options.codes ?? []
     this.ambiguous = options.ambiguous ?? false
     if (options.retryAfterMs !== undefined) this.retryAfterMs = options.retryAfterMs
+    if (options.refusedFrom !== undefined) this.refusedFrom = options.refusedFrom
   }
 }
 
@@ -469,6 +481,7 @@ function toCloudflareError(
   let codes: number[] = []
   let ambiguous = false
   let retryAfter: number | undefined
+  let refusedFrom: string | undefined
   if (error instanceof APIError && error.status !== undefined) {
     status = error.status
     const envelope = (error.errors ?? []) as Array<{ code?: unknown; message?: unknown }>
@@ -481,11 +494,12 @@ function toCloudflareError(
       .join('; ')
     message = `Cloudflare API: ${what} failed with HTTP ${status}${details ? `: ${quoteServer(details)}` : ''}.`
     // 9109 also answers a token used from outside its IP filter ("Cannot use the access token
-    // from location: …"): a permission would not help there.
+    // from location: …", as reported in jeessy2/ddns-go#1341): a permission would not help there.
+    refusedFrom = locationRefusal(error.status, envelope)
     if (
       how.asToken === undefined &&
       (status === 401 || status === 403) &&
-      !/from location/i.test(details)
+      refusedFrom === undefined
     ) {
       message += ` ${MANAGEMENT_HINT}`
     }
@@ -503,8 +517,27 @@ function toCloudflareError(
     status,
     codes,
     ambiguous,
-    ...(retryAfter !== undefined ? { retryAfterMs: retryAfter } : {})
+    ...(retryAfter !== undefined ? { retryAfterMs: retryAfter } : {}),
+    ...(refusedFrom !== undefined ? { refusedFrom } : {})
   })
+}
+
+/**
+ * The address an IP condition refused (403 with code 9109 "Cannot use the access token from
+ * location: 203.0.113.7"; '' when the text names none), else undefined. Code 9109 alone also
+ * means a missing permission, so the text decides.
+ */
+function locationRefusal(
+  status: number,
+  envelope: Array<{ code?: unknown; message?: unknown }>
+): string | undefined {
+  if (status !== 403) return undefined
+  for (const e of envelope) {
+    if (Number(e.code) !== 9109 || typeof e.message !== 'string') continue
+    const match = /from location(?::\s*([0-9a-f.:]{2,45}))?/i.exec(e.message)
+    if (match) return match[1] ?? ''
+  }
+  return undefined
 }
 
 const STATUSES = new Set(['active', 'disabled', 'expired'])
@@ -675,6 +708,7 @@ export async function resolveCurrentToken(
     },
     error =>
       tokenOwner === 'auto' &&
+      error.refusedFrom === undefined &&
       (error.status === 403 || error.status === 404 || error.codes.includes(1000))
   )
   if ('found' in result) return { owner: result.found.owner, token: result.found.value }
