@@ -39,6 +39,7 @@ import {
   describeCondition,
   describeRecovery,
   expiryWarnings,
+  githubTokenExpiry,
   ipRules,
   locationRefusal,
   fieldValue,
@@ -1465,7 +1466,7 @@ describe('refusals: what stops a rotation before anything is minted', () => {
     itself: (id: string) =>
       `The management token (cloudflare-api-token) is the token being rotated (${id}); revoking it would end the rotation midway. Use a separate token with 'API Tokens Write'.`,
     managementExpired: (on: string) =>
-      `The management token (cloudflare-api-token) ${MANAGEMENT} expired on ${on}. Create a new one and update the secret it comes from.`,
+      `The management token (cloudflare-api-token) ${MANAGEMENT} expired on ${on}. Create a new one (dashboard: My Profile → API Tokens → Create Token → the 'Create additional tokens' template for a user-owned token, or Manage Account → Account API Tokens for an account-owned one) and update the secret it comes from.`,
     enforce: `least-privilege: enforce refuses to rotate token ${PREVIOUS}: ${WARNING} Narrow the token's policies (one bucket, object-level permissions) or set least-privilege: warn.`
   }
 
@@ -1595,7 +1596,7 @@ describe('refusals: what stops a rotation before anything is minted', () => {
       REFUSAL.mismatch,
       REFUSAL.disabled,
       REFUSAL.itself(PREVIOUS),
-      `The management token (cloudflare-api-token) ${PREVIOUS} expired on ${ago(DAY)}. Create a new one and update the secret it comes from.`,
+      `The management token (cloudflare-api-token) ${PREVIOUS} expired on ${ago(DAY)}. Create a new one (dashboard: My Profile → API Tokens → Create Token → the 'Create additional tokens' template for a user-owned token, or Manage Account → Account API Tokens for an account-owned one) and update the secret it comes from.`,
       REFUSAL.enforce,
       expect.stringMatching(/^Cloudflare allows 3 user-owned API tokens and 3 exist/)
     ])
@@ -1670,6 +1671,25 @@ describe('IP conditions: ipRules, describeCondition, conditionNote, locationRefu
     )
     for (const part of [...parts, 'Nothing was minted or changed', 'fixed egress address'])
       expect(message).toContain(part)
+  })
+})
+
+describe('githubTokenExpiry: the github-token expiry GitHub sent', () => {
+  const now = new Date('2026-03-10T12:00:00Z')
+  const at = (days: number): Date => new Date(now.getTime() + days * 24 * 3600 * 1000)
+  it.each<[string, Date | undefined, 'warn' | 'refuse' | undefined, string]>([
+    ['none sent', undefined, undefined, ''],
+    ['in 40 days', at(40), undefined, ''],
+    ['in exactly 30 days', at(30), undefined, ''],
+    ['in 29.5 days', at(29.5), 'warn', '(in 29 day(s))'],
+    ['in an hour', at(1 / 24), 'warn', '(in less than a day)'],
+    ['an hour ago', at(-1 / 24), 'refuse', 'expired on 2026-03-10T11:00:00Z'],
+    ['right now', now, 'refuse', 'expired']
+  ])('%s', (_, expires, kind, text) => {
+    const result = githubTokenExpiry(expires, now)
+    expect(result?.kind).toBe(kind)
+    if (text) expect(result?.message).toContain(text)
+    if (result) expect(result.message).toContain('Regenerate it')
   })
 })
 

@@ -5,7 +5,12 @@
  */
 import { RequestLog } from '../sandbox/log.js'
 import { Service, type Handler, type OutgoingResponse } from '../sandbox/service.js'
-import { createGitHubClient, isLoopbackUrl, type GitHubClient } from '../src/github/client.js'
+import {
+  createGitHubClient,
+  isLoopbackUrl,
+  negotiatedVersion,
+  type GitHubClient
+} from '../src/github/client.js'
 
 const DISPATCH = 'POST /repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches'
 
@@ -257,5 +262,25 @@ describe('isLoopbackUrl', () => {
     ['not a url', false]
   ])('%s → %s', (url, expected) => {
     expect(isLoopbackUrl(url)).toBe(expected)
+  })
+})
+
+describe('negotiatedVersion: the version to use after GitHub refused the one asked for', () => {
+  const refusal = (supported: string): unknown =>
+    Object.assign(
+      new Error(
+        `The version you specified in the "X-GitHub-Api-Version" request header, "2022-11-28", is not a supported version. The following versions are currently supported: ${supported}.`
+      ),
+      { status: 400 }
+    )
+  it.each<[string, unknown, string | undefined]>([
+    ['only 2026-03-10', refusal('"2026-03-10" (most recent)'), '2026-03-10'],
+    ['a newer one too', refusal('"2031-01-01" (most recent), "2026-03-10"'), '2026-03-10'],
+    ['none the action knows', refusal('"2031-01-01" (most recent)'), undefined],
+    ['the one asked for (nothing better)', refusal('"2022-11-28"'), undefined],
+    ['another 400', Object.assign(new Error('Problems parsing JSON'), { status: 400 }), undefined],
+    ['a 404', Object.assign(new Error('Not Found'), { status: 404 }), undefined]
+  ])('%s', (_, error, expected) => {
+    expect(negotiatedVersion(error, '2022-11-28')).toBe(expected)
   })
 })

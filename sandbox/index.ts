@@ -69,6 +69,8 @@ export interface SandboxOptions {
   /** Default { queuedMs: 150, runningMs: 400, conclusion: 'success' } (rollout 'on-success'). */
   run?: RunBehavior
   rejectReturnRunDetails?: boolean
+  /** The REST API versions GitHub serves (see `GitHubSimOptions.apiVersions`). */
+  githubApiVersions?: string[]
   /** GitHub acts as GitHub Enterprise Server (see `EnterpriseServerOptions`; default github.com). */
   enterpriseServer?: EnterpriseServerOptions
   /**
@@ -201,6 +203,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   const github = new GitHubSim(log, {
     rejectReturnRunDetails: options.rejectReturnRunDetails,
     enterpriseServer: options.enterpriseServer,
+    ...(options.githubApiVersions ? { apiVersions: options.githubApiVersions } : {}),
     clock: options.githubClock ?? (timeScale === 1 ? undefined : scaledClock(timeScale))
   })
   const r2 = new R2Sim(log, cloudflare, { accountId })

@@ -139,6 +139,10 @@ export function expiryWarnings(
 /** The management token's own expiry: a warning within 30 days, a refusal once it has passed. */
 export const MANAGEMENT_EXPIRY_WARNING_MS = 30 * 24 * 3600 * 1000
 
+/** Where a management token is made, in the dashboard's words (api-facts, credentials.md). */
+export const MANAGEMENT_RENEWAL =
+  "dashboard: My Profile → API Tokens → Create Token → the 'Create additional tokens' template for a user-owned token, or Manage Account → Account API Tokens for an account-owned one"
+
 /**
  * The new token's name: the expanded template, made unique among the owner's tokens with the run
  * (` #<run id>`, ` #<run id>-<attempt>` on a re-run) when another token carries it already. The
@@ -337,6 +341,32 @@ export interface PreflightFacts {
 /** Requests to Cloudflare that a rotation makes after preflight, at most (create, re-read, verify, disable, watch, enable, delete, evidence…). */
 export const ROTATION_CLOUDFLARE_REQUESTS = 25
 
+/**
+ * The github-token's expiry, when GitHub sent it: a warning within
+ * `MANAGEMENT_EXPIRY_WARNING_MS` (30 days), a refusal once passed; undefined otherwise.
+ */
+export function githubTokenExpiry(
+  expires: Date | undefined,
+  now: Date
+): { kind: 'warn' | 'refuse'; message: string } | undefined {
+  if (!expires) return undefined
+  const left = expires.getTime() - now.getTime()
+  const renew =
+    'Regenerate it (a fine-grained PAT: Settings → Developer settings → Personal access tokens → Fine-grained tokens → the token → Regenerate token; or use a GitHub App, whose tokens are minted per run) and update the secret it comes from'
+  if (left <= 0) {
+    return {
+      kind: 'refuse',
+      message: `The github-token expired on ${isoSeconds(expires)}. ${renew}.`
+    }
+  }
+  if (left >= MANAGEMENT_EXPIRY_WARNING_MS) return undefined
+  const days = Math.floor(left / (24 * 3600 * 1000))
+  return {
+    kind: 'warn',
+    message: `The github-token expires on ${isoSeconds(expires)} (in ${days === 0 ? 'less than a day' : `${days} day(s)`}). ${renew} before then: once it expires every rotation fails, and the rotated token is no longer renewed.`
+  }
+}
+
 /** Every reason found to refuse, in the order a user should fix them; empty when none. */
 export function refusals(facts: PreflightFacts): string[] {
   const out: string[] = []
@@ -353,7 +383,7 @@ export function refusals(facts: PreflightFacts): string[] {
   }
   if (facts.managementExpiresOn && Date.parse(facts.managementExpiresOn) <= facts.now.getTime()) {
     out.push(
-      `The management token (cloudflare-api-token) ${facts.managementId} expired on ${facts.managementExpiresOn}. Create a new one and update the secret it comes from.`
+      `The management token (cloudflare-api-token) ${facts.managementId} expired on ${facts.managementExpiresOn}. Create a new one (${MANAGEMENT_RENEWAL}) and update the secret it comes from.`
     )
   }
   if (facts.leastPrivilege === 'enforce' && facts.scopeWarnings.length > 0) {

@@ -18,7 +18,7 @@ import type { JournalPhase, JournalRecord, RepoRef } from './model.js'
 import { httpStatus } from './errors.js'
 import { log } from './log.js'
 import { scrub } from './redact.js'
-import { type GitHubClient, describeGitHubError } from './github/client.js'
+import { type GitHubClient, describeGitHubError, gitHubHint } from './github/client.js'
 
 export type { JournalPhase, JournalRecord } from './model.js'
 
@@ -246,7 +246,7 @@ export class Journal {
 
   private failure(doing: string, name: string, error: unknown): JournalError {
     return new JournalError(
-      `Cannot ${doing} (variable ${name}): ${describeGitHubError(error)}. The github-token needs "Variables: read and write" on ${this.repo.owner}/${this.repo.repo}.`
+      `Cannot ${doing} (variable ${name}): ${describeGitHubError(error)}. ${gitHubHint(error, `The github-token needs "Variables: read and write" on ${this.repo.owner}/${this.repo.repo}.`)}`
     )
   }
 }

@@ -12,6 +12,7 @@ import { warn } from './report.js'
 import { TOKEN_QUOTA } from './cloudflare/tokens.js'
 import { MANAGEMENT_PERMISSION, requireManagementPermission } from './cloudflare/management.js'
 import { accountIdFromPolicies, classifyScope, r2Endpoint } from './cloudflare/r2.js'
+import { tokenExpirationOf } from './github/client.js'
 import { describeTarget } from './github/secrets.js'
 import { expandTokenName, TOKEN_NAME_MAX_LENGTH } from './token-name.js'
 import {
@@ -156,9 +157,13 @@ function checkToken(
   if (expires && Date.parse(expires) - now.getTime() < decide.MANAGEMENT_EXPIRY_WARNING_MS) {
     warn(
       report,
-      `The management token (cloudflare-api-token) ${cf.management.id} expires on ${expires}. Create its successor before then and update the secret it comes from, or rotations stop and the rotated token is never renewed.`
+      `The management token (cloudflare-api-token) ${cf.management.id} expires on ${expires}. Create its successor before then (${decide.MANAGEMENT_RENEWAL}) and update the secret it comes from, or rotations stop and the rotated token is never renewed.`
     )
   }
+  // GitHub has answered by now (the journal read): its expiry header, if it sent one.
+  const github = decide.githubTokenExpiry(tokenExpirationOf(ctx.github), now)
+  if (github?.kind === 'refuse') throw new RotationError('preflight', github.message)
+  if (github) warn(report, github.message)
   return scope
 }
 

@@ -62,7 +62,7 @@ export async function verifyManagementToken(
   )
   if (!('found' in result)) {
     throw new Error(
-      `The management token (cloudflare-api-token) does not verify: ${result.failures.map(f => f.message).join(' ')}${accountId ? '' : ' If it is an account-owned token, set account-id.'}`
+      `The management token (cloudflare-api-token) does not verify: ${result.failures.map(f => f.message).join(' ')}${accountId ? '' : ' If it is an account-owned token, set account-id.'} A token past its expiry date, or deleted, answers the same: then create a new one and update the secret it comes from.`
     )
   }
   const { owner, value: verified } = result.found

@@ -31,6 +31,77 @@ export type GitHubClientLog = Log
 export const GITHUB_API_VERSION = '2022-11-28'
 
 /**
+ * The versions this action knows how to speak, oldest first. From 2026-03-10 a dispatch always
+ * answers 200 with the run, and `return_run_details` is an unknown key (deploy.ts).
+ */
+export const KNOWN_API_VERSIONS = ['2022-11-28', '2026-03-10'] as const
+
+/** The version from which a dispatch always returns its run and rejects `return_run_details`. */
+export const RUN_DETAILS_ALWAYS_VERSION = '2026-03-10'
+
+/** What one client learnt from GitHub's answers. */
+interface ClientState {
+  /** The API version it asks for now (the pinned one, unless the server does not serve it). */
+  apiVersion: string
+  /** `github-authentication-token-expiration` of the latest answer that carried it. */
+  tokenExpiration?: string
+}
+const states = new WeakMap<object, ClientState>()
+
+/** The API version `octokit` asks for now. */
+export function apiVersionOf(octokit: GitHubClient): string {
+  return states.get(octokit)?.apiVersion ?? GITHUB_API_VERSION
+}
+
+/**
+ * When the github-token expires, as GitHub said on an answer (`github-authentication-token-expiration`,
+ * sent for fine-grained and classic PATs that have an expiry, e.g. `2026-12-31 23:59:59 UTC`;
+ * github.blog/changelog/2021-07-26-expiration-options-for-personal-access-tokens). Undefined when
+ * no answer carried it (a token without expiry, an App or GITHUB_TOKEN) or it is not a date.
+ */
+export function tokenExpirationOf(octokit: GitHubClient): Date | undefined {
+  const header = states.get(octokit)?.tokenExpiration
+  if (!header) return undefined
+  const match =
+    /^(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2})(?:\s*(UTC|GMT|Z|[+-]\d{2}:?\d{2}))?$/.exec(
+      header.trim()
+    )
+  if (!match) return undefined
+  const zone = !match[3] || /^(UTC|GMT|Z)$/.test(match[3]) ? 'Z' : match[3]
+  const date = new Date(`${match[1]}T${match[2]}${zone}`)
+  return Number.isNaN(date.getTime()) ? undefined : date
+}
+
+/**
+ * The newest version that both the server (as its 400 lists them) and this action know, when the
+ * server refused the version asked for; else undefined.
+ */
+export function negotiatedVersion(error: unknown, asked: string): string | undefined {
+  const served = unsupportedVersion(error)
+  return KNOWN_API_VERSIONS.filter(v => served?.includes(v) && v !== asked).at(-1)
+}
+
+/**
+ * For GitHub's 400 "The version you specified in the "X-GitHub-Api-Version" request header … is
+ * not a supported version. The following versions are currently supported: …": the versions it
+ * lists as supported. Undefined for any other answer.
+ */
+function unsupportedVersion(error: unknown): string[] | undefined {
+  if (httpStatus(error) !== 400) return undefined
+  const message = String((error as { message?: unknown })?.message ?? '')
+  if (!/X-GitHub-Api-Version/i.test(message) || !/not a supported version/i.test(message)) {
+    return undefined
+  }
+  const supported = message.split(/currently supported/i)[1] ?? ''
+  return [...new Set(supported.match(/\d{4}-\d{2}-\d{2}/g) ?? [])]
+}
+
+/** The server serves no REST API version this action knows. */
+export class ApiVersionError extends Error {
+  override name = 'ApiVersionError'
+}
+
+/**
  * 4xx answers are final: repeating them changes nothing. 429 is left out on purpose: a 429 that
  * is a rate limit goes to the throttling plugin (see `retryRequest` below), any other 429 is
  * retried after its `retry-after`.
@@ -154,13 +225,54 @@ export function createGitHubClient(options: {
   // chose otherwise (plugin-retry retries any method on 5xx). `request` is copied for every
   // request because Octokit shares it with the client's defaults, and both plugins write their
   // retry counters into it.
-  const apiVersion = options.apiVersion ?? GITHUB_API_VERSION
+  const state: ClientState = { apiVersion: options.apiVersion ?? GITHUB_API_VERSION }
+  states.set(octokit, state)
   octokit.hook.before('request', requestOptions => {
-    // A caller may ask for another version on one request (deploy.ts does, for the dispatch).
-    requestOptions.headers['x-github-api-version'] ??= apiVersion
+    requestOptions.headers['x-github-api-version'] = state.apiVersion
     const own = { ...requestOptions.request }
     if (requestOptions.method === 'POST' && own.retries === undefined) own.retries = 0
     requestOptions.request = own
+  })
+
+  // A server that no longer serves the pinned version (or GHES that does not serve it yet)
+  // answers 400 before doing anything, listing the versions it serves: the request is sent again,
+  // once, in the newest version both know, and every later request asks for that one
+  // (docs.github.com/rest/about-the-rest-api/api-versions: "If you specify an API version that is
+  // no longer supported, you will receive a 400 error").
+  // Every answer, failures included (a 404 is the usual first one), also tells the token's expiry
+  // when GitHub sends it.
+  const noteExpiry = (headers: Record<string, unknown> | undefined): void => {
+    const expiration = headers?.['github-authentication-token-expiration']
+    if (typeof expiration === 'string') state.tokenExpiration = expiration
+  }
+  octokit.hook.wrap('request', async (request, requestOptions) => {
+    try {
+      const response = await request(requestOptions)
+      noteExpiry(response.headers)
+      return response
+    } catch (error) {
+      noteExpiry((error as { response?: { headers?: Record<string, unknown> } }).response?.headers)
+      const asked = String(requestOptions.headers['x-github-api-version'] ?? state.apiVersion)
+      const next = negotiatedVersion(error, asked)
+      if (next === undefined) {
+        const served = unsupportedVersion(error)
+        if (served) {
+          throw new ApiVersionError(
+            `GitHub at ${options.baseUrl} does not serve REST API version ${asked}, nor another this action knows (${KNOWN_API_VERSIONS.join(', ')}); it serves ${served.length > 0 ? served.join(', ') : 'other versions'}.`,
+            { cause: error }
+          )
+        }
+        throw error
+      }
+      if (state.apiVersion !== next) {
+        log.info(
+          `GitHub at ${options.baseUrl} does not serve REST API version ${asked}; using ${next}, the newest version it serves that this action knows.`
+        )
+        state.apiVersion = next
+      }
+      requestOptions.headers['x-github-api-version'] = next
+      return request(requestOptions)
+    }
   })
 
   // plugin-retry waits (n+1)² s between attempts and ignores `retry-after`; its `retryRequest`
@@ -179,6 +291,17 @@ export function createGitHubClient(options: {
   }
 
   return octokit
+}
+
+/** What a 401 means for the github-token, and how to renew it. */
+export const GITHUB_TOKEN_REFUSED =
+  'GitHub refused the github-token (401): it is mistyped, revoked or expired. Regenerate it (a fine-grained PAT: Settings → Developer settings → Personal access tokens → Fine-grained tokens → the token → Regenerate token) or use a GitHub App, and update the secret it comes from.'
+
+/** `hint` (the permission a call needs), or for a 401 what that means for the token itself. */
+export function gitHubHint(error: unknown, hint: string): string {
+  if (error instanceof ApiVersionError)
+    return 'Update the action to a release that speaks one of them.'
+  return httpStatus(error) === 401 ? GITHUB_TOKEN_REFUSED : hint
 }
 
 /**

@@ -16,6 +16,8 @@ import { log as actionLog } from '../log.js'
 import {
   type GitHubClient,
   type GitHubClientLog,
+  RUN_DETAILS_ALWAYS_VERSION,
+  apiVersionOf,
   describeGitHubError,
   httpStatus
 } from './client.js'
@@ -635,6 +637,8 @@ function refusedFor(error: unknown): number | undefined {
 /**
  * POST …/dispatches with `return_run_details: true`. Since 2026-02-19 GitHub answers 200 with
  * `workflow_run_id`, `run_url` and `html_url` (docs.github.com/rest/actions/workflows#create-a-workflow-dispatch-event).
+ * Under API version 2026-03-10 (when the server serves no older one the action knows, see
+ * client.ts) the flag is gone and every dispatch answers so: it is not sent.
  *
  * When the workflow declares the input `rotation_id`, a unique id is sent in it (replacing any
  * value from deploy-inputs). A server that rejects the flag (GHES ≤ 3.20: 400/422 naming it)
@@ -677,7 +681,8 @@ export async function dispatchWorkflow(
     known: new Set(options.knownRunIds),
     notBeforeMs: before.serverMs ?? Date.now() - CLOCK_SKEW_MS
   }
-  let withDetails = true
+  // From API version 2026-03-10 every dispatch answers with its run, and the flag is unknown.
+  let withDetails = apiVersionOf(octokit) < RUN_DETAILS_ALWAYS_VERSION
   for (let sent = 1; ; sent++) {
     // Each dispatch its own id, so that a run of an earlier, ambiguous one is not taken for it.
     const rotationId = baseId === undefined ? undefined : sent === 1 ? baseId : `${baseId}-${sent}`

@@ -9,7 +9,12 @@
  */
 import type { SecretTarget } from '../model.js'
 import { register } from '../redact.js'
-import { type GitHubClient, describeGitHubError, httpStatus } from './client.js'
+import {
+  type GitHubClient,
+  GITHUB_TOKEN_REFUSED,
+  describeGitHubError,
+  httpStatus
+} from './client.js'
 
 /** GitHub stores secret values of up to 48 KB (docs: "Secrets can store up to 48 KB"). */
 const MAX_SECRET_BYTES = 48 * 1024
@@ -114,7 +119,7 @@ function targetError(
   const status = httpStatus(error)
   const hint =
     status === 401
-      ? 'The github-token is not valid or has expired.'
+      ? GITHUB_TOKEN_REFUSED
       : status === 403 || status === 404
         ? `The github-token needs ${permissionNeeded(target)}.${diagnosis ? ` ${diagnosis}` : ''}`
         : 'Check the target and try again.'
