@@ -28,6 +28,11 @@ export interface RequestEntry {
   body?: unknown
   /** Request headers (lower-case names). */
   headers: Record<string, string | string[] | undefined>
+  /**
+   * The client's port as the socket reports it: a request that came through the sandbox's proxy
+   * (sandbox/proxy.ts) has the local port of a connection the proxy opened.
+   */
+  remotePort?: number
   /** Filled in when the answer is sent. */
   status?: number
   /** For GitHub: whether the answer counts against the rate limit (a 304 does not). */

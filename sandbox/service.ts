@@ -180,7 +180,8 @@ export class Service {
       method,
       path: url.pathname + url.search,
       body: json,
-      headers: { ...req.headers }
+      headers: { ...req.headers },
+      remotePort: req.socket.remotePort
     })
     const held = this.hold?.(entry)
     if (held) await held

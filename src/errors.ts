@@ -35,14 +35,21 @@ export function errorMessage(error: unknown): string {
 
 /**
  * The innermost system error code or message of a failed request (ECONNREFUSED, ECONNRESET…),
- * for messages that say why there was no answer. Empty when there is none.
+ * for messages that say why there was no answer. Empty when there is none. undici's codes are
+ * given with their message, which tells more ("Proxy response (407) !== 200 when HTTP
+ * Tunneling (UND_ERR_ABORTED)": a proxy refused the credentials).
  */
 export function rootCause(error: unknown): string {
   let current: unknown = error
   let last = ''
   for (let depth = 0; depth < 5 && current instanceof Error; depth++) {
     const code = (current as { code?: unknown }).code
-    const text = typeof code === 'string' ? code : current.message
+    const text =
+      typeof code !== 'string'
+        ? current.message
+        : code.startsWith('UND_ERR_') && current.message && current.message !== code
+          ? `${current.message} (${code})`
+          : code
     // SDKs wrap non-Error causes as `new Error(JSON.stringify(cause))`, often `{}`.
     if (text && text !== '{}') last = text
     current = (current as { cause?: unknown }).cause

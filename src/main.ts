@@ -9,6 +9,7 @@ import { InputError, errorMessage } from './errors.js'
 import { type Clock, scaledClock, systemClock } from './backoff.js'
 import { fail, log, mask, maskToken, setOutput } from './log.js'
 import { isLoopbackUrl } from './net.js'
+import { useProxyFromEnv } from './proxy.js'
 import { TokenApi } from './cloudflare/tokens.js'
 import { createGitHubClient } from './github/client.js'
 import { SecretWriter } from './github/secrets.js'
@@ -75,6 +76,8 @@ export async function run(): Promise<void> {
 
   let settings: Settings
   try {
+    // Before any request: behind a proxy, fetch reaches nothing until it is routed through it.
+    await useProxyFromEnv(process.env)
     settings = getSettings(name => core.getInput(name), process.env)
   } catch (error) {
     setOutput('result', 'failed')
