@@ -167,7 +167,7 @@ export const FAULTS: Fault[] = [
     id: 'D17',
     file: D,
     find: 'if (facts.previousDisabled) {',
-    replace: 'if (facts.previousDisabled && false) {',
+    replace: 'if (facts.previousDisabled && Number.isNaN(0)) {',
     what: 'a rollback restores a previous token left disabled'
   },
   {
@@ -283,7 +283,7 @@ export const FAULTS: Fault[] = [
     file: R,
     find: 'const outcome = await watchChecks(ctx, proof.nextId, revocation.watchMs, revocation.intervalMs)\n  if (!outcome.ok) {',
     replace:
-      'const outcome = await watchChecks(ctx, proof.nextId, revocation.watchMs, revocation.intervalMs)\n  if (!outcome.ok && false) {',
+      'const outcome = await watchChecks(ctx, proof.nextId, revocation.watchMs, revocation.intervalMs)\n  if (!outcome.ok && Number.isNaN(0)) {',
     what: 'a check that fails during the watch is ignored'
   },
   {
@@ -381,7 +381,7 @@ export const FAULTS: Fault[] = [
     id: 'R16',
     file: R,
     find: '    if (plan.deploy) {\n      await journal',
-    replace: '    if (plan.deploy && false) {\n      await journal',
+    replace: '    if (plan.deploy && Number.isNaN(0)) {\n      await journal',
     what: 'the new token is never deployed before the revoke'
   },
   // ---------------------------------------------------------------- the phases' I/O
