@@ -319,6 +319,9 @@ async function watchedRevoke(
   alreadyDisabled: boolean
 ): Promise<string[]> {
   const previousId = proof.tokenId
+  // The failing window, if any, runs from the disable (taken before it is sent: it may take
+  // effect before its answer arrives) to the re-enable's answer, so that the report is a bound.
+  const started = ctx.clock.now()
   if (!alreadyDisabled) {
     // Recorded first: a token active again under a journal that says it was disabled was enabled
     // after a failed check, and the next run must not disable it blindly once more.
@@ -328,8 +331,6 @@ async function watchedRevoke(
     })
     await setTokenStatus(ctx, report, plan.owner, previousId, 'disabled')
   }
-  // The failing window, if any, runs from here (the disable) to the re-enable.
-  const started = ctx.clock.now()
   progress.previousDisabled = true
   log.info(
     `Watching ${ctx.settings.smoke.checks.length} check(s) every ${Math.round(revocation.intervalMs / 1000)} s for ${Math.round(revocation.watchMs / 1000)} s with the previous token disabled`
