@@ -4,11 +4,11 @@
  * rotated token's lineage, no value anywhere in the output or the journal.
  */
 import { createHash } from 'node:crypto'
-import type { Sandbox } from '../../sandbox/index.js'
+import { startSandbox, type Sandbox, type SandboxOptions } from '../../sandbox/index.js'
 import type { SecretScope } from '../../sandbox/github.js'
 import type { ChildProcess } from 'node:child_process'
 import type { RequestEntry } from '../../sandbox/log.js'
-import { findLeaks, sandboxInputs, type ActionResult } from '../../sandbox/runner.js'
+import { findLeaks, runAction, sandboxInputs, type ActionResult } from '../../sandbox/runner.js'
 
 export const sha256 = (text: string): string =>
   createHash('sha256').update(text, 'utf8').digest('hex')
@@ -312,4 +312,34 @@ function secretPlace(path: string): string | undefined {
   m = /^\/repos\/([^/]+\/[^/]+)\/dependabot\/secrets\/([^/]+)$/.exec(path)
   if (m) return `dependabot:${m[1]} ${m[2]}`
   return undefined
+}
+
+/** One run of the action in a sandbox of its own, and the app's health failures meanwhile. */
+export interface CheckedRun {
+  sb: Sandbox
+  result: ActionResult
+  healthFailures: Array<{ at: number; status: number }>
+}
+
+/**
+ * Starts a sandbox (added to `started`, for the file's afterAll to stop), lets `prepare` change
+ * it, and runs the action with `overrides` while the app's health is watched; then checks what
+ * every run must hold: no value leaked, no OpenAPI violation, nothing on stderr.
+ */
+export async function runChecked(
+  started: Sandbox[],
+  options: SandboxOptions,
+  overrides: Record<string, string> = {},
+  prepare?: (sb: Sandbox) => void
+): Promise<CheckedRun> {
+  const sb = await startSandbox(options)
+  started.push(sb)
+  prepare?.(sb)
+  const watch = sb.watchHealth(50)
+  const result = await runAction(sb, sandboxInputs(sb, overrides))
+  const healthFailures = await watch.stop()
+  expectNoLeaks(sb, [result])
+  expect(sb.log.violations).toEqual([])
+  expect(result.stderr).toBe('')
+  return { sb, result, healthFailures }
 }
