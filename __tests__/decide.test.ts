@@ -17,6 +17,8 @@ import {
   type DeleteRequest,
   type FailureFacts,
   type JournalRunState,
+  type ManagementEnd,
+  type ManagementRecovery,
   type PreflightFacts,
   type Recovery,
   type RecoveryFacts,
@@ -34,6 +36,8 @@ import {
   credentialsOf,
   decideDue,
   decideLock,
+  decideManagementEnd,
+  decideManagementRecovery,
   decideRecovery,
   decideRevocation,
   describeCondition,
@@ -47,6 +51,7 @@ import {
   isSettled,
   isoSeconds,
   leftoverTokens,
+  managementRefusals,
   mayDelete,
   missingFields,
   newExpiry,
@@ -2434,5 +2439,164 @@ describe('isoSeconds: Cloudflare stores times to the second', () => {
     ['2026-03-10T12:00:00.999Z', '2026-03-10T12:00:00Z']
   ])('%s → %s', (iso, expected) => {
     expect(isoSeconds(new Date(iso))).toBe(expected)
+  })
+})
+
+// ------------------------------------------------------------------ the management token itself
+
+describe('mayDelete: the management token rotating itself', () => {
+  const previous = (changes: object = {}): DeleteRequest => ({
+    kind: 'management-previous',
+    tokenId: PREVIOUS,
+    nextId: NEXT,
+    nextVerified: true,
+    confirmedEverywhere: true,
+    ...changes
+  })
+  const pending = (changes: object = {}): DeleteRequest => ({
+    kind: 'management-pending',
+    tokenId: NEXT,
+    previousId: PREVIOUS,
+    servingId: PREVIOUS,
+    restoredEverywhere: true,
+    ...changes
+  })
+  it.each<[string, DeleteRequest, boolean]>([
+    ['the previous token, successor verified and read back everywhere', previous(), true],
+    ['the successor itself', previous({ tokenId: NEXT }), false],
+    ['the successor not verified', previous({ nextVerified: false }), false],
+    ['a target not read back with the successor', previous({ confirmedEverywhere: false }), false],
+    ['the successor, previous restored everywhere', pending(), true],
+    ['the restored token itself', pending({ tokenId: PREVIOUS }), false],
+    ['the token the run authenticates with', pending({ servingId: NEXT }), false],
+    ['a target not restored', pending({ restoredEverywhere: false }), false]
+  ])('%s → %s', (_, request, ok) => {
+    expect(mayDelete(request).ok).toBe(ok)
+  })
+})
+
+describe('decideManagementRecovery: the journal phase × the token cloudflare-api-token holds', () => {
+  const owner = [
+    { id: PREVIOUS, name: 'manager', status: 'active' as const },
+    { id: NEXT, name: PENDING_NAME, status: 'active' as const }
+  ]
+  const decide = (
+    phase: JournalPhase,
+    managementId: string,
+    run: JournalRunState = 'completed',
+    changes: Partial<JournalRecord> = {}
+  ): ManagementRecovery['kind'] | string => {
+    const r = decideManagementRecovery({
+      record: journalRecord(phase, { kind: 'management-token', ...changes }),
+      journalRun: run,
+      managementId,
+      ownerTokens: owner
+    })
+    return r.kind === 'forward' ? `forward${r.republish ? '+publish' : ''}` : r.kind
+  }
+  it.each<[JournalPhase, string, string]>([
+    ['minting', PREVIOUS, 'delete-unpublished'],
+    ['minted', PREVIOUS, 'delete-unpublished'],
+    ['publishing', PREVIOUS, 'restore'],
+    ['publishing', NEXT, 'forward+publish'],
+    ['pending', PREVIOUS, 'restore'],
+    ['pending', NEXT, 'forward+publish'],
+    ['rolling-back', PREVIOUS, 'restore'],
+    ['rolling-back', NEXT, 'forward+publish'],
+    ['published', NEXT, 'forward'],
+    ['revoking', NEXT, 'forward'],
+    // Every target was read back with the successor: the previous value comes from elsewhere.
+    ['published', PREVIOUS, 'stuck'],
+    ['revoking', PREVIOUS, 'stuck'],
+    ['publishing', 'c'.repeat(32), 'stuck']
+  ])('%s, cloudflare-api-token = %s → %s', (phase, id, expected) => {
+    expect(decide(phase, id)).toBe(expected)
+  })
+
+  it('refuses while the journal run goes on', () => {
+    expect(decide('publishing', NEXT, 'running')).toBe('refuse')
+  })
+
+  it('never names the token the run holds as an orphan', () => {
+    const r = decideManagementRecovery({
+      record: journalRecord('minted', { kind: 'management-token' }),
+      journalRun: 'gone',
+      managementId: PREVIOUS,
+      ownerTokens: owner
+    })
+    expect(r).toMatchObject({ kind: 'delete-unpublished', tokenIds: [NEXT] })
+  })
+
+  it('is stuck when the journal names no pending token after publish began', () => {
+    expect(decide('publishing', PREVIOUS, 'gone', { pending_token_id: undefined })).toBe('stuck')
+  })
+})
+
+describe('decideManagementEnd: revoke-grace × the previous token', () => {
+  const now = new Date('2026-03-10T12:00:00Z')
+  it.each<[string, number, Pick<ApiToken, 'expires_on' | 'status'> | undefined, ManagementEnd]>([
+    ['no grace', 0, { status: 'active' }, { kind: 'delete' }],
+    [
+      'no grace, an expiry already set',
+      0,
+      { status: 'active', expires_on: '2026-03-10T12:30:00Z' },
+      { kind: 'delete' }
+    ],
+    [
+      'a grace',
+      3_600_000,
+      { status: 'active' },
+      { kind: 'expire', expiresOn: '2026-03-10T13:00:00Z' }
+    ],
+    [
+      'a later expiry is brought forward',
+      3_600_000,
+      { status: 'active', expires_on: '2027-01-01T00:00:00Z' },
+      { kind: 'expire', expiresOn: '2026-03-10T13:00:00Z' }
+    ],
+    [
+      'an earlier expiry is kept',
+      3_600_000,
+      { status: 'active', expires_on: '2026-03-10T12:30:00Z' },
+      { kind: 'ending', expiresOn: '2026-03-10T12:30:00Z' }
+    ],
+    ['gone', 3_600_000, undefined, { kind: 'gone' }],
+    ['gone, no grace', 0, undefined, { kind: 'gone' }]
+  ])('%s', (_, grace, previous, expected) => {
+    expect(decideManagementEnd(grace, previous, now)).toEqual(expected)
+  })
+})
+
+describe('managementRefusals', () => {
+  const now = new Date('2026-03-10T12:00:00Z')
+  type Facts = Parameters<typeof managementRefusals>[0]
+  const base: Facts = {
+    token: { id: PREVIOUS, status: 'active' },
+    owner: { kind: 'user' },
+    ownerTokens: [{ id: PREVIOUS }],
+    deletingFirst: [],
+    quota: 50,
+    now
+  }
+  it.each<[string, Partial<Facts>, RegExp | undefined]>([
+    ['an active token with a free slot', {}, undefined],
+    ['a disabled token', { token: { id: PREVIOUS, status: 'disabled' } }, /is disabled/],
+    [
+      'an expired token',
+      { token: { id: PREVIOUS, status: 'active', expires_on: '2026-03-01T00:00:00Z' } },
+      /expired on/
+    ],
+    ['no free slot', { quota: 1 }, /needs a free slot/],
+    [
+      'a slot freed by an orphan first',
+      { quota: 2, ownerTokens: [{ id: PREVIOUS }, { id: NEXT }], deletingFirst: [NEXT] },
+      undefined
+    ]
+  ])('%s', (_, changes, expected) => {
+    const out = managementRefusals({ ...base, ...changes } as Parameters<
+      typeof managementRefusals
+    >[0])
+    if (expected) expect(out.join(' ')).toMatch(expected)
+    else expect(out).toEqual([])
   })
 })

@@ -418,6 +418,14 @@ const BAD: Bad[] = [
   ['secret-targets', `env:${'e'.repeat(256)}`, 'an environment name has 1 to 255 characters'],
   ['secret-targets', 'env:octo/app:', 'an environment name has 1 to 255 characters'],
   ['secret-targets', 'org:octo_org', "invalid organization 'octo_org'"],
+  ['rotate-management-token', 'CF-TOKEN', 'not its value; a secret name may hold only letters'],
+  [
+    'rotate-management-token',
+    'CF_MANAGEMENT_TOKEN',
+    'rotate-management-token rotates the management token',
+    { 'current-access-key-id': '' },
+    'secrets'
+  ],
   ['secret-targets', 'org:', "invalid organization ''"],
   ['secret-targets', 'dependabot', 'expected `repo`'],
   ['secret-targets', 'dependabot:octo', "invalid repository 'octo'"],
@@ -727,5 +735,43 @@ describe('parseDuration', () => {
 
   it('rejects a duration too long to count in milliseconds', () => {
     expect(() => parseDuration(`${'9'.repeat(20)}d`, 'rotate-after')).toThrow(/too long/)
+  })
+})
+
+describe('getSettings: rotate-management-token', () => {
+  const SELF: Inputs = {
+    'rotate-management-token': 'CF_MANAGEMENT_TOKEN',
+    secrets: '',
+    'current-access-key-id': '',
+    'deploy-workflow': ''
+  }
+
+  it('needs none of the inputs of a token rotation', () => {
+    const s = settings(SELF)
+    expect(s.rotateManagementToken).toBe('CF_MANAGEMENT_TOKEN')
+    expect(s.secrets).toEqual([])
+    expect(s.deploy).toBeUndefined()
+    expect(s.secretTargets).toEqual([{ kind: 'repo', owner: 'octo', repo: 'app', line: 'repo' }])
+    expect(Object.keys(settings()).includes('rotateManagementToken')).toBe(false)
+  })
+
+  it.each([
+    ['current-token', 'a-token-value'],
+    ['current-access-key-id', TOKEN_ID],
+    ['secrets', 'R2_TOKEN=token'],
+    ['deploy-workflow', 'deploy.yml'],
+    ['smoke-urls', 'https://app.example.com/health'],
+    ['r2-bucket', 'avatars']
+  ])('refuses %s, an input of a token rotation', (name, value) => {
+    const error = inputError({ ...SELF, [name]: value })
+    expect(error.input).toBe(name)
+    expect(error.message).toContain('rotate-management-token rotates the management token')
+  })
+
+  it('names the input and never quotes a value passed in place of a secret name', () => {
+    const error = inputError({ ...SELF, 'rotate-management-token': 'cfut_abc-DEF.123' })
+    expect(error.input).toBe('rotate-management-token')
+    expect(error.message).toContain('not its value')
+    expect(error.message).not.toContain('cfut_abc')
   })
 })

@@ -874,6 +874,26 @@ export type DeleteRequest =
     }
   /** A token an earlier `revoke: disable` left, at a later rotation. */
   | { kind: 'leftover'; tokenId: string; status: string | undefined; inUse: string[] }
+  /** The management token, at the end of its self-rotation (`rotate-management-token`). */
+  | {
+      kind: 'management-previous'
+      tokenId: string
+      nextId: string
+      /** The successor answered verify as itself and read the owner's tokens. */
+      nextVerified: boolean
+      /** Every target was written with the successor and the write read back. */
+      confirmedEverywhere: boolean
+    }
+  /** The successor of a self-rotation that is undone: the previous management token restored. */
+  | {
+      kind: 'management-pending'
+      tokenId: string
+      previousId: string
+      /** The token this run authenticates with (the value of `cloudflare-api-token`). */
+      servingId: string
+      /** Every target holds the previous token again, read back. */
+      restoredEverywhere: boolean
+    }
 
 export type Verdict = { ok: true } | { ok: false; reason: string }
 
@@ -920,6 +940,18 @@ export function mayDelete(request: DeleteRequest): Verdict {
           `deploy run(s) ${request.runsGoing.join(', ')} of this rotation did not conclude and may still deploy the new token; it stays valid until they have`
         )
       }
+      return { ok: true }
+    case 'management-previous':
+      if (request.tokenId === request.nextId) return no('it is the successor now in service')
+      if (!request.nextVerified) return no('its successor has not proven that it works')
+      if (!request.confirmedEverywhere) return no('not every target holds its successor')
+      return { ok: true }
+    case 'management-pending':
+      if (request.tokenId === request.previousId) return no('it is the token restored to service')
+      if (request.tokenId === request.servingId) {
+        return no('it is the token this run authenticates with (cloudflare-api-token)')
+      }
+      if (!request.restoredEverywhere) return no('not every target holds the previous token again')
       return { ok: true }
     case 'leftover':
       if (request.inUse.includes(request.tokenId)) return no('it is in use in this rotation')
@@ -1091,4 +1123,155 @@ export function useEvidence(
     }
   }
   return { evidence, ...(warning ? { warning } : {}) }
+}
+
+// ------------------------------------------------------------------ the management token itself
+
+/**
+ * What a self-rotation (`rotate-management-token`) does about an unfinished one in its journal.
+ * The token this run authenticates with (`cloudflare-api-token`, read from the secret as it is
+ * now) tells how far it got: the successor (finish forward), the previous token (undo what the
+ * secrets may hold, delete the successor), or neither (stop, change nothing).
+ */
+export type ManagementRecovery =
+  | { kind: 'refuse'; record: JournalRecord; message: string }
+  /** Minted, never written to a secret: delete what was minted, then rotate afresh. */
+  | { kind: 'delete-unpublished'; record: JournalRecord; tokenIds: string[] }
+  /** The run holds the successor: write it everywhere when not confirmed yet, then end the previous one. */
+  | {
+      kind: 'forward'
+      record: JournalRecord
+      previousId: string
+      nextId: string
+      republish: boolean
+    }
+  /** The run holds the previous token: write it back everywhere, delete the successor. */
+  | { kind: 'restore'; record: JournalRecord; previousId: string; pendingId: string }
+  | { kind: 'stuck'; record: JournalRecord; reason: string }
+
+export function decideManagementRecovery(facts: {
+  record: JournalRecord
+  journalRun: JournalRunState
+  /** The id `cloudflare-api-token` verifies as. */
+  managementId: string
+  ownerTokens: Array<Pick<ApiToken, 'id' | 'name' | 'status'>>
+}): ManagementRecovery {
+  const { record, managementId } = facts
+  if (facts.journalRun === 'running') {
+    return {
+      kind: 'refuse',
+      record,
+      message: `Another rotation of the management token is in progress in run ${record.run_id} (phase ${record.phase}). Nothing was changed. Let it finish, and use a 'concurrency:' group so that rotations never overlap.`
+    }
+  }
+  if (!isPublished(record.phase)) {
+    const tokenIds = orphansOf(record, {
+      known: [{ id: managementId }],
+      ownerTokens: facts.ownerTokens
+    })
+    return { kind: 'delete-unpublished', record, tokenIds }
+  }
+  const pendingId = record.pending_token_id
+  const previousId = record.previous_token_id
+  if (!pendingId || !previousId) {
+    return {
+      kind: 'stuck',
+      record,
+      reason: `the journal (phase ${record.phase}) names no ${pendingId ? 'previous' : 'pending'} token id`
+    }
+  }
+  if (managementId === pendingId) {
+    // `published` and `revoking` come only after every target was written and read back.
+    const republish = !['published', 'revoking'].includes(record.phase)
+    return { kind: 'forward', record, previousId, nextId: pendingId, republish }
+  }
+  if (managementId === previousId) {
+    if (['published', 'revoking'].includes(record.phase)) {
+      return {
+        kind: 'stuck',
+        record,
+        reason: `every target was written with the successor ${pendingId} and read back, yet cloudflare-api-token holds the previous token ${previousId}: pass the secret named in rotate-management-token as cloudflare-api-token (it holds the successor), so that this run can finish`
+      }
+    }
+    return { kind: 'restore', record, previousId, pendingId }
+  }
+  return {
+    kind: 'stuck',
+    record,
+    reason: `cloudflare-api-token is token ${managementId}, neither the previous management token ${previousId} nor its successor ${pendingId}: pass the value the secret named in rotate-management-token holds`
+  }
+}
+
+export function describeManagementRecovery(recovery: ManagementRecovery): string {
+  switch (recovery.kind) {
+    case 'refuse':
+      return recovery.message
+    case 'delete-unpublished':
+      return recovery.tokenIds.length
+        ? `delete the unpublished successor(s) ${recovery.tokenIds.join(', ')}, then rotate afresh`
+        : 'no successor was minted; rotate afresh'
+    case 'forward':
+      return `the run holds the successor ${recovery.nextId}: ${recovery.republish ? 'write it to every target, then ' : ''}end the previous token ${recovery.previousId}`
+    case 'restore':
+      return `the run holds the previous token ${recovery.previousId}: write it back to every target, delete the successor ${recovery.pendingId}, then rotate afresh`
+    case 'stuck':
+      return `cannot finish it: ${recovery.reason}`
+  }
+}
+
+/** How the previous management token ends once its successor is in every target. */
+export type ManagementEnd =
+  | { kind: 'delete' }
+  /** A full-body PUT with this `expires_on` (policies, condition, not_before unchanged). */
+  | { kind: 'expire'; expiresOn: string }
+  /** It ends within the grace already (an earlier run set it, or it always did). */
+  | { kind: 'ending'; expiresOn: string }
+  | { kind: 'gone' }
+
+/**
+ * `revoke-grace` 0 deletes the previous management token; a grace gives it `expires_on` = now +
+ * grace (Cloudflare's time), never later than an expiry it already has.
+ */
+export function decideManagementEnd(
+  graceMs: number,
+  previous: Pick<ApiToken, 'expires_on' | 'status'> | undefined,
+  now: Date
+): ManagementEnd {
+  if (!previous) return { kind: 'gone' }
+  if (graceMs === 0) return { kind: 'delete' }
+  const end = isoSeconds(new Date(now.getTime() + graceMs))
+  if (previous.expires_on && Date.parse(previous.expires_on) <= Date.parse(end)) {
+    return { kind: 'ending', expiresOn: previous.expires_on }
+  }
+  if (previous.status === 'expired')
+    return { kind: 'ending', expiresOn: previous.expires_on ?? end }
+  return { kind: 'expire', expiresOn: end }
+}
+
+/** Reasons a self-rotation cannot start, in the order to fix them; empty when none. */
+export function managementRefusals(facts: {
+  token: Pick<ApiToken, 'id' | 'status' | 'expires_on'>
+  owner: TokenOwner
+  ownerTokens: Array<Pick<ApiToken, 'id'>>
+  deletingFirst: string[]
+  quota: number
+  now: Date
+}): string[] {
+  const out: string[] = []
+  const { token } = facts
+  if (token.status !== 'active') {
+    out.push(`The management token (cloudflare-api-token) ${token.id} is ${token.status}.`)
+  }
+  if (token.expires_on && Date.parse(token.expires_on) <= facts.now.getTime()) {
+    out.push(
+      `The management token (cloudflare-api-token) ${token.id} expired on ${token.expires_on}: it cannot mint its successor. Create a new one (${MANAGEMENT_RENEWAL}) and update the secret it comes from.`
+    )
+  }
+  const counted = facts.ownerTokens.filter(t => !facts.deletingFirst.includes(t.id)).length
+  if (counted >= facts.quota) {
+    out.push(
+      `Cloudflare allows ${facts.quota} ${facts.owner.kind}-owned API tokens and ${counted} exist: the successor needs a free slot, because it is created before the management token ends. Delete tokens you no longer need (dashboard: API Tokens).`
+    )
+  }
+  return out
 }

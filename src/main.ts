@@ -15,6 +15,7 @@ import { createGitHubClient } from './github/client.js'
 import { SecretWriter } from './github/secrets.js'
 import { Journal } from './journal.js'
 import { rotate } from './rotation.js'
+import { rotateManagementToken } from './self-rotation.js'
 import { writeOutputs, writeReport } from './report.js'
 
 /** Registers every secret input before anything else can print it. */
@@ -87,7 +88,10 @@ export async function run(): Promise<void> {
   maskInputs(settings)
 
   try {
-    const report = await rotate(createContext(settings, process.env))
+    const ctx = createContext(settings, process.env)
+    const report = settings.rotateManagementToken
+      ? await rotateManagementToken(ctx)
+      : await rotate(ctx)
     writeOutputs(report)
     await writeReport(report)
     if (report.result === 'failed' || report.result === 'rolled-back') {

@@ -224,6 +224,11 @@ export interface Settings {
   stateVariable?: string
   /** Input `dry-run`. */
   dryRun: boolean
+  /**
+   * Input `rotate-management-token`: the GitHub secret that holds the management token. When
+   * set, the run rotates the management token itself (src/self-rotation.ts), not an R2 token.
+   */
+  rotateManagementToken?: string
 }
 
 // ------------------------------------------------------------------------------- the rotation
@@ -282,6 +287,8 @@ export interface JournalRecord {
   revoke?: { disabled_at?: string; reenabled_at?: string }
   /** When the rotation began (ISO 8601). */
   started_at?: string
+  /** What is rotated: absent for the rotated token, `management-token` for a self-rotation. */
+  kind?: 'management-token'
   updated_at: string
 }
 
@@ -335,7 +342,9 @@ export interface RotationReport {
   deployConclusion?: string
   smoke: SmokeResult[]
   probe?: { mode: 'read' | 'write'; bucket: string; ok: boolean }
-  revoked?: 'deleted' | 'disabled' | 'kept' | 'already-gone'
+  revoked?: 'deleted' | 'disabled' | 'kept' | 'already-gone' | 'expiring'
+  /** What the run rotated: absent for a token rotation, `management-token` for a self-rotation. */
+  subject?: 'management-token'
   /** The watch after the disable: how long it ran, its checks, and the window the app failed. */
   watch?: {
     durationMs: number

@@ -98,7 +98,9 @@ function seconds(ms: number): string {
 /** Markdown of the job summary (exported for tests). */
 export function summaryMarkdown(report: RotationReport): string {
   const s = summaryBuilder()
-  s.addHeading(`R2 token rotation: ${RESULT_HEADLINE[report.result]}`, 2)
+  const subject =
+    report.subject === 'management-token' ? 'Management token rotation' : 'R2 token rotation'
+  s.addHeading(`${subject}: ${RESULT_HEADLINE[report.result]}`, 2)
   if (report.warnings.length > 0) {
     s.addRaw(`> [!WARNING]\n${report.warnings.map(w => `> ${w}`).join('\n')}\n\n`)
   }

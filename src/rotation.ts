@@ -9,8 +9,9 @@
  * tokens valid, as decide.afterFailure says. The journal is written before and after each
  * mutating phase so that the next run can finish or undo a killed one.
  *
- * This is the only module that deletes, disables or enables a token, and each delete is asked of
- * decide.mayDelete first (`removeToken`).
+ * This is the only module that deletes, disables or enables a rotated token, and each delete is
+ * asked of decide.mayDelete first (`removeToken`). The management token's own rotation
+ * (self-rotation.ts) ends its previous token likewise, through mayDelete.
  */
 import type { Credentials, RotationReport, TokenOwner } from './model.js'
 import type { RotationContext } from './context.js'

@@ -109,10 +109,14 @@ export function getSettings(input: InputReader, env: NodeJS.ProcessEnv): Setting
     )
   }
 
+  // The management token rotating itself: a mode of its own, without the rotated token's inputs.
+  const rotateManagementToken = optionalSecretName(read, 'rotate-management-token')
+  if (rotateManagementToken) rejectTokenRotationInputs(read)
+
   const currentToken = optionalCredential(read, 'current-token')
   const currentAccessKeyId = optionalHex(read, 'current-access-key-id', 32, 'a token id')
   const currentSecretAccessKey = optionalSecretHex(read, 'current-secret-access-key')
-  if (!currentToken && !currentAccessKeyId) {
+  if (!rotateManagementToken && !currentToken && !currentAccessKeyId) {
     throw new InputError(
       'current-token',
       'give current-token (the value of the token in use now) or current-access-key-id (its id), so that the action knows which token to rotate.'
@@ -127,7 +131,7 @@ export function getSettings(input: InputReader, env: NodeJS.ProcessEnv): Setting
   // current-token and current-secret-access-key may name different tokens: after a run was killed
   // midway through publishing, the secrets hold a mix, and the rotation's recovery sorts it out.
 
-  const secrets = parseSecrets(read('secrets'))
+  const secrets = rotateManagementToken ? [] : parseSecrets(read('secrets'))
   const repository = repositoryFromEnv(env)
   const secretTargets = parseSecretTargets(read('secret-targets'), repository)
   const githubToken = credential(read, 'github-token', 'a GitHub token')
@@ -144,7 +148,7 @@ export function getSettings(input: InputReader, env: NodeJS.ProcessEnv): Setting
   const attemptText = env.GITHUB_RUN_ATTEMPT?.trim() ?? ''
   const runAttempt = /^[1-9]\d{0,5}$/.test(attemptText) ? Number(attemptText) : 1
 
-  const deploy = parseDeploy(read, repository)
+  const deploy = rotateManagementToken ? undefined : parseDeploy(read, repository)
   const smoke = parseSmoke(read)
   const r2 = {
     bucket: optionalBucket(read('r2-bucket')),
@@ -204,7 +208,34 @@ export function getSettings(input: InputReader, env: NodeJS.ProcessEnv): Setting
     revokeGraceMs,
     onFailure,
     ...(stateVariable && { stateVariable }),
-    dryRun
+    dryRun,
+    ...(rotateManagementToken && { rotateManagementToken })
+  }
+}
+
+/** Inputs of a token rotation, which `rotate-management-token` does not take. */
+const TOKEN_ROTATION_INPUTS = [
+  'current-token',
+  'current-access-key-id',
+  'current-secret-access-key',
+  'secrets',
+  'deploy-workflow',
+  'deploy-repository',
+  'deploy-ref',
+  'smoke-urls',
+  'smoke-headers',
+  'r2-bucket',
+  'r2-endpoint'
+] as const
+
+function rejectTokenRotationInputs(read: Read): void {
+  for (const name of TOKEN_ROTATION_INPUTS) {
+    if (read(name)) {
+      throw new InputError(
+        name,
+        'is set, but rotate-management-token rotates the management token (cloudflare-api-token) itself, which takes no input of a token rotation. Rotate the token your app uses in a separate step, without rotate-management-token.'
+      )
+    }
   }
 }
 
@@ -413,6 +444,20 @@ function githubNameProblem(value: string): string | undefined {
   }
   if (/^GITHUB_/i.test(value)) return 'must not start with GITHUB_ (reserved by GitHub)'
   return undefined
+}
+
+function optionalSecretName(read: Read, name: string): string | undefined {
+  const value = read(name)
+  if (!value) return undefined
+  const problem = githubNameProblem(value)
+  if (problem) {
+    // Not quoted: a token value passed here by mistake (not its secret's name) must not be printed.
+    throw new InputError(
+      name,
+      `expected the name of the GitHub secret that holds the management token (CLOUDFLARE_MANAGEMENT_TOKEN), not its value; a secret name ${problem}.`
+    )
+  }
+  return value
 }
 
 function optionalVariableName(text: string): string | undefined {

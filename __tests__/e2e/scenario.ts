@@ -267,6 +267,9 @@ export function mutationList(
         .replace(/\b[0-9a-f]{32}\b/g, id => role(id))
       if (entry.method === 'PUT' && typeof body.status === 'string')
         return `PUT ${cf} status=${body.status}${failed}${lostNote}`
+      // An update that only gives the token an expiry (the management token's grace).
+      if (entry.method === 'PUT' && /\/tokens\/\{[^}]+\}$/.test(cf) && body.expires_on)
+        return `PUT ${cf} expires_on${failed}${lostNote}`
       if (entry.method === 'POST' && /\/tokens$/.test(cf)) {
         const next = [...created].find(([seq]) => seq > entry.seq)
         return `POST ${cf}${failed || (next ? ` → ${role(next[1])}` : '')}${lostNote}`

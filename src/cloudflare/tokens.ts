@@ -373,6 +373,33 @@ export class TokenApi {
     return toApiToken(raw)
   }
 
+  /**
+   * `PUT …/tokens/{id}` that gives the token `expiresOn` and changes nothing else: name, policies
+   * (create form, as for setStatus), condition and not_before are sent back as they are, and the
+   * status is left out (kept). Policies are never changed here: a PUT replaces them, and a
+   * management token sent back without its token permission would lock itself out.
+   */
+  async setExpiry(owner: TokenOwner, token: ApiToken, expiresOn: string): Promise<ApiToken> {
+    const body = {
+      name: token.name,
+      policies: clonePolicies(token.policies) as ClonedPolicyParam[],
+      ...(token.condition !== undefined && token.condition !== null
+        ? { condition: token.condition as object }
+        : {}),
+      expires_on: expiresOn,
+      ...(token.not_before ? { not_before: token.not_before } : {})
+    }
+    const raw = await this.call(
+      `set token ${token.id} to expire on ${expiresOn} (${describeOwner(owner)})`,
+      client =>
+        owner.kind === 'user'
+          ? client.user.tokens.update(token.id, body)
+          : client.accounts.tokens.update(token.id, { account_id: owner.accountId, ...body }),
+      { mutating: true }
+    )
+    return toApiToken(raw)
+  }
+
   /** The permission groups the owner's tokens may use (id → name), to classify policies by name. */
   async permissionGroups(
     owner: TokenOwner
