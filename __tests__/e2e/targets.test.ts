@@ -464,7 +464,7 @@ describe('SecretWriter.preflightAll against the sandbox', () => {
         createGitHubClient({ token: 'github_pat_unknown', baseUrl: sb.githubApiUrl, log: quiet })
       )
       await expect(writer.preflightAll(targets, ['R2_TOKEN'])).rejects.toThrow(
-        /^secret-targets line 'repo' .*GitHub answered 401.*not valid or has expired\.$/
+        /^secret-targets line 'repo' .*GitHub answered 401.*mistyped, revoked or expired\. Regenerate it.*update the secret it comes from\.$/
       )
       expect(sb.log.requests({ service: 'github' })).toHaveLength(1)
     } finally {
