@@ -286,6 +286,58 @@ describe('getSettings: secret-targets', () => {
     )
   })
 
+  it('reads worker:SCRIPT as a Worker of the account-id account', () => {
+    expect(
+      settings({ 'account-id': ACCOUNT_ID, 'secret-targets': 'repo\nworker:avatars-worker' })
+        .secretTargets
+    ).toEqual([
+      { kind: 'repo', owner: 'octo', repo: 'app', line: 'repo' },
+      {
+        kind: 'worker',
+        accountId: ACCOUNT_ID,
+        script: 'avatars-worker',
+        line: 'worker:avatars-worker'
+      }
+    ])
+    expect(
+      settings({ 'account-id': ACCOUNT_ID, 'secret-targets': 'worker: api_v2-staging' })
+        .secretTargets
+    ).toEqual([
+      {
+        kind: 'worker',
+        accountId: ACCOUNT_ID,
+        script: 'api_v2-staging',
+        line: 'worker: api_v2-staging'
+      }
+    ])
+  })
+
+  it('needs account-id for a Worker, and names that input', () => {
+    const e = inputError({ 'secret-targets': 'repo\nworker:avatars-worker' })
+    expect(e.input).toBe('account-id')
+    expect(e.message).toContain("required by secret-targets line 2 ('worker:avatars-worker')")
+    expect(e.message).toContain('32-character account id')
+  })
+
+  it('refuses a Worker name Cloudflare would not accept, and the same Worker twice', () => {
+    for (const bad of [
+      'worker:',
+      'worker:Avatars',
+      'worker:-api',
+      'worker:a/b',
+      `worker:${'w'.repeat(64)}`
+    ]) {
+      const e = inputError({ 'account-id': ACCOUNT_ID, 'secret-targets': bad })
+      expect(e.input).toBe('secret-targets')
+      expect(e.message).toContain('line 1: invalid Worker name')
+    }
+    const twice = inputError({
+      'account-id': ACCOUNT_ID,
+      'secret-targets': 'worker:api\nworker: api'
+    })
+    expect(twice.message).toContain("line 2: 'worker: api' is the same target as line 1")
+  })
+
   it('keeps targets that differ only by kind', () => {
     expect(settings({ 'secret-targets': 'repo\ndependabot:octo/app' }).secretTargets).toHaveLength(
       2
