@@ -59,6 +59,7 @@ import {
   pendingMessage,
   planProbe,
   refusals,
+  restoreTargets,
   serving,
   shadowRefusal,
   shadowsOf,
@@ -66,6 +67,8 @@ import {
   useEvidence,
   watchFailureMessage,
   watchInterval,
+  workerRefusal,
+  workerRollbackNote,
   writesEnvironment,
   writesRepository
 } from '../src/decide.js'
@@ -2598,5 +2601,87 @@ describe('managementRefusals', () => {
     >[0])
     if (expected) expect(out.join(' ')).toMatch(expected)
     else expect(out).toEqual([])
+  })
+})
+
+describe("workerRefusal: may a Worker's secrets be written now?", () => {
+  const live = (versions: Array<[string, number]>) => ({
+    id: 'dep-1',
+    createdOn: '2026-01-01T00:00:00Z',
+    versions: versions.map(([versionId, percentage]) => ({ versionId, percentage }))
+  })
+
+  it('accepts one version serving all traffic', () => {
+    expect(workerRefusal('api', live([['v2', 100]]))).toBeUndefined()
+  })
+
+  it.each([
+    [
+      'a gradual rollout',
+      [
+        ['v3', 10],
+        ['v2', 90]
+      ]
+    ],
+    ['one version below 100%', [['v2', 50]]]
+  ] as const)('refuses %s, naming the Worker, the split and what to do', (_, versions) => {
+    const message = workerRefusal('api', live(versions.map(v => [...v])))!
+    expect(message).toContain('Worker api is in a gradual rollout (deployment dep-1: ')
+    expect(message).toContain(`${versions[0]![0]} at ${versions[0]![1]}%`)
+    expect(message).toContain('code 10215')
+    expect(message).toContain('wrangler versions deploy <version>@100%')
+    expect(message).toContain('Nothing was minted or changed.')
+  })
+
+  it('refuses a Worker with no deployment', () => {
+    expect(workerRefusal('api', undefined)).toContain('Worker api has no deployment')
+    expect(workerRefusal('api', live([]))).toContain('Worker api has no deployment')
+  })
+})
+
+describe('restoreTargets: what a restore of the previous values writes', () => {
+  const repo: SecretTarget = { kind: 'repo', owner: 'o', repo: 'r', line: 'repo' }
+  const w1: SecretTarget = { kind: 'worker', accountId: 'a', script: 'w1', line: 'worker:w1' }
+  const w2: SecretTarget = { kind: 'worker', accountId: 'a', script: 'w2', line: 'worker:w2' }
+  const targets = [repo, w1, w2]
+
+  it('skips a Worker this run never gave the new values (refused, or not reached)', () => {
+    expect(
+      restoreTargets(targets, { knowsWrites: true, workersMaybeNew: new Set(['worker:w1']) })
+    ).toEqual([repo, w1])
+    expect(restoreTargets(targets, { knowsWrites: true, workersMaybeNew: new Set() })).toEqual([
+      repo
+    ])
+  })
+
+  it('writes every target after a crash, when nothing is known of the writes', () => {
+    expect(restoreTargets(targets, { knowsWrites: false, workersMaybeNew: new Set() })).toEqual(
+      targets
+    )
+  })
+})
+
+describe('workerRollbackNote: the summary caution about rolling a Worker back', () => {
+  const at = '2026-02-01T10:00:00Z'
+
+  it('after a rotation: older versions hold the revoked previous token', () => {
+    const note = workerRollbackNote({
+      scripts: ['api', 'web'],
+      goneId: 'old',
+      gone: 'deleted',
+      at
+    })!
+    expect(note).toContain('Worker api, Worker web: every version made before 2026-02-01T10:00:00Z')
+    expect(note).toContain('holds the previous token old, now deleted')
+    expect(note).toContain('brings back a revoked credential')
+  })
+
+  it('after a rollback: the version made with the new token holds a deleted token', () => {
+    const note = workerRollbackNote({ scripts: ['api'], goneId: 'new', gone: 'rolled-back', at })!
+    expect(note).toContain('holds the new token new, deleted by the rollback')
+  })
+
+  it('says nothing without a Worker', () => {
+    expect(workerRollbackNote({ scripts: [], goneId: 'x', gone: 'disabled', at })).toBeUndefined()
   })
 })

@@ -286,6 +286,58 @@ describe('getSettings: secret-targets', () => {
     )
   })
 
+  it('reads worker:SCRIPT as a Worker of the account-id account', () => {
+    expect(
+      settings({ 'account-id': ACCOUNT_ID, 'secret-targets': 'repo\nworker:avatars-worker' })
+        .secretTargets
+    ).toEqual([
+      { kind: 'repo', owner: 'octo', repo: 'app', line: 'repo' },
+      {
+        kind: 'worker',
+        accountId: ACCOUNT_ID,
+        script: 'avatars-worker',
+        line: 'worker:avatars-worker'
+      }
+    ])
+    expect(
+      settings({ 'account-id': ACCOUNT_ID, 'secret-targets': 'worker: api_v2-staging' })
+        .secretTargets
+    ).toEqual([
+      {
+        kind: 'worker',
+        accountId: ACCOUNT_ID,
+        script: 'api_v2-staging',
+        line: 'worker: api_v2-staging'
+      }
+    ])
+  })
+
+  it('needs account-id for a Worker, and names that input', () => {
+    const e = inputError({ 'secret-targets': 'repo\nworker:avatars-worker' })
+    expect(e.input).toBe('account-id')
+    expect(e.message).toContain("required by secret-targets line 2 ('worker:avatars-worker')")
+    expect(e.message).toContain('32-character account id')
+  })
+
+  it('refuses a Worker name Cloudflare would not accept, and the same Worker twice', () => {
+    for (const bad of [
+      'worker:',
+      'worker:Avatars',
+      'worker:-api',
+      'worker:a/b',
+      `worker:${'w'.repeat(64)}`
+    ]) {
+      const e = inputError({ 'account-id': ACCOUNT_ID, 'secret-targets': bad })
+      expect(e.input).toBe('secret-targets')
+      expect(e.message).toContain('line 1: invalid Worker name')
+    }
+    const twice = inputError({
+      'account-id': ACCOUNT_ID,
+      'secret-targets': 'worker:api\nworker: api'
+    })
+    expect(twice.message).toContain("line 2: 'worker: api' is the same target as line 1")
+  })
+
   it('keeps targets that differ only by kind', () => {
     expect(settings({ 'secret-targets': 'repo\ndependabot:octo/app' }).secretTargets).toHaveLength(
       2
@@ -766,6 +818,16 @@ describe('getSettings: rotate-management-token', () => {
     const error = inputError({ ...SELF, [name]: value })
     expect(error.input).toBe(name)
     expect(error.message).toContain('rotate-management-token rotates the management token')
+  })
+
+  it('refuses a worker: target, whose writes cannot be read back', () => {
+    const error = inputError({
+      ...SELF,
+      'account-id': '0123456789abcdef0123456789abcdef',
+      'secret-targets': 'repo\nworker:avatars-worker'
+    })
+    expect(error.input).toBe('secret-targets')
+    expect(error.message).toContain("line 'worker:avatars-worker'")
   })
 
   it('names the input and never quotes a value passed in place of a secret name', () => {

@@ -22,6 +22,7 @@ import {
 } from './github.js'
 import { R2Sim, sha256Hex } from './r2.js'
 import { SampleApp, type AppCredentials } from './app.js'
+import { WORKERS_GROUPS } from './workers.js'
 
 export interface SecretNames {
   token: string
@@ -104,6 +105,12 @@ export interface SandboxOptions {
   appAddress?: string
   /** What the management token may do with API tokens (default 'write'). */
   managementPermissions?: 'write' | 'read' | 'none'
+  /**
+   * What the management token may do with the account's Workers scripts (default none): 'write'
+   * adds "Workers Scripts Write" on the account (to write a Worker's secrets, `worker:SCRIPT`
+   * targets), 'read' adds "Workers Scripts Read" only.
+   */
+  managementWorkers?: 'write' | 'read'
   githubPermissions?: {
     secrets?: boolean
     environments?: boolean
@@ -240,6 +247,14 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     userResource,
     accountResource
   })
+  if (options.managementWorkers) {
+    const group = options.managementWorkers === 'write' ? WORKERS_GROUPS.write : WORKERS_GROUPS.read
+    managementPolicies.push({
+      effect: 'allow',
+      permission_groups: [{ id: groupId(group) }],
+      resources: { [accountResource]: '*' }
+    })
+  }
   const management = cloudflare.addToken({
     name: 'token-rotation-manager',
     owner: { kind: 'user' },
@@ -592,7 +607,8 @@ function wireDeploys(ctx: {
   }
 }
 
-function watchHealth(
+/** Requests `url` every `intervalMs` until stopped; returns every answer that was not 200. */
+export function watchHealth(
   url: string,
   intervalMs: number
 ): { stop(): Promise<Array<{ at: number; status: number }>> } {

@@ -532,6 +532,70 @@ export function writesRepository(
   )
 }
 
+// ------------------------------------------------------------------------------- Workers
+
+/** A Worker's live deployment as the API lists it (the first entry of `GET …/deployments`). */
+export interface LiveDeployment {
+  id: string
+  createdOn: string
+  versions: Array<{ versionId: string; percentage: number }>
+}
+
+/**
+ * Why the secrets of Worker `script` cannot be written now, or undefined when they can. A write
+ * makes a version and deploys it to all traffic; Cloudflare refuses it (code 10215) while the
+ * live deployment splits traffic between versions (a gradual rollout), so the rotation must not
+ * mint a token it could not publish.
+ */
+export function workerRefusal(
+  script: string,
+  live: LiveDeployment | undefined
+): string | undefined {
+  if (!live || live.versions.length === 0) {
+    return `Worker ${script} has no deployment serving traffic: deploy it first (wrangler deploy), then run again. Nothing was minted or changed.`
+  }
+  const whole = live.versions.length === 1 && live.versions[0]!.percentage === 100
+  if (whole) return undefined
+  const split = live.versions.map(v => `${v.versionId} at ${v.percentage}%`).join(', ')
+  return `Worker ${script} is in a gradual rollout (deployment ${live.id}: ${split}): Cloudflare refuses secret writes (code 10215) until one version serves all traffic. Finish the rollout (wrangler versions deploy <version>@100%) or roll it back, then run again. Nothing was minted or changed.`
+}
+
+/**
+ * The targets a restore of the previous values writes: every one, except a Worker this run knows
+ * it never gave the new values (its write was refused outright, or not sent). A Worker write
+ * makes and deploys a new version, and a Worker that refused the new values (a rollout begun
+ * since preflight: 10215) would refuse the restore too. `knowsWrites` is false after a crash
+ * (a recovered rotation): then nothing is known, and every target is written.
+ */
+export function restoreTargets(
+  targets: SecretTarget[],
+  facts: { knowsWrites: boolean; workersMaybeNew: ReadonlySet<string> }
+): SecretTarget[] {
+  if (!facts.knowsWrites) return targets
+  return targets.filter(t => t.kind !== 'worker' || facts.workersMaybeNew.has(t.line))
+}
+
+/**
+ * The summary's caution for the Workers this run wrote: their older versions hold the
+ * credentials of a token that is gone now, so a rollback of the Worker to one of them (dashboard
+ * Deployments → Rollback, `wrangler rollback`) breaks it. Undefined when no token was revoked.
+ */
+export function workerRollbackNote(facts: {
+  scripts: string[]
+  /** The token whose values the older versions hold, and what became of it. */
+  goneId: string
+  gone: 'deleted' | 'disabled' | 'rolled-back'
+  /** When the run wrote the new values into the Workers (ISO). */
+  at: string
+}): string | undefined {
+  if (facts.scripts.length === 0) return undefined
+  const workers = facts.scripts.map(s => `Worker ${s}`).join(', ')
+  if (facts.gone === 'rolled-back') {
+    return `${workers}: the version this run made at ${facts.at} holds the new token ${facts.goneId}, deleted by the rollback (the newest version holds the previous values again). Rolling the Worker back to that version (Deployments → Rollback, wrangler rollback) brings back a revoked credential and breaks it.`
+  }
+  return `${workers}: every version made before ${facts.at} holds the previous token ${facts.goneId}, now ${facts.gone}. Rolling the Worker back to such a version (Deployments → Rollback, wrangler rollback) brings back a revoked credential and breaks it; roll back only to a version made since.`
+}
+
 // ------------------------------------------------------------------------------- the lock
 
 export type LockDecision =

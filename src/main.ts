@@ -11,6 +11,7 @@ import { fail, log, mask, maskToken, setOutput } from './log.js'
 import { isLoopbackUrl } from './net.js'
 import { useProxyFromEnv } from './proxy.js'
 import { TokenApi } from './cloudflare/tokens.js'
+import { WorkerSecrets } from './cloudflare/workers.js'
 import { createGitHubClient } from './github/client.js'
 import { SecretWriter } from './github/secrets.js'
 import { Journal } from './journal.js'
@@ -51,15 +52,17 @@ export function createContext(settings: Settings, env: NodeJS.ProcessEnv): Rotat
     baseUrl: settings.githubApiUrl,
     timeScale: clock.scale
   })
+  const tokens = new TokenApi({
+    apiToken: settings.cloudflareApiToken,
+    baseURL: settings.cloudflareApiUrl,
+    clock
+  })
   return {
     settings,
-    tokens: new TokenApi({
-      apiToken: settings.cloudflareApiToken,
-      baseURL: settings.cloudflareApiUrl,
-      clock
-    }),
+    tokens,
     github,
-    secrets: new SecretWriter(github),
+    // Worker targets are written with the management token's client (and its rate budget).
+    secrets: new SecretWriter(github, new WorkerSecrets(tokens)),
     journal: new Journal(github, settings.repository, settings.stateVariable, {
       id: settings.runId,
       attempt: settings.runAttempt

@@ -124,6 +124,13 @@ export type SecretTarget =
   | { kind: 'env'; owner: string; repo: string; environment: string; line: string }
   | { kind: 'org'; org: string; line: string }
   | { kind: 'dependabot'; owner: string; repo: string; line: string }
+  /** A Worker's secrets (`worker:SCRIPT`), in the account of the `account-id` input. */
+  | { kind: 'worker'; accountId: string; script: string; line: string }
+
+/** The targets GitHub holds (sealed-box secrets). */
+export type GitHubTarget = Exclude<SecretTarget, { kind: 'worker' }>
+/** A Workers script whose secrets hold the rotated fields. */
+export type WorkerTarget = Extract<SecretTarget, { kind: 'worker' }>
 
 export interface SmokeCheck {
   url: string
@@ -336,6 +343,8 @@ export interface RotationReport {
   owner?: TokenOwner['kind']
   /** Distinct secrets written, one line each: `<target> <NAME>`. */
   secretsWritten: string[]
+  /** The Workers given the new token's values (ids and a time only), for the rollback caution. */
+  workersWritten?: { scripts: string[]; tokenId: string; at: string }
   targets: string[]
   deployRunId?: number
   deployRunUrl?: string

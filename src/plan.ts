@@ -3,14 +3,25 @@
  * before a change, turned into the plan the executor carries out. Read-only: a refusal here
  * leaves the world as it was.
  */
-import type { ApiToken, Credentials, RotationReport, TokenOwner, TokenScope } from './model.js'
+import type {
+  ApiToken,
+  Credentials,
+  RotationReport,
+  TokenOwner,
+  TokenScope,
+  WorkerTarget
+} from './model.js'
 import type { RotationContext } from './context.js'
 import * as decide from './decide.js'
 import { RotationError } from './errors.js'
 import { log } from './log.js'
 import { warn } from './report.js'
 import { TOKEN_QUOTA } from './cloudflare/tokens.js'
-import { MANAGEMENT_PERMISSION, requireManagementPermission } from './cloudflare/management.js'
+import {
+  MANAGEMENT_PERMISSION,
+  requireManagementPermission,
+  requireWorkersPermission
+} from './cloudflare/management.js'
 import { accountIdFromPolicies, classifyScope, r2Endpoint } from './cloudflare/r2.js'
 import { tokenExpirationOf } from './github/client.js'
 import { describeTarget } from './github/secrets.js'
@@ -62,6 +73,7 @@ export async function preflight(ctx: RotationContext, report: RotationReport): P
   const scope = checkToken(ctx, report, cf, current, recovery, now)
   const probe = planProbe(ctx, report, scope, cf.owner, current)
   checkCondition(report, cf, current, probe)
+  requireWorkersPermission(cf.management, workerTargets(ctx), cf.groupNames)
   await readTargets(ctx)
   const deploy = await preflightDeploy(ctx, report)
   await preflightBaseline(ctx, serving.candidates, current, serving.credentials, probe)
@@ -84,6 +96,10 @@ export async function preflight(ctx: RotationContext, report: RotationReport): P
   if (budget) throw new RotationError('preflight', budget)
   report.plan = describePlan(ctx, plan)
   return plan
+}
+
+function workerTargets(ctx: RotationContext): WorkerTarget[] {
+  return ctx.settings.secretTargets.filter((t): t is WorkerTarget => t.kind === 'worker')
 }
 
 /** What to do about an unfinished rotation the journal names, if any. */
@@ -339,7 +355,7 @@ function describePlan(ctx: RotationContext, plan: Plan): string[] {
   lines.push(
     `mint "${plan.newName}" as a copy of ${current.id} (${policies}, ${current.condition ? 'with' : 'no'} condition), ${plan.expiresOn ? `expiring ${plan.expiresOn}` : 'no expiry'}`,
     `verify it${plan.probe ? ` and probe bucket ${plan.probe.plan.bucket} (${plan.probe.plan.mode})` : ''}`,
-    `write ${settings.secrets.map(s => `${s.name}=${s.field}`).join(', ')} to ${settings.secretTargets.map(describeTarget).join('; ')}`,
+    `write ${settings.secrets.map(s => `${s.name}=${s.field}`).join(', ')} to ${settings.secretTargets.map(t => (t.kind === 'worker' ? `${describeTarget(t)} (one secrets-bulk patch: a new version, deployed at once)` : describeTarget(t))).join('; ')}`,
     plan.deploy
       ? `dispatch ${plan.deploy.workflow.path} on ${plan.deploy.ref} in ${plan.deploy.repository.owner}/${plan.deploy.repository.repo} and wait up to ${Math.round(plan.deploy.timeoutMs / 1000)} s`
       : 'no deploy step (deploy-workflow: none)',

@@ -4,6 +4,7 @@
  */
 import type { PhaseName, RotationReport } from './model.js'
 import { RotationError, errorMessage } from './errors.js'
+import { workerRollbackNote } from './decide.js'
 import { log, setOutput, summaryBuilder, writeSummary } from './log.js'
 
 /** An empty report of a run that has not rotated yet. */
@@ -95,14 +96,29 @@ function seconds(ms: number): string {
   return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`
 }
 
+/** The caution about rolling back a Worker this run wrote, once a token it held is gone. */
+function workerNote(report: RotationReport): string | undefined {
+  const written = report.workersWritten
+  if (!written) return undefined
+  if (report.result === 'rolled-back') {
+    return workerRollbackNote({ ...written, goneId: written.tokenId, gone: 'rolled-back' })
+  }
+  const revoked = report.revoked
+  if (report.result !== 'rotated' || !report.previousTokenId) return undefined
+  if (revoked !== 'deleted' && revoked !== 'disabled') return undefined
+  return workerRollbackNote({ ...written, goneId: report.previousTokenId, gone: revoked })
+}
+
 /** Markdown of the job summary (exported for tests). */
 export function summaryMarkdown(report: RotationReport): string {
   const s = summaryBuilder()
   const subject =
     report.subject === 'management-token' ? 'Management token rotation' : 'R2 token rotation'
   s.addHeading(`${subject}: ${RESULT_HEADLINE[report.result]}`, 2)
-  if (report.warnings.length > 0) {
-    s.addRaw(`> [!WARNING]\n${report.warnings.map(w => `> ${w}`).join('\n')}\n\n`)
+  const workers = workerNote(report)
+  const warnings = workers ? [...report.warnings, workers] : report.warnings
+  if (warnings.length > 0) {
+    s.addRaw(`> [!WARNING]\n${warnings.map(w => `> ${w}`).join('\n')}\n\n`)
   }
   if (report.error) {
     s.addRaw(

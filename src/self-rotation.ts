@@ -14,7 +14,7 @@
  * after the write): with the successor it finishes forward, with the previous token it writes
  * that back and deletes the successor. Every delete is asked of decide.mayDelete first.
  */
-import type { ApiToken, Credentials, RotationReport, SecretTarget, TokenOwner } from './model.js'
+import type { ApiToken, Credentials, GitHubTarget, RotationReport, TokenOwner } from './model.js'
 import type { RotationContext } from './context.js'
 import * as decide from './decide.js'
 import { RotationError, errorMessage } from './errors.js'
@@ -443,7 +443,8 @@ async function writeEverywhere(
   credentials: Credentials
 ): Promise<void> {
   const name = ctx.settings.rotateManagementToken!
-  const targets = ctx.settings.secretTargets
+  // Settings refuse worker: lines in this mode.
+  const targets = ctx.settings.secretTargets.filter((t): t is GitHubTarget => t.kind !== 'worker')
   for (const [i, target] of targets.entries()) {
     await writeConfirmed(ctx, target, name, credentials)
     const key = `${describeTarget(target)} ${name}`
@@ -456,7 +457,7 @@ async function writeEverywhere(
 
 async function writeConfirmed(
   ctx: RotationContext,
-  target: SecretTarget,
+  target: GitHubTarget,
   name: string,
   credentials: Credentials
 ): Promise<void> {

@@ -133,7 +133,16 @@ export function getSettings(input: InputReader, env: NodeJS.ProcessEnv): Setting
 
   const secrets = rotateManagementToken ? [] : parseSecrets(read('secrets'))
   const repository = repositoryFromEnv(env)
-  const secretTargets = parseSecretTargets(read('secret-targets'), repository)
+  const secretTargets = parseSecretTargets(read('secret-targets'), repository, accountId)
+  const worker = secretTargets.find(t => t.kind === 'worker')
+  if (rotateManagementToken && worker) {
+    // A Worker's secrets cannot be read back (the API lists names only), and the management
+    // token's self-rotation confirms every write before it ends the old token.
+    throw new InputError(
+      'secret-targets',
+      `line '${worker.line}': a Worker cannot hold the management token with rotate-management-token, which reads every write back (Workers list secret names only). Use repo, env:, org: or dependabot: targets.`
+    )
+  }
   const githubToken = credential(read, 'github-token', 'a GitHub token')
   const githubApiUrl = serviceUrl(
     'GITHUB_API_URL',
@@ -551,7 +560,35 @@ function parseSecrets(text: string): SecretMapping[] {
 // secret-targets
 
 const TARGET_FORMS =
-  '`repo`, `repo:OWNER/REPO`, `env:NAME`, `env:OWNER/REPO:NAME`, `org:ORG` or `dependabot:OWNER/REPO`'
+  '`repo`, `repo:OWNER/REPO`, `env:NAME`, `env:OWNER/REPO:NAME`, `org:ORG`, `dependabot:OWNER/REPO` or `worker:SCRIPT`'
+
+/**
+ * Workers script names: the OpenAPI description's `workers_script_name` pattern
+ * (`^[a-z0-9_][a-z0-9-_]*$`), at most 63 characters as the dashboard allows.
+ */
+const SCRIPT_NAME = /^[a-z0-9_][a-z0-9-_]{0,62}$/
+
+/** `worker:SCRIPT`: a Worker of the `account-id` account (required then). */
+function workerTarget(
+  script: string,
+  n: number,
+  line: string,
+  accountId: string | undefined
+): SecretTarget {
+  if (!SCRIPT_NAME.test(script)) {
+    throw new InputError(
+      'secret-targets',
+      `line ${n}: invalid Worker name '${script}' in '${line}'; a Worker (script) name holds lowercase letters, digits, '-' and '_' (at most 63 characters). A Wrangler environment is its own Worker named <name>-<environment>.`
+    )
+  }
+  if (!accountId) {
+    throw new InputError(
+      'account-id',
+      `required by secret-targets line ${n} ('${line}'): a Worker's secrets live under /accounts/{account_id}/workers/scripts/…; give the 32-character account id that owns the Worker.`
+    )
+  }
+  return { kind: 'worker', accountId, script, line }
+}
 
 /**
  * Environment names: at most 255 characters, case-insensitive (docs.github.com, "Managing
@@ -569,7 +606,11 @@ function environmentName(text: string, n: number): string {
   return text
 }
 
-function parseSecretTargets(text: string, repository: RepoRef): SecretTarget[] {
+function parseSecretTargets(
+  text: string,
+  repository: RepoRef,
+  accountId: string | undefined
+): SecretTarget[] {
   const name = 'secret-targets'
   const entries = lines(text)
   if (entries.length === 0) {
@@ -614,6 +655,8 @@ function parseSecretTargets(text: string, repository: RepoRef): SecretTarget[] {
       target = { kind: 'org', org: rest, line }
     } else if (kind === 'dependabot' && rest !== undefined) {
       target = { kind: 'dependabot', ...repoRef(rest, n, line), line }
+    } else if (kind === 'worker' && rest !== undefined) {
+      target = workerTarget(rest, n, line, accountId)
     } else {
       throw new InputError(name, `line ${n}: expected ${TARGET_FORMS}, got '${line}'.`)
     }
@@ -627,9 +670,14 @@ function parseSecretTargets(text: string, repository: RepoRef): SecretTarget[] {
   })
 }
 
-/** GitHub compares owners, repositories, organisations and environments case-insensitively. */
+/**
+ * GitHub compares owners, repositories, organisations and environments case-insensitively; a
+ * Worker's name is lowercase already.
+ */
 function targetKey(target: SecretTarget): string {
   switch (target.kind) {
+    case 'worker':
+      return `worker:${target.script}`
     case 'repo':
     case 'dependabot':
       return `${target.kind}:${target.owner}/${target.repo}`.toLowerCase()

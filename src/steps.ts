@@ -12,12 +12,14 @@ import type {
   JournalRecord,
   RepoRef,
   RotationReport,
+  SecretTarget,
   SmokeResult,
-  TokenOwner
+  TokenOwner,
+  WorkerTarget
 } from './model.js'
 import type { RotationContext } from './context.js'
 import type { ProbePlan } from './decide.js'
-import { fieldValue, useEvidence } from './decide.js'
+import { fieldValue, isoSeconds, restoreTargets, useEvidence } from './decide.js'
 import { warn } from './report.js'
 import { retryUntil } from './backoff.js'
 import { RotationError, errorMessage, mayHaveTakenEffect } from './errors.js'
@@ -142,32 +144,58 @@ export async function probeR2(
 }
 
 /**
- * Writes every `secrets` × `secret-targets` pair with `credentials`. `beforeFirst` runs before the
- * first write (from then on the token may be in a secret); `written` after each one.
+ * Writes every `secrets` × `targets` pair with `credentials`: one write per GitHub secret, and
+ * one bulk patch per Worker (every field in one new version). `beforeFirst` runs before the first
+ * write (from then on the token may be in a secret); `sending` before each Worker patch and
+ * `refused` after one that surely changed nothing; `written` after each secret written.
  */
 export async function publishSecrets(
   ctx: RotationContext,
   credentials: Credentials,
-  hooks: { beforeFirst: () => void; written: (key: string) => void }
+  targets: SecretTarget[],
+  hooks: {
+    beforeFirst: () => void
+    written: (key: string) => void
+    sending?: (worker: WorkerTarget) => void
+    refused?: (worker: WorkerTarget) => void
+  }
 ): Promise<void> {
-  const { secretTargets, secrets } = ctx.settings
-  const total = secretTargets.length * secrets.length
+  const { secrets } = ctx.settings
+  const total = targets.length * secrets.length
+  const values = secrets.map(secret => {
+    const value = fieldValue(secret.field, credentials)
+    if (value === undefined) {
+      // Callers check coverage first; this guards the invariant that no secret is left stale.
+      throw new RotationError(
+        'publish',
+        `The ${secret.field} of token ${credentials.id} is not known; cannot write ${secret.name}.`
+      )
+    }
+    return { name: secret.name, value }
+  })
   let n = 0
   hooks.beforeFirst()
-  for (const target of secretTargets) {
-    for (const secret of secrets) {
-      n++
-      const value = fieldValue(secret.field, credentials)
-      if (value === undefined) {
-        // Callers check coverage first; this guards the invariant that no secret is left stale.
-        throw new RotationError(
-          'publish',
-          `The ${secret.field} of token ${credentials.id} is not known; cannot write ${secret.name}.`
-        )
+  for (const target of targets) {
+    if (target.kind === 'worker') {
+      hooks.sending?.(target)
+      try {
+        await ctx.secrets.writeWorker(target, values)
+      } catch (error) {
+        if (!mayHaveTakenEffect(error)) hooks.refused?.(target)
+        throw error
       }
-      const outcome = await ctx.secrets.write(target, secret.name, value)
-      hooks.written(`${describeTarget(target)} ${secret.name}`)
-      log.info(`[${n}/${total}] ${target.line} ${secret.name} (${outcome})`)
+      for (const { name } of values) hooks.written(`${describeTarget(target)} ${name}`)
+      n += values.length
+      log.info(
+        `[${n}/${total}] ${target.line} ${values.map(v => v.name).join(', ')} (one new version, deployed)`
+      )
+      continue
+    }
+    for (const { name, value } of values) {
+      n++
+      const outcome = await ctx.secrets.write(target, name, value)
+      hooks.written(`${describeTarget(target)} ${name}`)
+      log.info(`[${n}/${total}] ${target.line} ${name} (${outcome})`)
     }
   }
 }
@@ -416,6 +444,8 @@ export interface Progress {
   publishedEverywhere: boolean
   /** Distinct secrets written with `next` and not restored since. */
   writtenWithNext: Set<string>
+  /** The `line` of each Worker target whose patch with `next` was sent and not surely refused. */
+  workersMaybeNew: Set<string>
   /** Deploy runs dispatched by this run (all must have concluded before a rollback deletes `next`). */
   deployRunIds: number[]
   /** When the last deploy of this run concluded success. */
@@ -431,6 +461,7 @@ export function newProgress(): Progress {
     publishStarted: false,
     publishedEverywhere: false,
     writtenWithNext: new Set(),
+    workersMaybeNew: new Set(),
     deployRunIds: [],
     previousDisabled: false
   }
@@ -445,7 +476,11 @@ export async function record(
   report.journalPhase = (await ctx.journal.write(update)).phase
 }
 
-/** Writes `credentials` into every target, noting which secrets hold the new token. */
+/**
+ * Writes `credentials` into every target, noting which secrets hold the new token. A restore of
+ * the previous values skips a Worker known never to have received the new ones
+ * (decide.restoreTargets).
+ */
 export async function publish(
   ctx: RotationContext,
   report: RotationReport,
@@ -453,7 +488,17 @@ export async function publish(
   credentials: Credentials
 ): Promise<void> {
   const toNext = credentials.id === progress.next?.id
-  await publishSecrets(ctx, credentials, {
+  const all = ctx.settings.secretTargets
+  const targets = toNext
+    ? all
+    : restoreTargets(all, {
+        knowsWrites: progress.nextOrigin === 'minted',
+        workersMaybeNew: progress.workersMaybeNew
+      })
+  for (const skipped of all.filter(t => !targets.includes(t))) {
+    log.info(`${skipped.line}: never received the new values; nothing to restore`)
+  }
+  await publishSecrets(ctx, credentials, targets, {
     beforeFirst: () => {
       progress.publishStarted = true
     },
@@ -461,8 +506,22 @@ export async function publish(
       if (!report.secretsWritten.includes(key)) report.secretsWritten.push(key)
       if (toNext) progress.writtenWithNext.add(key)
       else progress.writtenWithNext.delete(key)
+    },
+    sending: worker => {
+      if (toNext) progress.workersMaybeNew.add(worker.line)
+    },
+    refused: worker => {
+      if (toNext) progress.workersMaybeNew.delete(worker.line)
     }
   })
+  const workers = targets.filter(t => t.kind === 'worker').map(t => t.script)
+  if (toNext && workers.length > 0 && !report.workersWritten) {
+    report.workersWritten = {
+      scripts: workers,
+      tokenId: credentials.id,
+      at: isoSeconds(new Date())
+    }
+  }
   progress.publishedEverywhere = toNext
 }
 

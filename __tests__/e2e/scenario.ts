@@ -229,6 +229,7 @@ export function startAll<T>(
  *   POST variable R2_ROTATION_STATE_LOCK
  *   POST /user/tokens → {new}
  *   PUT secret repo:acme/site R2_ACCESS_KEY_ID ← {new}
+ *   PATCH worker avatars-worker secrets R2_ACCESS_KEY_ID ← {new}, R2_SECRET_ACCESS_KEY ← {new}
  *   PUT /user/tokens/{previous} status=disabled
  *   DELETE /user/tokens/{previous}
  */
@@ -265,6 +266,14 @@ export function mutationList(
         .replace(/^\/client\/v4/, '')
         .replace(`/accounts/${sb.accountId}/`, '/accounts/{account}/')
         .replace(/\b[0-9a-f]{32}\b/g, id => role(id))
+      const worker = /^\/accounts\/\{account\}\/workers\/scripts\/([^/]+)\/secrets-bulk$/.exec(cf)
+      if (worker && entry.method === 'PATCH') {
+        const secrets = (body.secrets ?? {}) as Record<string, { text?: string } | null>
+        const writes = Object.entries(secrets).map(([name, secret]) =>
+          secret === null ? `${name} ← (deleted)` : `${name} ← ${ofValue(secret.text ?? '')}`
+        )
+        return `PATCH worker ${worker[1]} secrets ${writes.join(', ')}${failed}${lostNote}`
+      }
       if (entry.method === 'PUT' && typeof body.status === 'string')
         return `PUT ${cf} status=${body.status}${failed}${lostNote}`
       // An update that only gives the token an expiry (the management token's grace).

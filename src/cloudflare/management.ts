@@ -6,6 +6,7 @@
 import type { TokenOwner, TokenPolicy } from '../model.js'
 import { log } from '../log.js'
 import { CloudflareApiError, type TokenApi, firstOwner } from './tokens.js'
+import { WORKERS_HINT, WORKERS_PERMISSION } from './workers.js'
 
 /** The permission group a management token needs per owner kind (api-facts: "Minting needs …"). */
 export const MANAGEMENT_PERMISSION: Record<TokenOwner['kind'], string> = {
@@ -130,21 +131,58 @@ export function requireManagementPermission(
 ): void {
   if (!management.policies) return
   const needed = MANAGEMENT_PERMISSION[rotated.kind]
-  const name = (group: { id: string; name?: string }): string | undefined =>
-    groupNames.get(group.id) ?? group.name
-  const granted = (effect: 'allow' | 'deny'): boolean =>
-    management.policies!.some(
-      p =>
-        p.effect === effect &&
-        p.permission_groups.some(g => name(g) === needed) &&
-        Object.keys(p.resources).some(key => coversOwner(key, rotated))
-    )
-  if (!granted('allow') || granted('deny')) {
+  if (!grants(management.policies, needed, rotated, groupNames)) {
     const where = rotated.kind === 'account' ? ` on account ${rotated.accountId}` : ''
     throw new Error(
       `The management token (cloudflare-api-token) ${management.id} lacks the permission '${needed}'${where}, needed to create and delete ${rotated.kind}-owned tokens. To get a token that has it, ${HOW_TO_CREATE[rotated.kind]}.`
     )
   }
+}
+
+/**
+ * Fails, before anything is minted, when the management token's own policies (when readable) do
+ * not allow `Workers Scripts Write` on an account that owns a Worker target, or deny it there. A
+ * token that cannot read its policies is left to the Workers calls, whose 403 says the same.
+ */
+export function requireWorkersPermission(
+  management: ManagementToken,
+  workers: Array<{ accountId: string; script: string }>,
+  groupNames: Map<string, string>
+): void {
+  if (!management.policies) return
+  const lacking = workers.filter(
+    w =>
+      !grants(
+        management.policies!,
+        WORKERS_PERMISSION,
+        { kind: 'account', accountId: w.accountId },
+        groupNames
+      )
+  )
+  if (lacking.length === 0) return
+  const accounts = [...new Set(lacking.map(w => w.accountId))].join(', ')
+  throw new Error(
+    `The management token (cloudflare-api-token) ${management.id} lacks the permission '${WORKERS_PERMISSION}' on account ${accounts}, needed to write the secrets of ${lacking.map(w => `Worker ${w.script}`).join(', ')}. ${WORKERS_HINT} Nothing was minted or changed.`
+  )
+}
+
+/** Whether `policies` allow `permission` where tokens (or Workers) owned like `owner` live, and do not deny it there. */
+function grants(
+  policies: TokenPolicy[],
+  permission: string,
+  owner: TokenOwner,
+  groupNames: Map<string, string>
+): boolean {
+  const name = (group: { id: string; name?: string }): string | undefined =>
+    groupNames.get(group.id) ?? group.name
+  const granted = (effect: 'allow' | 'deny'): boolean =>
+    policies.some(
+      p =>
+        p.effect === effect &&
+        p.permission_groups.some(g => name(g) === permission) &&
+        Object.keys(p.resources).some(key => coversOwner(key, owner))
+    )
+  return granted('allow') && !granted('deny')
 }
 
 /**

@@ -424,9 +424,10 @@ export class TokenApi {
   /**
    * Runs one SDK call and turns its failures into `CloudflareApiError`. Waits out a rate limit
    * of at most `MAX_RATE_LIMIT_WAIT_MS`; retries an idempotent call after a dropped connection, a
-   * timeout or a server error, with a short exponential backoff.
+   * timeout or a server error, with a short exponential backoff. Public for the other Cloudflare
+   * APIs the management token calls (workers.ts), which share its client and rate budget.
    */
-  private async call<T>(
+  async call<T>(
     what: string,
     run: (client: TokenClient) => PromiseLike<T>,
     how: CallKind = {}
@@ -467,7 +468,9 @@ export class TokenApi {
   }
 }
 
-interface CallKind {
+export interface CallKind {
+  /** What a 401 or 403 of the management token lacks (default: the API-token permissions). */
+  hint?: string
   /** Authenticated as this token (verify checks a token with its own value), not the management token. */
   asToken?: string
   /** Changes state: without an answer it may or may not have happened. */
@@ -528,7 +531,7 @@ function toCloudflareError(
       (status === 401 || status === 403) &&
       refusedFrom === undefined
     ) {
-      message += ` ${MANAGEMENT_HINT}`
+      message += ` ${how.hint ?? MANAGEMENT_HINT}`
     }
     retryAfter = retryAfterMs(error.headers?.get('retry-after') ?? undefined)
   } else {

@@ -7,7 +7,8 @@
  * target's public key, seal the value with `crypto_box_seal`, PUT `{encrypted_value, key_id}`;
  * the answer is 201 when the secret was created and 204 when it was updated.
  */
-import type { SecretTarget } from '../model.js'
+import type { GitHubTarget, SecretTarget, WorkerTarget } from '../model.js'
+import type { WorkerSecret, WorkerSecrets } from '../cloudflare/workers.js'
 import { register } from '../redact.js'
 import {
   type GitHubClient,
@@ -74,11 +75,13 @@ export function describeTarget(target: SecretTarget): string {
       return `org ${target.org}`
     case 'dependabot':
       return `dependabot ${target.owner}/${target.repo}`
+    case 'worker':
+      return `worker ${target.script}`
   }
 }
 
 /** The permission the github-token needs on a target, in the words of GitHub's settings pages. */
-function permissionNeeded(target: SecretTarget): string {
+function permissionNeeded(target: GitHubTarget): string {
   switch (target.kind) {
     case 'repo':
       return `the repository permission "Secrets: write" on ${target.owner}/${target.repo} (a fine-grained PAT or a GitHub App token; GITHUB_TOKEN cannot write secrets)`
@@ -111,7 +114,7 @@ class TargetError extends Error {
  * missing); without one, a 403 or 404 is put down to the permission the github-token lacks.
  */
 function targetError(
-  target: SecretTarget,
+  target: GitHubTarget,
   doing: string,
   error: unknown,
   diagnosis?: string
@@ -134,11 +137,18 @@ function cacheKey(target: SecretTarget): string {
   return describeTarget(target).toLowerCase()
 }
 
+/**
+ * Writes the secrets of every kind of target: GitHub's (sealed boxes) here, a Worker's through
+ * `workers` (cloudflare/workers.ts), which the action builds with the management token.
+ */
 export class SecretWriter {
   private readonly keys = new Map<string, Promise<TargetKey>>()
   private readonly orgAccess = new Map<string, Promise<OrgSecretAccess>>()
 
-  constructor(private readonly octokit: GitHubClient) {}
+  constructor(
+    private readonly octokit: GitHubClient,
+    private readonly workers?: WorkerSecrets
+  ) {}
 
   /**
    * Reads (once per target per run, cached) the target's public key; for an org target also the
@@ -146,6 +156,7 @@ export class SecretWriter {
    * target line and the permission needed. Read-only.
    */
   async preflight(target: SecretTarget, secretNames: string[]): Promise<void> {
+    if (target.kind === 'worker') return this.workerApi().preflight(target)
     await this.publicKey(target)
     if (target.kind === 'org') {
       for (const name of secretNames) await this.orgSecretAccess(target, name)
@@ -179,7 +190,7 @@ export class SecretWriter {
    * Seals and PUTs one secret; 'created' (201) or 'updated' (204). An org secret keeps its
    * visibility and selected repositories; a new one is 'private'.
    */
-  async write(target: SecretTarget, name: string, value: string): Promise<'created' | 'updated'> {
+  async write(target: GitHubTarget, name: string, value: string): Promise<'created' | 'updated'> {
     if (Buffer.byteLength(value, 'utf8') > MAX_SECRET_BYTES) {
       throw new Error(`Secret ${name} is larger than GitHub's 48 KB limit.`)
     }
@@ -192,6 +203,16 @@ export class SecretWriter {
     } catch (error) {
       throw targetError(target, `writing secret ${name}`, error)
     }
+  }
+
+  /** Every secret of a Worker in one bulk patch: one new version, deployed at once. */
+  writeWorker(target: WorkerTarget, secrets: WorkerSecret[]): Promise<void> {
+    return this.workerApi().write(target, secrets)
+  }
+
+  private workerApi(): WorkerSecrets {
+    if (!this.workers) throw new Error('No Cloudflare client to write Worker secrets with.')
+    return this.workers
   }
 
   /**
@@ -234,7 +255,7 @@ export class SecretWriter {
   }
 
   private put(
-    target: SecretTarget,
+    target: GitHubTarget,
     name: string,
     sealed: { encrypted_value: string; key_id: string },
     access: OrgSecretAccess | undefined
@@ -280,7 +301,7 @@ export class SecretWriter {
     }
   }
 
-  private publicKey(target: SecretTarget): Promise<TargetKey> {
+  private publicKey(target: GitHubTarget): Promise<TargetKey> {
     const id = cacheKey(target)
     let key = this.keys.get(id)
     if (!key) {
@@ -292,7 +313,7 @@ export class SecretWriter {
     return key
   }
 
-  private async readPublicKey(target: SecretTarget): Promise<TargetKey> {
+  private async readPublicKey(target: GitHubTarget): Promise<TargetKey> {
     try {
       const { data } = await this.getPublicKey(target)
       return { keyId: data.key_id, key: data.key }
@@ -309,7 +330,7 @@ export class SecretWriter {
    * docs.github.com/rest/deployments/environments#get-an-environment). Undefined when it cannot
    * tell. An organization is not read (no such endpoint is needed otherwise): its 404 is explained.
    */
-  private async diagnoseNotFound(target: SecretTarget): Promise<string | undefined> {
+  private async diagnoseNotFound(target: GitHubTarget): Promise<string | undefined> {
     if (target.kind === 'org') {
       return `The organization ${target.org} was not found, or the github-token cannot see it (a fine-grained PAT must have it as its resource owner; a GitHub App must be installed on it).`
     }
@@ -341,7 +362,7 @@ export class SecretWriter {
       : undefined
   }
 
-  private getPublicKey(target: SecretTarget): Promise<{ data: { key_id: string; key: string } }> {
+  private getPublicKey(target: GitHubTarget): Promise<{ data: { key_id: string; key: string } }> {
     switch (target.kind) {
       case 'repo':
         return this.octokit.request('GET /repos/{owner}/{repo}/actions/secrets/public-key', {
