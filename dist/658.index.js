@@ -1,5 +1,5 @@
-export const id = 491;
-export const ids = [491];
+export const id = 658;
+export const ids = [658];
 export const modules = {
 
 /***/ 7897:
@@ -212,9 +212,10 @@ class InternalServerError extends APIError {
 /* harmony export */ __webpack_require__.d(__webpack_exports__, {
 /* harmony export */   $9: () => (/* binding */ V4PagePaginationArray),
 /* harmony export */   CR: () => (/* binding */ SinglePage),
+/* harmony export */   mu: () => (/* binding */ V4PagePagination),
 /* harmony export */   nC: () => (/* binding */ PagePromise)
 /* harmony export */ });
-/* unused harmony exports AbstractPage, V4PagePagination, CursorPagination, CursorPaginationAfter, CursorLimitPagination, ContainersInstancesV1Pagination, PageTokenPagination */
+/* unused harmony exports AbstractPage, CursorPagination, CursorPaginationAfter, CursorLimitPagination, ContainersInstancesV1Pagination, PageTokenPagination */
 /* harmony import */ var _internal_tslib_mjs__WEBPACK_IMPORTED_MODULE_4__ = __webpack_require__(7235);
 /* harmony import */ var _error_mjs__WEBPACK_IMPORTED_MODULE_0__ = __webpack_require__(831);
 /* harmony import */ var _internal_parse_mjs__WEBPACK_IMPORTED_MODULE_1__ = __webpack_require__(3834);
@@ -1402,7 +1403,273 @@ var Tokens = /* @__PURE__ */ (() => {
 
 /***/ }),
 
-/***/ 5491:
+/***/ 324:
+/***/ ((__unused_webpack___webpack_module__, __webpack_exports__, __webpack_require__) => {
+
+/* harmony export */ __webpack_require__.d(__webpack_exports__, {
+/* harmony export */   M: () => (/* binding */ BaseDeployments)
+/* harmony export */ });
+/* unused harmony export Deployments */
+/* harmony import */ var _core_resource_mjs__WEBPACK_IMPORTED_MODULE_2__ = __webpack_require__(4123);
+/* harmony import */ var _core_pagination_mjs__WEBPACK_IMPORTED_MODULE_0__ = __webpack_require__(8483);
+/* harmony import */ var _internal_utils_path_mjs__WEBPACK_IMPORTED_MODULE_1__ = __webpack_require__(2);
+// File generated from our OpenAPI spec by Stainless. See CONTRIBUTING.md for details.
+
+
+
+var BaseDeployments = /* @__PURE__ */ (() => {
+    class BaseDeployments extends _core_resource_mjs__WEBPACK_IMPORTED_MODULE_2__/* .APIResource */ .h {
+        /**
+         * Deployments configure how
+         * [Worker Versions](https://developers.cloudflare.com/api/operations/worker-versions-list-versions)
+         * are deployed to traffic. A deployment can consist of multiple versions of a
+         * Worker.
+         *
+         * @example
+         * ```ts
+         * const deployment =
+         *   await client.workers.scripts.deployments.create(
+         *     'this-is_my_script-01',
+         *     {
+         *       account_id: '023e105f4ecef8ad9ca31a8372d0c353',
+         *       strategy: 'percentage',
+         *       versions: [
+         *         {
+         *           percentage: 100,
+         *           version_id:
+         *             '023e105f-2a42-4f8b-a1c1-73f6a2a30c0f',
+         *         },
+         *       ],
+         *     },
+         *   );
+         * ```
+         */
+        create(scriptName, params, options) {
+            const { account_id, force, ...body } = params;
+            return this._client.post((0,_internal_utils_path_mjs__WEBPACK_IMPORTED_MODULE_1__/* .path */ .Ae) `/accounts/${account_id}/workers/scripts/${scriptName}/deployments`, {
+                query: { force },
+                body,
+                ...options,
+            })._thenUnwrap((obj) => obj.result);
+        }
+        /**
+         * List Worker deployments. The first deployment in the list is the latest
+         * deployment actively serving traffic.
+         *
+         * @example
+         * ```ts
+         * // Automatically fetches more pages as needed.
+         * for await (const deploymentListResponse of client.workers.scripts.deployments.list(
+         *   'this-is_my_script-01',
+         *   { account_id: '023e105f4ecef8ad9ca31a8372d0c353' },
+         * )) {
+         *   // ...
+         * }
+         * ```
+         */
+        list(scriptName, params, options) {
+            const { account_id, ...query } = params;
+            return this._client.getAPIList((0,_internal_utils_path_mjs__WEBPACK_IMPORTED_MODULE_1__/* .path */ .Ae) `/accounts/${account_id}/workers/scripts/${scriptName}/deployments`, (_core_pagination_mjs__WEBPACK_IMPORTED_MODULE_0__/* .V4PagePagination */ .mu), { query, ...options });
+        }
+        /**
+         * Delete a Worker Deployment. The latest deployment, which is actively serving
+         * traffic, cannot be deleted. All other deployments can be deleted.
+         *
+         * @example
+         * ```ts
+         * const deployment =
+         *   await client.workers.scripts.deployments.delete(
+         *     '182bd5e5-6e1a-4fe4-a799-aa6d9a6ab26e',
+         *     {
+         *       account_id: '023e105f4ecef8ad9ca31a8372d0c353',
+         *       script_name: 'this-is_my_script-01',
+         *     },
+         *   );
+         * ```
+         */
+        delete(deploymentID, params, options) {
+            const { account_id, script_name } = params;
+            return this._client.delete((0,_internal_utils_path_mjs__WEBPACK_IMPORTED_MODULE_1__/* .path */ .Ae) `/accounts/${account_id}/workers/scripts/${script_name}/deployments/${deploymentID}`, options);
+        }
+        /**
+         * Get information about a Worker Deployment.
+         *
+         * @example
+         * ```ts
+         * const deployment =
+         *   await client.workers.scripts.deployments.get(
+         *     '182bd5e5-6e1a-4fe4-a799-aa6d9a6ab26e',
+         *     {
+         *       account_id: '023e105f4ecef8ad9ca31a8372d0c353',
+         *       script_name: 'this-is_my_script-01',
+         *     },
+         *   );
+         * ```
+         */
+        get(deploymentID, params, options) {
+            const { account_id, script_name } = params;
+            return this._client.get((0,_internal_utils_path_mjs__WEBPACK_IMPORTED_MODULE_1__/* .path */ .Ae) `/accounts/${account_id}/workers/scripts/${script_name}/deployments/${deploymentID}`, options)._thenUnwrap((obj) => obj.result);
+        }
+    }
+    BaseDeployments._key = Object.freeze([
+        'workers',
+        'scripts',
+        'deployments',
+    ]);
+    return BaseDeployments;
+})();
+class Deployments extends (/* unused pure expression or super */ null && (BaseDeployments)) {
+}
+//# sourceMappingURL=deployments.mjs.map
+
+/***/ }),
+
+/***/ 1223:
+/***/ ((__unused_webpack___webpack_module__, __webpack_exports__, __webpack_require__) => {
+
+/* harmony export */ __webpack_require__.d(__webpack_exports__, {
+/* harmony export */   j: () => (/* binding */ BaseSecrets)
+/* harmony export */ });
+/* unused harmony export Secrets */
+/* harmony import */ var _core_resource_mjs__WEBPACK_IMPORTED_MODULE_2__ = __webpack_require__(4123);
+/* harmony import */ var _core_pagination_mjs__WEBPACK_IMPORTED_MODULE_0__ = __webpack_require__(8483);
+/* harmony import */ var _internal_utils_path_mjs__WEBPACK_IMPORTED_MODULE_1__ = __webpack_require__(2);
+// File generated from our OpenAPI spec by Stainless. See CONTRIBUTING.md for details.
+
+
+
+var BaseSecrets = /* @__PURE__ */ (() => {
+    class BaseSecrets extends _core_resource_mjs__WEBPACK_IMPORTED_MODULE_2__/* .APIResource */ .h {
+        /**
+         * Add a secret to a Worker script by creating a new version with that secret.
+         *
+         * When changing more than one secret at a time, prefer the "Patch multiple script
+         * secrets" API instead of changing many secrets individually.
+         *
+         * @example
+         * ```ts
+         * const secret = await client.workers.scripts.secrets.update(
+         *   'this-is_my_script-01',
+         *   {
+         *     account_id: '023e105f4ecef8ad9ca31a8372d0c353',
+         *     name: 'myBinding',
+         *     text: 'My secret.',
+         *     type: 'secret_text',
+         *   },
+         * );
+         * ```
+         */
+        update(scriptName, params, options) {
+            const { account_id, ...body } = params;
+            return this._client.put((0,_internal_utils_path_mjs__WEBPACK_IMPORTED_MODULE_1__/* .path */ .Ae) `/accounts/${account_id}/workers/scripts/${scriptName}/secrets`, {
+                body,
+                ...options,
+            })._thenUnwrap((obj) => obj.result);
+        }
+        /**
+         * List the names of secrets bound to a Worker script.
+         *
+         * @example
+         * ```ts
+         * // Automatically fetches more pages as needed.
+         * for await (const secretListResponse of client.workers.scripts.secrets.list(
+         *   'this-is_my_script-01',
+         *   { account_id: '023e105f4ecef8ad9ca31a8372d0c353' },
+         * )) {
+         *   // ...
+         * }
+         * ```
+         */
+        list(scriptName, params, options) {
+            const { account_id } = params;
+            return this._client.getAPIList((0,_internal_utils_path_mjs__WEBPACK_IMPORTED_MODULE_1__/* .path */ .Ae) `/accounts/${account_id}/workers/scripts/${scriptName}/secrets`, (_core_pagination_mjs__WEBPACK_IMPORTED_MODULE_0__/* .SinglePage */ .CR), options);
+        }
+        /**
+         * Remove a secret from a Worker script by creating a new version without that
+         * secret.
+         *
+         * When changing more than one secret at a time, prefer the "Patch multiple script
+         * secrets" API instead of changing many secrets individually.
+         *
+         * @example
+         * ```ts
+         * const secret = await client.workers.scripts.secrets.delete(
+         *   'mySecret',
+         *   {
+         *     account_id: '023e105f4ecef8ad9ca31a8372d0c353',
+         *     script_name: 'this-is_my_script-01',
+         *   },
+         * );
+         * ```
+         */
+        delete(secretName, params, options) {
+            const { account_id, script_name, url_encoded } = params;
+            return this._client.delete((0,_internal_utils_path_mjs__WEBPACK_IMPORTED_MODULE_1__/* .path */ .Ae) `/accounts/${account_id}/workers/scripts/${script_name}/secrets/${secretName}`, { query: { url_encoded }, ...options })._thenUnwrap((obj) => obj.result);
+        }
+        /**
+         * Create, update, or delete multiple secrets on a Worker script in a single
+         * operation using JSON Merge Patch (RFC 7396). This operation creates a single
+         * version with all changes included. Prefer this API instead of changing many
+         * secrets individually.
+         *
+         * Usage:
+         *
+         * - To create or update a secret, set its value to a secret object.
+         * - To delete a secret, set its value to `null`.
+         * - Secrets not included in the request are left unchanged.
+         *
+         * @example
+         * ```ts
+         * const response =
+         *   await client.workers.scripts.secrets.bulkUpdate(
+         *     'this-is_my_script-01',
+         *     { account_id: '023e105f4ecef8ad9ca31a8372d0c353' },
+         *   );
+         * ```
+         */
+        bulkUpdate(scriptName, params, options) {
+            const { account_id, ...body } = params;
+            return this._client.patch((0,_internal_utils_path_mjs__WEBPACK_IMPORTED_MODULE_1__/* .path */ .Ae) `/accounts/${account_id}/workers/scripts/${scriptName}/secrets-bulk`, {
+                body,
+                ...options,
+            })._thenUnwrap((obj) => obj.result);
+        }
+        /**
+         * Get a given secret binding (value omitted) on a Worker script.
+         *
+         * @example
+         * ```ts
+         * const secret = await client.workers.scripts.secrets.get(
+         *   'mySecret',
+         *   {
+         *     account_id: '023e105f4ecef8ad9ca31a8372d0c353',
+         *     script_name: 'this-is_my_script-01',
+         *   },
+         * );
+         * ```
+         */
+        get(secretName, params, options) {
+            const { account_id, script_name, ...query } = params;
+            return this._client.get((0,_internal_utils_path_mjs__WEBPACK_IMPORTED_MODULE_1__/* .path */ .Ae) `/accounts/${account_id}/workers/scripts/${script_name}/secrets/${secretName}`, {
+                query,
+                ...options,
+            })._thenUnwrap((obj) => obj.result);
+        }
+    }
+    BaseSecrets._key = Object.freeze([
+        'workers',
+        'scripts',
+        'secrets',
+    ]);
+    return BaseSecrets;
+})();
+class Secrets extends (/* unused pure expression or super */ null && (BaseSecrets)) {
+}
+//# sourceMappingURL=secrets.mjs.map
+
+/***/ }),
+
+/***/ 4658:
 /***/ ((__unused_webpack___webpack_module__, __webpack_exports__, __webpack_require__) => {
 
 
@@ -58324,115 +58591,8 @@ var scripts_content_BaseContent = /* @__PURE__ */ (/* unused pure expression or 
 class scripts_content_Content extends (/* unused pure expression or super */ null && (scripts_content_BaseContent)) {
 }
 //# sourceMappingURL=content.mjs.map
-;// CONCATENATED MODULE: ./node_modules/cloudflare/resources/workers/scripts/deployments.mjs
-// File generated from our OpenAPI spec by Stainless. See CONTRIBUTING.md for details.
-
-
-
-var scripts_deployments_BaseDeployments = /* @__PURE__ */ (/* unused pure expression or super */ null && ((() => {
-    class BaseDeployments extends APIResource {
-        /**
-         * Deployments configure how
-         * [Worker Versions](https://developers.cloudflare.com/api/operations/worker-versions-list-versions)
-         * are deployed to traffic. A deployment can consist of multiple versions of a
-         * Worker.
-         *
-         * @example
-         * ```ts
-         * const deployment =
-         *   await client.workers.scripts.deployments.create(
-         *     'this-is_my_script-01',
-         *     {
-         *       account_id: '023e105f4ecef8ad9ca31a8372d0c353',
-         *       strategy: 'percentage',
-         *       versions: [
-         *         {
-         *           percentage: 100,
-         *           version_id:
-         *             '023e105f-2a42-4f8b-a1c1-73f6a2a30c0f',
-         *         },
-         *       ],
-         *     },
-         *   );
-         * ```
-         */
-        create(scriptName, params, options) {
-            const { account_id, force, ...body } = params;
-            return this._client.post(path `/accounts/${account_id}/workers/scripts/${scriptName}/deployments`, {
-                query: { force },
-                body,
-                ...options,
-            })._thenUnwrap((obj) => obj.result);
-        }
-        /**
-         * List Worker deployments. The first deployment in the list is the latest
-         * deployment actively serving traffic.
-         *
-         * @example
-         * ```ts
-         * // Automatically fetches more pages as needed.
-         * for await (const deploymentListResponse of client.workers.scripts.deployments.list(
-         *   'this-is_my_script-01',
-         *   { account_id: '023e105f4ecef8ad9ca31a8372d0c353' },
-         * )) {
-         *   // ...
-         * }
-         * ```
-         */
-        list(scriptName, params, options) {
-            const { account_id, ...query } = params;
-            return this._client.getAPIList(path `/accounts/${account_id}/workers/scripts/${scriptName}/deployments`, (V4PagePagination), { query, ...options });
-        }
-        /**
-         * Delete a Worker Deployment. The latest deployment, which is actively serving
-         * traffic, cannot be deleted. All other deployments can be deleted.
-         *
-         * @example
-         * ```ts
-         * const deployment =
-         *   await client.workers.scripts.deployments.delete(
-         *     '182bd5e5-6e1a-4fe4-a799-aa6d9a6ab26e',
-         *     {
-         *       account_id: '023e105f4ecef8ad9ca31a8372d0c353',
-         *       script_name: 'this-is_my_script-01',
-         *     },
-         *   );
-         * ```
-         */
-        delete(deploymentID, params, options) {
-            const { account_id, script_name } = params;
-            return this._client.delete(path `/accounts/${account_id}/workers/scripts/${script_name}/deployments/${deploymentID}`, options);
-        }
-        /**
-         * Get information about a Worker Deployment.
-         *
-         * @example
-         * ```ts
-         * const deployment =
-         *   await client.workers.scripts.deployments.get(
-         *     '182bd5e5-6e1a-4fe4-a799-aa6d9a6ab26e',
-         *     {
-         *       account_id: '023e105f4ecef8ad9ca31a8372d0c353',
-         *       script_name: 'this-is_my_script-01',
-         *     },
-         *   );
-         * ```
-         */
-        get(deploymentID, params, options) {
-            const { account_id, script_name } = params;
-            return this._client.get(path `/accounts/${account_id}/workers/scripts/${script_name}/deployments/${deploymentID}`, options)._thenUnwrap((obj) => obj.result);
-        }
-    }
-    BaseDeployments._key = Object.freeze([
-        'workers',
-        'scripts',
-        'deployments',
-    ]);
-    return BaseDeployments;
-})()));
-class scripts_deployments_Deployments extends (/* unused pure expression or super */ null && (scripts_deployments_BaseDeployments)) {
-}
-//# sourceMappingURL=deployments.mjs.map
+// EXTERNAL MODULE: ./node_modules/cloudflare/resources/workers/scripts/deployments.mjs
+var deployments = __webpack_require__(324);
 ;// CONCATENATED MODULE: ./node_modules/cloudflare/resources/workers/scripts/schedules.mjs
 // File generated from our OpenAPI spec by Stainless. See CONTRIBUTING.md for details.
 
@@ -58537,139 +58697,8 @@ var script_and_version_settings_BaseScriptAndVersionSettings = /* @__PURE__ */ (
 class script_and_version_settings_ScriptAndVersionSettings extends (/* unused pure expression or super */ null && (script_and_version_settings_BaseScriptAndVersionSettings)) {
 }
 //# sourceMappingURL=script-and-version-settings.mjs.map
-;// CONCATENATED MODULE: ./node_modules/cloudflare/resources/workers/scripts/secrets.mjs
-// File generated from our OpenAPI spec by Stainless. See CONTRIBUTING.md for details.
-
-
-
-var scripts_secrets_BaseSecrets = /* @__PURE__ */ (/* unused pure expression or super */ null && ((() => {
-    class BaseSecrets extends APIResource {
-        /**
-         * Add a secret to a Worker script by creating a new version with that secret.
-         *
-         * When changing more than one secret at a time, prefer the "Patch multiple script
-         * secrets" API instead of changing many secrets individually.
-         *
-         * @example
-         * ```ts
-         * const secret = await client.workers.scripts.secrets.update(
-         *   'this-is_my_script-01',
-         *   {
-         *     account_id: '023e105f4ecef8ad9ca31a8372d0c353',
-         *     name: 'myBinding',
-         *     text: 'My secret.',
-         *     type: 'secret_text',
-         *   },
-         * );
-         * ```
-         */
-        update(scriptName, params, options) {
-            const { account_id, ...body } = params;
-            return this._client.put(path `/accounts/${account_id}/workers/scripts/${scriptName}/secrets`, {
-                body,
-                ...options,
-            })._thenUnwrap((obj) => obj.result);
-        }
-        /**
-         * List the names of secrets bound to a Worker script.
-         *
-         * @example
-         * ```ts
-         * // Automatically fetches more pages as needed.
-         * for await (const secretListResponse of client.workers.scripts.secrets.list(
-         *   'this-is_my_script-01',
-         *   { account_id: '023e105f4ecef8ad9ca31a8372d0c353' },
-         * )) {
-         *   // ...
-         * }
-         * ```
-         */
-        list(scriptName, params, options) {
-            const { account_id } = params;
-            return this._client.getAPIList(path `/accounts/${account_id}/workers/scripts/${scriptName}/secrets`, (SinglePage), options);
-        }
-        /**
-         * Remove a secret from a Worker script by creating a new version without that
-         * secret.
-         *
-         * When changing more than one secret at a time, prefer the "Patch multiple script
-         * secrets" API instead of changing many secrets individually.
-         *
-         * @example
-         * ```ts
-         * const secret = await client.workers.scripts.secrets.delete(
-         *   'mySecret',
-         *   {
-         *     account_id: '023e105f4ecef8ad9ca31a8372d0c353',
-         *     script_name: 'this-is_my_script-01',
-         *   },
-         * );
-         * ```
-         */
-        delete(secretName, params, options) {
-            const { account_id, script_name, url_encoded } = params;
-            return this._client.delete(path `/accounts/${account_id}/workers/scripts/${script_name}/secrets/${secretName}`, { query: { url_encoded }, ...options })._thenUnwrap((obj) => obj.result);
-        }
-        /**
-         * Create, update, or delete multiple secrets on a Worker script in a single
-         * operation using JSON Merge Patch (RFC 7396). This operation creates a single
-         * version with all changes included. Prefer this API instead of changing many
-         * secrets individually.
-         *
-         * Usage:
-         *
-         * - To create or update a secret, set its value to a secret object.
-         * - To delete a secret, set its value to `null`.
-         * - Secrets not included in the request are left unchanged.
-         *
-         * @example
-         * ```ts
-         * const response =
-         *   await client.workers.scripts.secrets.bulkUpdate(
-         *     'this-is_my_script-01',
-         *     { account_id: '023e105f4ecef8ad9ca31a8372d0c353' },
-         *   );
-         * ```
-         */
-        bulkUpdate(scriptName, params, options) {
-            const { account_id, ...body } = params;
-            return this._client.patch(path `/accounts/${account_id}/workers/scripts/${scriptName}/secrets-bulk`, {
-                body,
-                ...options,
-            })._thenUnwrap((obj) => obj.result);
-        }
-        /**
-         * Get a given secret binding (value omitted) on a Worker script.
-         *
-         * @example
-         * ```ts
-         * const secret = await client.workers.scripts.secrets.get(
-         *   'mySecret',
-         *   {
-         *     account_id: '023e105f4ecef8ad9ca31a8372d0c353',
-         *     script_name: 'this-is_my_script-01',
-         *   },
-         * );
-         * ```
-         */
-        get(secretName, params, options) {
-            const { account_id, script_name, ...query } = params;
-            return this._client.get(path `/accounts/${account_id}/workers/scripts/${script_name}/secrets/${secretName}`, {
-                query,
-                ...options,
-            })._thenUnwrap((obj) => obj.result);
-        }
-    }
-    BaseSecrets._key = Object.freeze([
-        'workers',
-        'scripts',
-        'secrets',
-    ]);
-    return BaseSecrets;
-})()));
-class scripts_secrets_Secrets extends (/* unused pure expression or super */ null && (scripts_secrets_BaseSecrets)) {
-}
-//# sourceMappingURL=secrets.mjs.map
+// EXTERNAL MODULE: ./node_modules/cloudflare/resources/workers/scripts/secrets.mjs
+var secrets = __webpack_require__(1223);
 ;// CONCATENATED MODULE: ./node_modules/cloudflare/resources/workers/scripts/settings.mjs
 // File generated from our OpenAPI spec by Stainless. See CONTRIBUTING.md for details.
 
@@ -59383,7 +59412,7 @@ class namespaces_scripts_content_Content extends (/* unused pure expression or s
 
 
 
-var namespaces_scripts_secrets_BaseSecrets = /* @__PURE__ */ (/* unused pure expression or super */ null && ((() => {
+var scripts_secrets_BaseSecrets = /* @__PURE__ */ (/* unused pure expression or super */ null && ((() => {
     class BaseSecrets extends APIResource {
         /**
          * Add a secret to a Workers for Platforms script by creating a new version with
@@ -59510,7 +59539,7 @@ var namespaces_scripts_secrets_BaseSecrets = /* @__PURE__ */ (/* unused pure exp
     BaseSecrets._key = Object.freeze(['workersForPlatforms', 'dispatch', 'namespaces', 'scripts', 'secrets']);
     return BaseSecrets;
 })()));
-class namespaces_scripts_secrets_Secrets extends (/* unused pure expression or super */ null && (namespaces_scripts_secrets_BaseSecrets)) {
+class scripts_secrets_Secrets extends (/* unused pure expression or super */ null && (scripts_secrets_BaseSecrets)) {
 }
 //# sourceMappingURL=secrets.mjs.map
 ;// CONCATENATED MODULE: ./node_modules/cloudflare/resources/workers-for-platforms/dispatch/namespaces/scripts/settings.mjs
