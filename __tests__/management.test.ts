@@ -128,7 +128,7 @@ describe('verifyManagementToken', () => {
     })
     const error = await failure(result)
     expect(error.message).toBe(
-      `The management token (cloudflare-api-token) ${id} may not read API tokens: Cloudflare refused it (403) even its own details. It lacks both 'API Tokens Write' (for user-owned tokens) and 'Account API Tokens Write' on account ${ACCOUNT} (for account-owned tokens). To get a token that has it, create one in the Cloudflare dashboard under My Profile → API Tokens → Create Token from the 'Create additional tokens' template (the Custom Token builder does not offer this permission).`
+      `The management token (cloudflare-api-token) ${id} may not read API tokens: Cloudflare refused it (403) even its own details. It lacks both 'API Tokens Write' (for user-owned tokens) and 'Account API Tokens Write' on account ${ACCOUNT} (for account-owned tokens). To get a token that has it, create one in the Cloudflare dashboard under My Profile → API Tokens → Create Token from the 'Create additional tokens' template, which grants User › API Tokens › Edit (no other template, and not the Custom Token builder, offers it).`
     )
     expect(error.message).not.toContain(value)
   })
@@ -152,7 +152,7 @@ describe('verifyManagementToken', () => {
     const error = await failure(result)
     expect(error.message).toMatch(
       new RegExp(
-        `It lacks 'Account API Tokens Write' on account ${ACCOUNT}\\. To get a token that has it, create one in the Cloudflare dashboard under Manage Account → Account API Tokens → Create Token with the permission Account › Account API Tokens › Edit\\.`
+        `It lacks 'Account API Tokens Write' on account ${ACCOUNT}\\. To get a token that has it, create one in the Cloudflare dashboard under Manage Account → API Tokens → Create Token with the permission Account › Account API Tokens › Edit\\.`
       )
     )
   })
@@ -193,7 +193,7 @@ describe('requireManagementPermission', () => {
   it('names API Tokens Write when the token may only read', () => {
     const m = management([grant(['API Tokens Read'], userResource())])
     expect(() => requireManagementPermission(m, USER, names())).toThrow(
-      "The management token (cloudflare-api-token) f00dfeedf00dfeedf00dfeedf00dfeed lacks the permission 'API Tokens Write', needed to create and delete user-owned tokens. To get a token that has it, create one in the Cloudflare dashboard under My Profile → API Tokens → Create Token from the 'Create additional tokens' template (the Custom Token builder does not offer this permission)."
+      "The management token (cloudflare-api-token) f00dfeedf00dfeedf00dfeedf00dfeed lacks the permission 'API Tokens Write', needed to create and delete user-owned tokens. To get a token that has it, create one in the Cloudflare dashboard under My Profile → API Tokens → Create Token from the 'Create additional tokens' template, which grants User › API Tokens › Edit (no other template, and not the Custom Token builder, offers it)."
     )
   })
 

@@ -15,15 +15,17 @@ export const MANAGEMENT_PERMISSION: Record<TokenOwner['kind'], string> = {
 }
 
 /**
- * How a management token of each kind is made in the Cloudflare dashboard. The Custom Token
- * builder does not offer User › API Tokens › Edit: a user token with 'API Tokens Write' comes only
- * from the "Create additional tokens" template; an account token gets 'Account API Tokens Write'
- * as Account › Account API Tokens › Edit.
+ * How a management token of each kind is made in the Cloudflare dashboard. User › API Tokens › Edit
+ * ('API Tokens Write') is offered by the "Create additional tokens" template only, not by any
+ * other template nor by the Custom Token builder (developers.cloudflare.com/fundamentals/api/
+ * how-to/create-via-api/). Account tokens are created under Manage Account → API Tokens
+ * (developers.cloudflare.com/fundamentals/api/get-started/create-token/), where
+ * 'Account API Tokens Write' is Account › Account API Tokens › Edit.
  */
 const HOW_TO_CREATE: Record<TokenOwner['kind'], string> = {
-  user: "create one in the Cloudflare dashboard under My Profile → API Tokens → Create Token from the 'Create additional tokens' template (the Custom Token builder does not offer this permission)",
+  user: "create one in the Cloudflare dashboard under My Profile → API Tokens → Create Token from the 'Create additional tokens' template, which grants User › API Tokens › Edit (no other template, and not the Custom Token builder, offers it)",
   account:
-    'create one in the Cloudflare dashboard under Manage Account → Account API Tokens → Create Token with the permission Account › Account API Tokens › Edit'
+    'create one in the Cloudflare dashboard under Manage Account → API Tokens → Create Token with the permission Account › Account API Tokens › Edit'
 }
 
 export interface ManagementToken {

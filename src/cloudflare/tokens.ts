@@ -168,7 +168,7 @@ export const TOKEN_QUOTA: Record<TokenOwner['kind'], number> = { user: 50, accou
 
 /** Where a token of each kind is created, in the dashboard's words. */
 export const MANAGEMENT_HINT =
-  "The cloudflare-api-token needs 'API Tokens Write' for user-owned tokens (dashboard: My Profile → API Tokens → Create Token → the 'Create additional tokens' template) or 'Account API Tokens Write' for account-owned tokens (Manage Account → Account API Tokens)."
+  "The cloudflare-api-token needs 'API Tokens Write' for user-owned tokens (dashboard: My Profile → API Tokens → Create Token → the 'Create additional tokens' template; the Custom Token builder does not offer it) or 'Account API Tokens Write' for account-owned tokens (Manage Account → API Tokens → Create Token, permission Account › Account API Tokens › Edit)."
 
 /** The SDK, loaded once, on first use. */
 let sdk: Promise<Sdk> | undefined
