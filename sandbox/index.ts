@@ -9,7 +9,7 @@
  */
 import { randomBytes } from 'node:crypto'
 import YAML from 'yaml'
-import { RequestLog } from './log.js'
+import { RequestLog, type RequestEntry } from './log.js'
 import { CloudflareSim, PERMISSION_GROUPS, type CfOwner } from './cloudflare.js'
 import {
   scaledClock,
@@ -181,6 +181,8 @@ export const DEPLOY_WORKFLOW_PATH = '.github/workflows/deploy.yml'
  */
 export const ROTATE_WORKFLOW_PATH = '.github/workflows/rotate-r2-token.yml'
 export const DEFAULT_APP_ADDRESS = '192.0.2.10'
+/** Marks the requests of `watchHealth` (a person watching the app), so that counts leave them out. */
+export const HEALTH_WATCHER_HEADER = 'x-sandbox-health-watcher'
 const DAY_MS = 24 * 60 * 60 * 1000
 
 /** A permission group id by its Cloudflare name (ids are data; the names are the contract). */
@@ -390,6 +392,22 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     }
   }
   return sandbox
+}
+
+/**
+ * The requests the action made since `sinceMs`: everything that reached a simulator, less the
+ * sample app's own reads of its health object from R2 (the app does those, not the action) and
+ * the health watcher's requests (`watchHealth`).
+ */
+export function actionRequests(sb: Pick<Sandbox, 'log'>, sinceMs = 0): RequestEntry[] {
+  return sb.log
+    .requests()
+    .filter(e => e.at >= sinceMs)
+    .filter(
+      e =>
+        !(e.service === 'r2' && e.method === 'GET' && e.path.endsWith(`/${HEALTH_OBJECT_KEY}`)) &&
+        e.headers[HEALTH_WATCHER_HEADER] === undefined
+    )
 }
 
 /**
@@ -620,7 +638,7 @@ export function watchHealth(
     inflight = (async () => {
       const at = Date.now()
       try {
-        const response = await fetch(url)
+        const response = await fetch(url, { headers: { [HEALTH_WATCHER_HEADER]: '1' } })
         await response.arrayBuffer()
         if (response.status !== 200) failures.push({ at, status: response.status })
       } catch {

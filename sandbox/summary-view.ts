@@ -1,13 +1,14 @@
 /**
  * Shows a job summary as a person sees it: the markdown the action wrote to GITHUB_STEP_SUMMARY,
  * rendered to HTML (GitHub-flavoured, as the run page renders it) and opened in headless Chromium
- * for its text (the DOM after rendering) and a screenshot.
+ * for its text (the DOM after rendering) and a screenshot; or, for a terminal, as plain text.
  */
 import { execFile } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { promisify } from 'node:util'
+import { convert } from 'html-to-text'
 import { marked } from 'marked'
 
 const run = promisify(execFile)
@@ -39,6 +40,20 @@ export function summaryPage(markdown: string, title = 'Job summary'): string {
   a { color: #0969da; }
 </style></head>
 <body><div class="summary">${body}</div></body></html>`
+}
+
+/** The job summary in plain text, as a person reads the run page: tables as aligned columns. */
+export function summaryText(markdown: string, width = 100): string {
+  const html = marked.parse(markdown, { gfm: true, async: false })
+  return convert(html, {
+    wordwrap: width,
+    selectors: [
+      { selector: 'table', format: 'dataTable', options: { maxColumnWidth: 64 } },
+      { selector: 'a', options: { hideLinkHrefIfSameAsText: true } },
+      { selector: 'h2', options: { uppercase: false } },
+      { selector: 'h3', options: { uppercase: false } }
+    ]
+  }).trim()
 }
 
 const CHROMIUM_FLAGS = [

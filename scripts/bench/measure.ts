@@ -2,12 +2,7 @@
  * What the benchmark reads out of a sandbox's request log: which requests the action made, how
  * many of them had to wait for each other, what GitHub counted, and the simulator's run events.
  */
-import {
-  HEALTH_OBJECT_KEY,
-  startSandbox,
-  type Sandbox,
-  type SandboxOptions
-} from '../../sandbox/index.js'
+import { startSandbox, type Sandbox, type SandboxOptions } from '../../sandbox/index.js'
 import type { EventEntry, RequestEntry } from '../../sandbox/log.js'
 
 /** A sandbox whose every service answers after `latencyMs`, and when each answer went out. */
@@ -28,18 +23,7 @@ export async function timedSandbox(options: SandboxOptions, latencyMs: number): 
   return { sb, answeredAt: entry => answered.get(entry) ?? entry.at }
 }
 
-/**
- * The requests the action made since `sinceMs`: everything that reached a simulator, less the
- * sample app's own reads of its health object from R2 (the app does those, not the action).
- */
-export function actionRequests(sb: Sandbox, sinceMs: number): RequestEntry[] {
-  return sb.log
-    .requests()
-    .filter(e => e.at >= sinceMs)
-    .filter(
-      e => !(e.service === 'r2' && e.method === 'GET' && e.path.endsWith(`/${HEALTH_OBJECT_KEY}`))
-    )
-}
+export { actionRequests } from '../../sandbox/index.js'
 
 /**
  * The longest chain of requests each of which began only after the one before it was answered
