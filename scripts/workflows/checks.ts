@@ -479,8 +479,8 @@ function checkTimeout(
 
 /**
  * A deploy workflow the action dispatches: it declares `workflow_dispatch` with every key the
- * rotation passes in `deploy-inputs`, and reads every secret the rotation writes that a deploy
- * needs (`access-key-id` and `secret-access-key`, or `token`), so that its run ships them.
+ * rotation passes in `deploy-inputs`, and reads the secrets an app runs on (the S3 pair, or the
+ * token when there is no pair), so that its run ships the ones the rotation just wrote.
  */
 export function checkDeploy(deploy: Doc, rotation: Doc): string[] {
   const problems: string[] = []
@@ -496,9 +496,13 @@ export function checkDeploy(deploy: Doc, rotation: Doc): string[] {
       const inputs = Object.keys(JSON.parse(asInputString(withs['deploy-inputs']) || '{}') as Doc)
       for (const key of inputs.filter(k => !declared.includes(k)))
         problems.push(`deploy-inputs passes '${key}', which workflow_dispatch does not declare`)
-      for (const line of asInputString(withs.secrets).split('\n')) {
-        const name = line.split('=')[0]!.trim()
-        if (name && !text.includes(`secrets.${name}`))
+      const written = asInputString(withs.secrets)
+        .split('\n')
+        .map(line => line.split('=').map(part => part.trim()))
+        .filter(([name, field]) => name && field)
+      const pair = written.filter(([, field]) => field !== 'token')
+      for (const [name] of pair.length > 0 ? pair : written) {
+        if (!text.includes(`secrets.${name}`))
           problems.push(`does not read the secret ${name} that the rotation writes`)
       }
     }

