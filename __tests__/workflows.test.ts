@@ -196,6 +196,17 @@ describe('the caller rules catch', () => {
     ])
   })
 
+  it('with rotate-management-token: inputs of a token rotation, and no secrets needed', () => {
+    const doc = parse(read('examples/rotate-management-token.yml')) as Doc
+    expect(checkCaller(doc, contracts)).toEqual([])
+    stepWith(doc)['smoke-urls'] = 'https://www.example.com/healthz'
+    ;((doc.jobs as Doc).rotate as Doc)['timeout-minutes'] = 10
+    expect(checkCaller(doc, contracts)).toEqual([
+      "job rotate step 1: 'smoke-urls' is refused with rotate-management-token",
+      'job rotate: timeout-minutes 10 is less than the worst case with a rollback: 2 × 0 + 3 × 0 + 0 + 0 + 10m + ⌈1 × 1 ÷ 30⌉m = 11 minutes'
+    ])
+  })
+
   it('the largest matrix entry counts', () => {
     const doc = parse(read('examples/org-wide-matrix.yml')) as Doc
     const job = (doc.jobs as Doc).rotate as Doc

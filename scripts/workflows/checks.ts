@@ -44,6 +44,28 @@ export const JOB_INPUTS = [
 ]
 /** Secrets of the reusable workflow that belong to its job: the App's key. */
 export const JOB_SECRETS = ['github-app-private-key']
+/**
+ * Required by action.yml for a token rotation, but not taken by the management token's own
+ * rotation (`rotate-management-token`): the reusable workflow declares them optional, and the
+ * action says when one is missing.
+ */
+export const TOKEN_ROTATION_REQUIRED = ['secrets', 'deploy-workflow']
+/** The action's inputs of a token rotation, refused with `rotate-management-token` (settings.ts). */
+export const TOKEN_ROTATION_INPUTS = [
+  'current-token',
+  'current-access-key-id',
+  'current-secret-access-key',
+  'secrets',
+  'deploy-workflow',
+  'deploy-repository',
+  'deploy-ref',
+  'smoke-urls',
+  'smoke-headers',
+  'r2-bucket',
+  'r2-endpoint'
+]
+export const MANAGEMENT_MODE = 'rotate-management-token'
+
 /** What the rotation step of the reusable workflow passes as `github-token`. */
 export const REUSABLE_GITHUB_TOKEN = '${{ steps.app-token.outputs.token || secrets.github-token }}'
 
@@ -117,8 +139,12 @@ export function checkReusable({ action, reusable }: Contracts): string[] {
       )
       continue
     }
-    // github-token may give way to a GitHub App, whose token the workflow mints itself.
-    const required = name === 'github-token' ? false : Boolean(spec.required)
+    // github-token may give way to a GitHub App, whose token the workflow mints itself; the
+    // management token's own rotation takes no secrets and no deploy workflow.
+    const required =
+      name === 'github-token' || TOKEN_ROTATION_REQUIRED.includes(name)
+        ? false
+        : Boolean(spec.required)
     if (Boolean(declared.required) !== required) {
       problems.push(
         `'${name}': required is ${Boolean(declared.required)}, expected ${required} (action.yml says ${Boolean(spec.required)})`
@@ -271,6 +297,24 @@ function timeoutInputsOf(
   counts: { secrets?: number; targets?: number },
   matrix: Doc = {}
 ): TimeoutInputs | string {
+  if (MANAGEMENT_MODE in withs && asInputString(withs[MANAGEMENT_MODE]) !== '') {
+    // No deploy, no smoke checks, no watch; revoke-grace is an expiry, not a wait. One secret.
+    const management = timeoutInputsOf(
+      { ...defaults, 'secret-targets': defaults['secret-targets'] ?? 'repo' },
+      { 'secret-targets': withs['secret-targets'] ?? defaults['secret-targets'] ?? 'repo' },
+      { secrets: 1 },
+      matrix
+    )
+    return typeof management === 'string'
+      ? management
+      : {
+          ...management,
+          'deploy-timeout': '0',
+          'smoke-timeout': '0',
+          'revoke-grace': '0',
+          'revoke-watch': '0'
+        }
+  }
   const durations = ['deploy-timeout', 'smoke-timeout', 'revoke-grace', 'revoke-watch'] as const
   const result: Partial<TimeoutInputs> = {}
   for (const name of durations) {
@@ -304,12 +348,19 @@ function checkCall(
   secrets?: Record<string, InputSpec>
 ): string[] {
   const problems: string[] = []
+  const management = MANAGEMENT_MODE in given.with
+  const passed = object(given.secrets)
   for (const name of Object.keys(given.with)) {
     if (!(name in inputs)) problems.push(`${what}: '${name}' is not an input`)
   }
   for (const [name, spec] of Object.entries(inputs)) {
-    if (spec.required && !(name in given.with))
+    const required = TOKEN_ROTATION_REQUIRED.includes(name) ? !management : spec.required
+    if (required && !(name in given.with))
       problems.push(`${what}: required input '${name}' is missing`)
+  }
+  if (management) {
+    for (const name of TOKEN_ROTATION_INPUTS.filter(n => n in given.with || n in passed))
+      problems.push(`${what}: '${name}' is refused with ${MANAGEMENT_MODE}`)
   }
   if (!secrets) return problems
   if (given.secrets === 'inherit') {
@@ -318,7 +369,6 @@ function checkCall(
     )
     return problems
   }
-  const passed = object(given.secrets)
   for (const name of Object.keys(passed)) {
     if (!(name in secrets))
       problems.push(`${what}: '${name}' is not a secret of the called workflow`)

@@ -16,7 +16,9 @@
  *                             propagates), waits for rate limits, the job's own set-up
  * + ⌈secrets × targets ÷ 30⌉  the secret writes, about a second apart, once forward and once back
  *
- * With the defaults (30m, 5m, 0s, 2m) and three secrets in one target: 88 minutes.
+ * With the defaults (30m, 5m, 0s, 2m) and three secrets in one target: 88 minutes. A run with
+ * `rotate-management-token` has no deploy, smoke checks or watch (`revoke-grace` is an expiry
+ * there, not a wait): 10 minutes and the writes of its one secret.
  */
 import { parseDuration } from '../../src/settings.js'
 
