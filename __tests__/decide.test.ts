@@ -1474,7 +1474,7 @@ describe('refusals: what stops a rotation before anything is minted', () => {
     itself: (id: string) =>
       `The management token (cloudflare-api-token) is the token being rotated (${id}); revoking it would end the rotation midway. Use a separate token with 'API Tokens Write'.`,
     managementExpired: (on: string) =>
-      `The management token (cloudflare-api-token) ${MANAGEMENT} expired on ${on}. Create a new one (dashboard: My Profile → API Tokens → Create Token → the 'Create additional tokens' template for a user-owned token, or Manage Account → Account API Tokens for an account-owned one) and update the secret it comes from.`,
+      `The management token (cloudflare-api-token) ${MANAGEMENT} expired on ${on}. Create a new one (dashboard: My Profile → API Tokens → Create Token → the 'Create additional tokens' template for a user-owned token, or Manage Account → API Tokens with Account › Account API Tokens › Edit for an account-owned one) and update the secret it comes from.`,
     enforce: `least-privilege: enforce refuses to rotate token ${PREVIOUS}: ${WARNING} Narrow the token's policies (one bucket, object-level permissions) or set least-privilege: warn.`
   }
 
@@ -1604,7 +1604,7 @@ describe('refusals: what stops a rotation before anything is minted', () => {
       REFUSAL.mismatch,
       REFUSAL.disabled,
       REFUSAL.itself(PREVIOUS),
-      `The management token (cloudflare-api-token) ${PREVIOUS} expired on ${ago(DAY)}. Create a new one (dashboard: My Profile → API Tokens → Create Token → the 'Create additional tokens' template for a user-owned token, or Manage Account → Account API Tokens for an account-owned one) and update the secret it comes from.`,
+      `The management token (cloudflare-api-token) ${PREVIOUS} expired on ${ago(DAY)}. Create a new one (dashboard: My Profile → API Tokens → Create Token → the 'Create additional tokens' template for a user-owned token, or Manage Account → API Tokens with Account › Account API Tokens › Edit for an account-owned one) and update the secret it comes from.`,
       REFUSAL.enforce,
       expect.stringMatching(/^Cloudflare allows 3 user-owned API tokens and 3 exist/)
     ])

@@ -141,7 +141,7 @@ export const MANAGEMENT_EXPIRY_WARNING_MS = 30 * 24 * 3600 * 1000
 
 /** Where a management token is made, in the dashboard's words (api-facts, credentials.md). */
 export const MANAGEMENT_RENEWAL =
-  "dashboard: My Profile → API Tokens → Create Token → the 'Create additional tokens' template for a user-owned token, or Manage Account → Account API Tokens for an account-owned one"
+  "dashboard: My Profile → API Tokens → Create Token → the 'Create additional tokens' template for a user-owned token, or Manage Account → API Tokens with Account › Account API Tokens › Edit for an account-owned one"
 
 /**
  * The new token's name: the expanded template, made unique among the owner's tokens with the run
