@@ -223,7 +223,7 @@ export function getSettings(input: InputReader, env: NodeJS.ProcessEnv): Setting
 }
 
 /** Inputs of a token rotation, which `rotate-management-token` does not take. */
-const TOKEN_ROTATION_INPUTS = [
+export const TOKEN_ROTATION_INPUTS = [
   'current-token',
   'current-access-key-id',
   'current-secret-access-key',

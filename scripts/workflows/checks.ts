@@ -11,7 +11,7 @@
  * - a deploy workflow can be dispatched with the inputs given and reads the secrets written;
  * - every third-party action is pinned by commit SHA with its version in a comment.
  */
-import { parseDuration } from '../../src/settings.js'
+import { TOKEN_ROTATION_INPUTS, parseDuration } from '../../src/settings.js'
 import {
   APP_TOKEN_MINUTES,
   type TimeoutInputs,
@@ -50,20 +50,6 @@ export const JOB_SECRETS = ['github-app-private-key']
  * action says when one is missing.
  */
 export const TOKEN_ROTATION_REQUIRED = ['secrets', 'deploy-workflow']
-/** The action's inputs of a token rotation, refused with `rotate-management-token` (settings.ts). */
-export const TOKEN_ROTATION_INPUTS = [
-  'current-token',
-  'current-access-key-id',
-  'current-secret-access-key',
-  'secrets',
-  'deploy-workflow',
-  'deploy-repository',
-  'deploy-ref',
-  'smoke-urls',
-  'smoke-headers',
-  'r2-bucket',
-  'r2-endpoint'
-]
 export const MANAGEMENT_MODE = 'rotate-management-token'
 
 /** What the rotation step of the reusable workflow passes as `github-token`. */
@@ -359,7 +345,7 @@ function checkCall(
       problems.push(`${what}: required input '${name}' is missing`)
   }
   if (management) {
-    for (const name of TOKEN_ROTATION_INPUTS.filter(n => n in given.with || n in passed))
+    for (const name of TOKEN_ROTATION_INPUTS.filter((n: string) => n in given.with || n in passed))
       problems.push(`${what}: '${name}' is refused with ${MANAGEMENT_MODE}`)
   }
   if (!secrets) return problems
