@@ -5,7 +5,7 @@
  *
  *   npm run mutate [-- --only D03,R02 --unit-only --keep --list]
  *
- * Each fault runs in a copy of the project under $TMPDIR/r2-mutants (src, sandbox, __tests__ and
+ * Each fault runs in a copy of the project under $TMPDIR/r2-mutants (src, sandbox, __tests__, scripts and
  * the configs, with node_modules linked), never in the checkout. For each:
  *   1. the one-line change is applied (its text must occur exactly once) and type-checked: a fault
  *      that does not compile would be caught by the compiler, not by a test, so it is an error in
@@ -463,7 +463,7 @@ function workspace(): string {
   const dir = join(tmpdir(), 'r2-mutants')
   rmSync(dir, { recursive: true, force: true })
   mkdirSync(dir, { recursive: true })
-  for (const entry of ['src', 'sandbox', '__tests__', 'action.yml']) {
+  for (const entry of ['src', 'sandbox', '__tests__', 'scripts', 'action.yml']) {
     cpSync(join(root, entry), join(dir, entry), { recursive: true })
   }
   for (const file of ['package.json', 'tsconfig.json', 'jest.config.js']) {
