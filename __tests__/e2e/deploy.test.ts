@@ -12,9 +12,10 @@ import {
   type Sandbox,
   type SandboxOptions
 } from '../../sandbox/index.js'
-import type { RunBehavior, SimRun } from '../../sandbox/github.js'
+import type { SimRun } from '../../sandbox/github.js'
 import { findLeaks, runAction, sandboxInputs, type ActionResult } from '../../sandbox/runner.js'
 import type { RequestEntry } from '../../sandbox/log.js'
+import { startNamed } from './scenario.js'
 
 interface Scenario {
   sb: Sandbox
@@ -22,12 +23,10 @@ interface Scenario {
   healthFailures: Array<{ at: number; status: number }>
 }
 
-const running: Sandbox[] = []
-afterEach(async () => {
-  while (running.length) await running.pop()!.stop()
-})
-
-/** Runs the action once in a fresh sandbox; `during` runs alongside it (e.g. an approver). */
+/**
+ * Runs the action once in a fresh sandbox; `during` runs alongside it (e.g. an approver). The
+ * sandbox is stopped at the end; its state stays readable.
+ */
 async function rotate(
   options: SandboxOptions,
   overrides: Record<string, string> = {},
@@ -35,12 +34,15 @@ async function rotate(
   during?: (sb: Sandbox) => Promise<void>
 ): Promise<Scenario> {
   const sb = await startSandbox(options)
-  running.push(sb)
-  prepare?.(sb)
-  const watch = sb.watchHealth(50)
-  const [result] = await Promise.all([runAction(sb, sandboxInputs(sb, overrides)), during?.(sb)])
-  const healthFailures = await watch.stop()
-  return { sb, result, healthFailures }
+  try {
+    prepare?.(sb)
+    const watch = sb.watchHealth(50)
+    const [result] = await Promise.all([runAction(sb, sandboxInputs(sb, overrides)), during?.(sb)])
+    const healthFailures = await watch.stop()
+    return { sb, result, healthFailures }
+  } finally {
+    await sb.stop()
+  }
 }
 
 const deleteOfOldToken = (sb: Sandbox) =>
@@ -126,14 +128,108 @@ function lastListBefore(sb: Sandbox): RequestEntry {
     .at(-1)!
 }
 
+const SAME_SECOND = 'a dispatch of the same second, told apart by its rotation id'
+const SECOND_EARLIER = 'no rotation id, a dispatch one second earlier'
+const CANNOT_TELL = 'no rotation id, a dispatch of the same second'
+const APPROVAL = 'a run waiting for an approval'
+const NEVER_STARTS = 'a run that never starts'
+const RERUN = 'a run re-run during the wait'
+const COUNTED = 'a run polled while it waits'
+const CONCLUSIONS = [
+  'failure',
+  'cancelled',
+  'timed_out',
+  'skipped',
+  'neutral',
+  'action_required',
+  'startup_failure',
+  'stale'
+]
+
+/** How many GETs of one run the action has sent so far. */
+const runReads = (sb: Sandbox, runId: number): number =>
+  sb.log
+    .requests({ service: 'github', method: 'GET' })
+    .filter(e => e.path.split('?')[0]!.endsWith(`/actions/runs/${runId}`)).length
+
+/** Every scenario runs at once (four at a time); each test awaits its own by name. */
+const scenarios = startNamed<Scenario>(
+  {
+    [SAME_SECOND]: () =>
+      rotate({ rejectReturnRunDetails: true }, {}, sb => {
+        sb.github.addFile(sb.repository, DEPLOY_WORKFLOW_PATH, ROTATION_WORKFLOW)
+        dispatchBeside(sb, { reason: 'manual', rotation_id: 'someone-else' }, ours =>
+          Date.parse(ours.createdAt)
+        )
+      }),
+    [SECOND_EARLIER]: () =>
+      rotate({ rejectReturnRunDetails: true }, {}, sb => {
+        // Whole seconds, as GitHub stamps them: the second before the list the action read just
+        // before it dispatched, so at least one second before the action's own run.
+        dispatchBeside(
+          sb,
+          { reason: 'manual' },
+          () => Math.floor(lastListBefore(sb).at / 1000) * 1000 - 1000
+        )
+      }),
+    [CANNOT_TELL]: () =>
+      rotate({ rejectReturnRunDetails: true }, {}, sb => {
+        dispatchBeside(sb, { reason: 'scheduled token rotation' }, ours =>
+          Date.parse(ours.createdAt)
+        )
+      }),
+    ...Object.fromEntries(
+      CONCLUSIONS.map(conclusion => [
+        `concluded ${conclusion}`,
+        () => rotate({}, {}, sb => sb.github.queueRun({ conclusion }))
+      ])
+    ),
+    [APPROVAL]: () =>
+      rotate(
+        { environment: 'production' },
+        {},
+        sb => sb.github.queueRun({ waitingMs: Infinity }),
+        async sb => {
+          // A person approves the deployment once the action has seen the run waiting a while.
+          while (sb.log.events('run.waiting').length === 0) await pause(20)
+          const runId = sb.log.events('run.waiting')[0]!.detail.run_id as number
+          while (runReads(sb, runId) < 3) await pause(20)
+          sb.github.approve(runId)
+        }
+      ),
+    [NEVER_STARTS]: () =>
+      rotate({}, { 'deploy-timeout': '3s' }, sb => sb.github.queueRun({ neverStarts: true })),
+    [RERUN]: () =>
+      rotate({}, {}, sb =>
+        // Long enough on GitHub's (scaled) clock for the action to see the first attempt going.
+        sb.github.queueRun({
+          queuedMs: 5_000,
+          runningMs: 20_000,
+          conclusion: 'failure',
+          rerun: { queuedMs: 150, runningMs: 400, conclusion: 'success' }
+        })
+      ),
+    [COUNTED]: () =>
+      rotate(
+        { environment: 'production' },
+        {},
+        sb => sb.github.queueRun({ waitingMs: Infinity }),
+        async sb => {
+          // The run waits until the action has read it four times: unchanged reads are 304s,
+          // however slowly a loaded machine lets the action poll.
+          while (sb.log.events('run.waiting').length === 0) await pause(20)
+          const runId = sb.log.events('run.waiting')[0]!.detail.run_id as number
+          while (runReads(sb, runId) < 4) await pause(20)
+          sb.github.approve(runId)
+        }
+      )
+  },
+  4
+)
+
 describe('the right run, when the server rejects return_run_details', () => {
   it('finds its run by the rotation id in the run title, beside a dispatch of the same second', async () => {
-    const scenario = await rotate({ rejectReturnRunDetails: true }, {}, sb => {
-      sb.github.addFile(sb.repository, DEPLOY_WORKFLOW_PATH, ROTATION_WORKFLOW)
-      dispatchBeside(sb, { reason: 'manual', rotation_id: 'someone-else' }, ours =>
-        Date.parse(ours.createdAt)
-      )
-    })
+    const scenario = await scenarios(SAME_SECOND)
     const { sb, result } = scenario
     expect(result.exitCode).toBe(0)
     expect(result.outputs.result).toBe('rotated')
@@ -156,15 +252,7 @@ describe('the right run, when the server rejects return_run_details', () => {
   })
 
   it('without a rotation id, ignores a dispatch created one second earlier', async () => {
-    const scenario = await rotate({ rejectReturnRunDetails: true }, {}, sb => {
-      // Whole seconds, as GitHub stamps them: the second before the list the action read just
-      // before it dispatched, so at least one second before the action's own run.
-      dispatchBeside(
-        sb,
-        { reason: 'manual' },
-        () => Math.floor(lastListBefore(sb).at / 1000) * 1000 - 1000
-      )
-    })
+    const scenario = await scenarios(SECOND_EARLIER)
     const { sb, result } = scenario
     expect(result.exitCode).toBe(0)
     expect(result.outputs.result).toBe('rotated')
@@ -184,9 +272,7 @@ describe('the right run, when the server rejects return_run_details', () => {
   })
 
   it('refuses to guess between two runs it cannot tell apart, and revokes nothing', async () => {
-    const scenario = await rotate({ rejectReturnRunDetails: true }, {}, sb => {
-      dispatchBeside(sb, { reason: 'scheduled token rotation' }, ours => Date.parse(ours.createdAt))
-    })
+    const scenario = await scenarios(CANNOT_TELL)
     const { sb, result } = scenario
     expectOldTokenKept(scenario)
     const [first, second] = [...sb.github.runs.values()]
@@ -201,17 +287,8 @@ describe('the right run, when the server rejects return_run_details', () => {
 })
 
 describe('every conclusion but success fails the deploy, and nothing is revoked', () => {
-  it.each([
-    'failure',
-    'cancelled',
-    'timed_out',
-    'skipped',
-    'neutral',
-    'action_required',
-    'startup_failure',
-    'stale'
-  ])('%s', async conclusion => {
-    const scenario = await rotate({}, {}, sb => sb.github.queueRun({ conclusion }))
+  it.each(CONCLUSIONS)('%s', async conclusion => {
+    const scenario = await scenarios(`concluded ${conclusion}`)
     const { sb, result } = scenario
     expectOldTokenKept(scenario)
     const runId = sb.log.events('run.created')[0]!.detail.run_id as number
@@ -221,7 +298,7 @@ describe('every conclusion but success fails the deploy, and nothing is revoked'
   })
 
   it('names the failed job and step', async () => {
-    const scenario = await rotate({}, {}, sb => sb.github.queueRun({ conclusion: 'timed_out' }))
+    const scenario = await scenarios('concluded timed_out')
     expect(errorLines(scenario.result)).toMatch(
       /concluded timed_out — failed: deploy: timed_out \(Deploy the app\)/
     )
@@ -230,17 +307,7 @@ describe('every conclusion but success fails the deploy, and nothing is revoked'
 
 describe('waiting, timing out and re-runs', () => {
   it('reports a run that waits for an environment approval, and completes once it is approved', async () => {
-    const scenario = await rotate(
-      { environment: 'production' },
-      {},
-      sb => sb.github.queueRun({ waitingMs: Infinity }),
-      async sb => {
-        // A person approves the deployment a while after the run started waiting.
-        while (sb.log.events('run.waiting').length === 0) await pause(50)
-        await pause(2500)
-        sb.github.approve(sb.log.events('run.waiting')[0]!.detail.run_id as number)
-      }
-    )
+    const scenario = await scenarios(APPROVAL)
     const { sb, result } = scenario
     expect(result.exitCode).toBe(0)
     expect(result.outputs.result).toBe('rotated')
@@ -256,9 +323,7 @@ describe('waiting, timing out and re-runs', () => {
   })
 
   it('leaves a run that never starts alone after deploy-timeout, and revokes nothing', async () => {
-    const scenario = await rotate({}, { 'deploy-timeout': '3s' }, sb =>
-      sb.github.queueRun({ neverStarts: true })
-    )
+    const scenario = await scenarios(NEVER_STARTS)
     const { sb, result } = scenario
     expectOldTokenKept(scenario)
     const runId = sb.log.events('run.created')[0]!.detail.run_id as number
@@ -271,11 +336,7 @@ describe('waiting, timing out and re-runs', () => {
   })
 
   it('follows a run re-run during the wait to the conclusion of its latest attempt', async () => {
-    const rerun: RunBehavior = { queuedMs: 150, runningMs: 400, conclusion: 'success' }
-    // Long enough on GitHub's (scaled) clock for the action to see the first attempt going.
-    const scenario = await rotate({}, {}, sb =>
-      sb.github.queueRun({ queuedMs: 5_000, runningMs: 20_000, conclusion: 'failure', rerun })
-    )
+    const scenario = await scenarios(RERUN)
     const { sb, result } = scenario
     expect(result.exitCode).toBe(0)
     expect(result.outputs.result).toBe('rotated')
@@ -297,10 +358,7 @@ describe('waiting, timing out and re-runs', () => {
   })
 
   it('costs at most 4 counted requests to dispatch and follow a run, the budget read for free', async () => {
-    const scenario = await rotate({
-      // Simulated time: 0.3 s and 0.6 s of real time, polled every simulated second.
-      run: { queuedMs: 15_000, runningMs: 30_000, conclusion: 'success' }
-    })
+    const scenario = await scenarios(COUNTED)
     const { sb, result } = scenario
     expect(result.exitCode).toBe(0)
     const runId = Number(result.outputs['deploy-run-id'])
