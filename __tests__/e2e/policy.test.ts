@@ -22,6 +22,7 @@ import {
   type ActionResult
 } from '../../sandbox/runner.js'
 import type { LogEntry, RequestEntry } from '../../sandbox/log.js'
+import { startNamed } from './scenario.js'
 
 const sha256 = (text: string): string => createHash('sha256').update(text, 'utf8').digest('hex')
 const DAY_MS = 24 * 60 * 60 * 1000
@@ -134,9 +135,9 @@ const allBucketsPolicy = (ctx: { accountId: string }): SandboxPolicy[] => [
   }
 ]
 
-// ------------------------------------------------------------------ the Security Matrix
+// ------------------------------------------------------------------ the scenarios, started at once
 
-describe.each([
+const CLASSES = [
   {
     cls: 'admin-read-write',
     policies: accountPolicy('Workers R2 Storage Write'),
@@ -161,14 +162,71 @@ describe.each([
     probe: 'read',
     scope: `object-read bucket=${BUCKET}`
   }
-])('class $cls', ({ cls, policies, probe, scope }) => {
+]
+
+/**
+ * Every first run starts now, four at a time (each mostly waits for its child process); a test
+ * awaits its own by name and stops its sandbox when done.
+ */
+const early = startNamed<Scenario>(
+  {
+    ...Object.fromEntries(
+      CLASSES.map(({ cls, policies }) => [
+        `class ${cls}`,
+        () =>
+          // Admin classes reach every bucket: r2-bucket names the one to probe.
+          rotateIn(
+            { rotatedPolicies: policies },
+            cls.startsWith('admin') ? { 'r2-bucket': BUCKET } : {}
+          )
+      ])
+    ),
+    'least-privilege: warn': () =>
+      rotateIn(
+        { rotatedPolicies: allBucketsPolicy },
+        { 'least-privilege': 'warn', 'r2-bucket': BUCKET }
+      ),
+    'least-privilege: enforce': () =>
+      rotateIn({ rotatedPolicies: allBucketsPolicy }, { 'least-privilege': 'enforce' }),
+    'not due': () => rotateIn({}, { 'rotate-after': '60d' }),
+    forced: () => rotateIn({}, { 'rotate-after': '60d', force: 'true' }),
+    'token-ttl': () => rotateIn({}, { 'token-ttl': '90d', 'rotate-after': '120d', force: 'true' }),
+    'about to expire': () => {
+      const now = Date.now()
+      return rotateIn({}, { 'rotate-after': '20d' }, sb => {
+        // Issued 25 days ago, expiring in 5 days: a 30-day lifetime.
+        const token = sb.cloudflare.findById(sb.current.id)!
+        token.issued_on = isoSeconds(now - 25 * DAY_MS)
+        token.expires_on = isoSeconds(now + 5 * DAY_MS)
+      })
+    },
+    'revoke-grace': () => rotateIn({}, { revoke: 'delete', 'revoke-grace': '60s' }),
+    'revoke: keep': () => rotateIn({}, { revoke: 'keep' }),
+    'revoke: disable, named twice before': () =>
+      rotateIn({}, { revoke: 'disable' }, s => {
+        // Names from earlier rotations, suffixes piled up by some other tool.
+        s.cloudflare.findById(s.current.id)!.name =
+          'avatars-uploader (rotated 2025-01-01) (rotated 2025-02-01)'
+      }),
+    'revoke: disable': () => rotateIn({}, { revoke: 'disable' }),
+    'dry-run': () => rotateIn({}, { 'dry-run': 'true', revoke: 'disable' }),
+    'management: read': () => rotateIn({ managementPermissions: 'read' }),
+    'management: none': () => rotateIn({ managementPermissions: 'none' }),
+    'management: account read only': () =>
+      rotateIn({ owner: 'account', environment: 'production' }, sb => ({
+        'cloudflare-api-token': weakAccountManager(sb)
+      }))
+  },
+  4
+)
+
+// ------------------------------------------------------------------ the Security Matrix
+
+describe.each(CLASSES)('class $cls', ({ cls, policies, probe, scope }) => {
   let scenario: Scenario
   beforeAll(async () => {
     // Admin classes reach every bucket: r2-bucket names the one to probe.
-    scenario = await rotateIn(
-      { rotatedPolicies: policies },
-      cls.startsWith('admin') ? { 'r2-bucket': BUCKET } : {}
-    )
+    scenario = await early(`class ${cls}`)
   })
   afterAll(async () => {
     await scenario?.sb.stop()
@@ -235,10 +293,7 @@ describe.each([
 
 describe('an account-wide R2 token', () => {
   it('least-privilege: warn rotates, with the warning in the log and the summary', async () => {
-    const scenario = await rotateIn(
-      { rotatedPolicies: allBucketsPolicy },
-      { 'least-privilege': 'warn', 'r2-bucket': BUCKET }
-    )
+    const scenario = await early('least-privilege: warn')
     const { sb, result } = scenario
     try {
       expect(result.exitCode).toBe(0)
@@ -259,10 +314,7 @@ describe('an account-wide R2 token', () => {
   })
 
   it('least-privilege: enforce fails before any mutation, naming the policy and a narrower one', async () => {
-    const scenario = await rotateIn(
-      { rotatedPolicies: allBucketsPolicy },
-      { 'least-privilege': 'enforce' }
-    )
+    const scenario = await early('least-privilege: enforce')
     const { sb, result } = scenario
     try {
       expect(result.exitCode).toBe(1)
@@ -293,7 +345,7 @@ describe('an account-wide R2 token', () => {
 describe('rotate-after and force', () => {
   it('a token younger than rotate-after is skipped: nothing changes, a notice says when it is due', async () => {
     // The sandbox's token was issued 40 days ago.
-    const scenario = await rotateIn({}, { 'rotate-after': '60d' })
+    const scenario = await early('not due')
     const { sb, result } = scenario
     try {
       expect(result.exitCode).toBe(0)
@@ -314,7 +366,7 @@ describe('rotate-after and force', () => {
   })
 
   it('force: true rotates a token that is not due; the old one is deleted (revoke: delete)', async () => {
-    const scenario = await rotateIn({}, { 'rotate-after': '60d', force: 'true' })
+    const scenario = await early('forced')
     const { sb, result } = scenario
     try {
       expect(result.exitCode).toBe(0)
@@ -355,10 +407,7 @@ function expectNewExpiry(scenario: Scenario, lifetimeMs: number): CfTokenRecord 
 
 describe('expiry', () => {
   it('token-ttl sets expires_on; a new token that lapses before the next due date is warned about', async () => {
-    const scenario = await rotateIn(
-      {},
-      { 'token-ttl': '90d', 'rotate-after': '120d', force: 'true' }
-    )
+    const scenario = await early('token-ttl')
     const { sb, result } = scenario
     try {
       const minted = expectNewExpiry(scenario, 90 * DAY_MS)
@@ -375,13 +424,7 @@ describe('expiry', () => {
   })
 
   it('without token-ttl the new token keeps the old lifetime length; an old token about to expire is warned about', async () => {
-    const now = Date.now()
-    const scenario = await rotateIn({}, { 'rotate-after': '20d' }, sb => {
-      // Issued 25 days ago, expiring in 5 days: a 30-day lifetime.
-      const token = sb.cloudflare.findById(sb.current.id)!
-      token.issued_on = isoSeconds(now - 25 * DAY_MS)
-      token.expires_on = isoSeconds(now + 5 * DAY_MS)
-    })
+    const scenario = await early('about to expire')
     const { sb, result } = scenario
     try {
       expectNewExpiry(scenario, 30 * DAY_MS)
@@ -403,7 +446,7 @@ describe('expiry', () => {
 describe('revoke', () => {
   it('revoke-grace waits before revoking the old token', async () => {
     // A minute on the action's clock: SANDBOX_TIME_SCALE of it in real time.
-    const scenario = await rotateIn({}, { revoke: 'delete', 'revoke-grace': '60s' })
+    const scenario = await early('revoke-grace')
     const { sb, result } = scenario
     try {
       expect(result.outputs.result).toBe('rotated')
@@ -437,7 +480,7 @@ describe('revoke', () => {
   })
 
   it('revoke: keep leaves the old token active', async () => {
-    const scenario = await rotateIn({}, { revoke: 'keep' })
+    const scenario = await early('revoke: keep')
     const { sb, result } = scenario
     try {
       expect(result.outputs.result).toBe('rotated')
@@ -461,11 +504,7 @@ describe('revoke', () => {
     /** What the first rotation left: the old token's status and the journal. */
     let between: { status?: string; journal: Record<string, unknown> }
     beforeAll(async () => {
-      first = await rotateIn({}, { revoke: 'disable' }, s => {
-        // Names from earlier rotations, suffixes piled up by some other tool.
-        s.cloudflare.findById(s.current.id)!.name =
-          'avatars-uploader (rotated 2025-01-01) (rotated 2025-02-01)'
-      })
+      first = await early('revoke: disable, named twice before')
       sb = first.sb
       firstId = first.result.outputs['token-id']!
       between = {
@@ -534,7 +573,7 @@ describe('revoke', () => {
     let second: Scenario
     let firstId: string
     beforeAll(async () => {
-      const first = await rotateIn({}, { revoke: 'disable' })
+      const first = await early('revoke: disable')
       sb = first.sb
       firstId = first.result.outputs['token-id']!
       // Enabled again on purpose (something still needed it): the journal still lists it.
@@ -569,7 +608,7 @@ describe('revoke', () => {
 
 describe('dry-run', () => {
   it('runs the read-only checks, prints the plan, and changes nothing', async () => {
-    const scenario = await rotateIn({}, { 'dry-run': 'true', revoke: 'disable' })
+    const scenario = await early('dry-run')
     const { sb, result } = scenario
     try {
       expect(result.exitCode).toBe(0)
@@ -627,7 +666,7 @@ describe('a management token without the permission to rotate', () => {
   }
 
   it("read-only (API Tokens Read): names 'API Tokens Write'", async () => {
-    const scenario = await rotateIn({ managementPermissions: 'read' })
+    const scenario = await early('management: read')
     try {
       expectPreflightFailure(
         scenario,
@@ -639,7 +678,7 @@ describe('a management token without the permission to rotate', () => {
   })
 
   it("no API token rights at all: names 'API Tokens Write' and 'Account API Tokens Write'", async () => {
-    const scenario = await rotateIn({ managementPermissions: 'none' })
+    const scenario = await early('management: none')
     try {
       expectPreflightFailure(
         scenario,
@@ -653,9 +692,7 @@ describe('a management token without the permission to rotate', () => {
   })
 
   it("an account-owned token, managed without 'Account API Tokens Write': names it", async () => {
-    const scenario = await rotateIn({ owner: 'account', environment: 'production' }, sb => ({
-      'cloudflare-api-token': weakAccountManager(sb)
-    }))
+    const scenario = await early('management: account read only')
     try {
       expectPreflightFailure(
         scenario,
