@@ -222,7 +222,7 @@ const early = startNamed<Scenario>(
 
 // ------------------------------------------------------------------ the Security Matrix
 
-describe.each(CLASSES)('class $cls', ({ cls, policies, probe, scope }) => {
+describe.each(CLASSES)('class $cls', ({ cls, probe, scope }) => {
   let scenario: Scenario
   beforeAll(async () => {
     // Admin classes reach every bucket: r2-bucket names the one to probe.
