@@ -7,17 +7,17 @@ export const modules = {
 
 __webpack_require__.r(__webpack_exports__);
 /* harmony export */ __webpack_require__.d(__webpack_exports__, {
-/* harmony export */   APIConnectionTimeoutError: () => (/* reexport safe */ cloudflare_core_error__WEBPACK_IMPORTED_MODULE_0__.qA),
-/* harmony export */   APIError: () => (/* reexport safe */ cloudflare_core_error__WEBPACK_IMPORTED_MODULE_0__.LG),
+/* harmony export */   APIConnectionTimeoutError: () => (/* reexport safe */ cloudflare_core_error__WEBPACK_IMPORTED_MODULE_1__.qA),
+/* harmony export */   APIError: () => (/* reexport safe */ cloudflare_core_error__WEBPACK_IMPORTED_MODULE_1__.LG),
 /* harmony export */   makeClient: () => (/* binding */ makeClient)
 /* harmony export */ });
-/* harmony import */ var cloudflare_core_error__WEBPACK_IMPORTED_MODULE_0__ = __webpack_require__(831);
-/* harmony import */ var cloudflare_tree_shakable__WEBPACK_IMPORTED_MODULE_1__ = __webpack_require__(4658);
-/* harmony import */ var cloudflare_resources_user_tokens_tokens__WEBPACK_IMPORTED_MODULE_2__ = __webpack_require__(3934);
-/* harmony import */ var cloudflare_resources_accounts_tokens_tokens__WEBPACK_IMPORTED_MODULE_3__ = __webpack_require__(7565);
-/* harmony import */ var cloudflare_resources_workers_scripts_secrets__WEBPACK_IMPORTED_MODULE_4__ = __webpack_require__(1223);
-/* harmony import */ var cloudflare_resources_workers_scripts_deployments__WEBPACK_IMPORTED_MODULE_5__ = __webpack_require__(324);
-/* harmony import */ var _redact_js__WEBPACK_IMPORTED_MODULE_6__ = __webpack_require__(6670);
+/* harmony import */ var cloudflare_core_error__WEBPACK_IMPORTED_MODULE_1__ = __webpack_require__(831);
+/* harmony import */ var cloudflare_tree_shakable__WEBPACK_IMPORTED_MODULE_2__ = __webpack_require__(3151);
+/* harmony import */ var cloudflare_resources_user_tokens_tokens__WEBPACK_IMPORTED_MODULE_3__ = __webpack_require__(3934);
+/* harmony import */ var cloudflare_resources_accounts_tokens_tokens__WEBPACK_IMPORTED_MODULE_4__ = __webpack_require__(7565);
+/* harmony import */ var cloudflare_resources_workers_scripts_secrets__WEBPACK_IMPORTED_MODULE_5__ = __webpack_require__(1223);
+/* harmony import */ var cloudflare_resources_workers_scripts_deployments__WEBPACK_IMPORTED_MODULE_6__ = __webpack_require__(324);
+/* harmony import */ var _redact_js__WEBPACK_IMPORTED_MODULE_0__ = __webpack_require__(6670);
 /**
  * The official `cloudflare` SDK, with only the token resources and the Workers script secrets and
  * deployments (`cloudflare/tree-shakable`; the `Base…` classes leave out their subresources).
@@ -35,8 +35,8 @@ __webpack_require__.r(__webpack_exports__);
 
 function makeClient(options) {
     const { rate, log } = options;
-    return (0,cloudflare_tree_shakable__WEBPACK_IMPORTED_MODULE_1__/* .createClient */ .U)({
-        resources: [cloudflare_resources_user_tokens_tokens__WEBPACK_IMPORTED_MODULE_2__/* .Tokens */ .D, cloudflare_resources_accounts_tokens_tokens__WEBPACK_IMPORTED_MODULE_3__/* .Tokens */ .D, cloudflare_resources_workers_scripts_secrets__WEBPACK_IMPORTED_MODULE_4__/* .BaseSecrets */ .j, cloudflare_resources_workers_scripts_deployments__WEBPACK_IMPORTED_MODULE_5__/* .BaseDeployments */ .M],
+    return (0,cloudflare_tree_shakable__WEBPACK_IMPORTED_MODULE_2__/* .createClient */ .U)({
+        resources: [cloudflare_resources_user_tokens_tokens__WEBPACK_IMPORTED_MODULE_3__/* .Tokens */ .D, cloudflare_resources_accounts_tokens_tokens__WEBPACK_IMPORTED_MODULE_4__/* .Tokens */ .D, cloudflare_resources_workers_scripts_secrets__WEBPACK_IMPORTED_MODULE_5__/* .BaseSecrets */ .j, cloudflare_resources_workers_scripts_deployments__WEBPACK_IMPORTED_MODULE_6__/* .BaseDeployments */ .M],
         apiToken: options.apiToken,
         // Explicit nulls: the SDK would otherwise pick up CLOUDFLARE_API_KEY / CLOUDFLARE_EMAIL /
         // CLOUDFLARE_API_USER_SERVICE_KEY from the runner's environment and send them as well.
@@ -54,8 +54,8 @@ function makeClient(options) {
         },
         logLevel: 'warn',
         logger: {
-            error: (message) => log.debug((0,_redact_js__WEBPACK_IMPORTED_MODULE_6__/* .scrub */ ._I)(message)),
-            warn: (message) => log.debug((0,_redact_js__WEBPACK_IMPORTED_MODULE_6__/* .scrub */ ._I)(message)),
+            error: (message) => log.debug((0,_redact_js__WEBPACK_IMPORTED_MODULE_0__/* .scrub */ ._I)(message)),
+            warn: (message) => log.debug((0,_redact_js__WEBPACK_IMPORTED_MODULE_0__/* .scrub */ ._I)(message)),
             info: () => undefined,
             debug: () => undefined
         }
