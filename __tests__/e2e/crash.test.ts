@@ -28,7 +28,8 @@ import {
   nextRunInputs,
   requestKey,
   startNamed,
-  waitForRuns
+  waitForRuns,
+  HEALTH_POLL_MS
 } from './scenario.js'
 
 interface CrashPoint {
@@ -147,7 +148,7 @@ async function crashAndRerun(
 ): Promise<Crash> {
   const sb = await startSandbox()
   prepare?.(sb)
-  const watch = sb.watchHealth(50)
+  const watch = sb.watchHealth(HEALTH_POLL_MS)
   let child: ChildProcess | undefined
   let count = 0
   let fired = false

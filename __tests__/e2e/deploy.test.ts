@@ -15,7 +15,7 @@ import {
 import type { SimRun } from '../../sandbox/github.js'
 import { findLeaks, runAction, sandboxInputs, type ActionResult } from '../../sandbox/runner.js'
 import type { RequestEntry } from '../../sandbox/log.js'
-import { startNamed } from './scenario.js'
+import { startNamed, HEALTH_POLL_MS } from './scenario.js'
 
 interface Scenario {
   sb: Sandbox
@@ -36,7 +36,7 @@ async function rotate(
   const sb = await startSandbox(options)
   try {
     prepare?.(sb)
-    const watch = sb.watchHealth(50)
+    const watch = sb.watchHealth(HEALTH_POLL_MS)
     const [result] = await Promise.all([runAction(sb, sandboxInputs(sb, overrides)), during?.(sb)])
     const healthFailures = await watch.stop()
     return { sb, result, healthFailures }

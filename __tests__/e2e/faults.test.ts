@@ -19,7 +19,8 @@ import {
   lineage,
   nextRunInputs,
   secretsNow,
-  startAll
+  startAll,
+  HEALTH_POLL_MS
 } from './scenario.js'
 
 interface Outcome {
@@ -49,7 +50,7 @@ async function rotateWith(setup: Setup): Promise<Outcome> {
   const sb = await startSandbox()
   try {
     setup.prepare?.(sb)
-    const watch = sb.watchHealth(50)
+    const watch = sb.watchHealth(HEALTH_POLL_MS)
     const result = await runAction(sb, sandboxInputs(sb, setup.overrides?.(sb) ?? {}))
     const afterFirst = {
       alive: lineage(sb).map(t => t.id),

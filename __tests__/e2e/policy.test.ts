@@ -22,7 +22,7 @@ import {
   type ActionResult
 } from '../../sandbox/runner.js'
 import type { LogEntry, RequestEntry } from '../../sandbox/log.js'
-import { startNamed } from './scenario.js'
+import { startNamed, HEALTH_POLL_MS } from './scenario.js'
 
 const sha256 = (text: string): string => createHash('sha256').update(text, 'utf8').digest('hex')
 const DAY_MS = 24 * 60 * 60 * 1000
@@ -59,7 +59,7 @@ async function rotateIn(
 }
 
 async function runIn(sb: Sandbox, overrides: Record<string, string>): Promise<Scenario> {
-  const watch = sb.watchHealth(50)
+  const watch = sb.watchHealth(HEALTH_POLL_MS)
   const startedAt = Date.now()
   const result = await runAction(sb, sandboxInputs(sb, overrides))
   const healthFailures = await watch.stop()

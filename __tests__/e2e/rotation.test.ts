@@ -17,7 +17,8 @@ import {
   journalOf,
   mutationList,
   secretScope,
-  sha256
+  sha256,
+  HEALTH_POLL_MS
 } from './scenario.js'
 
 interface Scenario {
@@ -33,7 +34,7 @@ async function rotateIn(
 ): Promise<Scenario> {
   const sb = await startSandbox(options)
   prepare?.(sb)
-  const watch = sb.watchHealth(50)
+  const watch = sb.watchHealth(HEALTH_POLL_MS)
   const result = await runAction(sb, sandboxInputs(sb, overrides))
   const healthFailures = await watch.stop()
   return { sb, result, healthFailures }

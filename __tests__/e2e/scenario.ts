@@ -15,6 +15,15 @@ export const sha256 = (text: string): string =>
 
 export const JOURNAL = 'R2_ROTATION_STATE'
 
+/**
+ * How often a scenario's health watcher polls the app (real ms; 5 s of simulated time). Every
+ * failure these scenarios guard against lasts until a deploy (a revoked token stays revoked), so
+ * this is fine enough; proof.test.ts and invariant.test.ts, which measure short failing windows,
+ * poll every 25 ms. Each poll costs an app request and an R2 read, so a finer default would spend
+ * a good part of the suite's CPU on watching.
+ */
+export const HEALTH_POLL_MS = 100
+
 /** The name every token of the rotated lineage starts with (sandbox: `avatars-uploader`). */
 export const LINEAGE = 'avatars-uploader'
 
@@ -347,7 +356,7 @@ export async function runChecked(
   const sb = await startSandbox(options)
   started.push(sb)
   prepare?.(sb)
-  const watch = sb.watchHealth(50)
+  const watch = sb.watchHealth(HEALTH_POLL_MS)
   const result = await runAction(sb, sandboxInputs(sb, overrides))
   const healthFailures = await watch.stop()
   expectNoLeaks(sb, [result])

@@ -23,7 +23,7 @@ import {
   type Doc
 } from '../../scripts/workflows/checks.js'
 import { actionlint, markdownWorkflows } from '../../scripts/workflows/sources.js'
-import { expectNoLeaks, secretsNow, sha256 } from './scenario.js'
+import { expectNoLeaks, secretsNow, sha256, HEALTH_POLL_MS } from './scenario.js'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const read = (file: string): string => readFileSync(path.join(root, file), 'utf8')
@@ -178,7 +178,7 @@ describe('docs/setup.md, followed in the sandbox', () => {
 
   it('the scheduled run rotates the token, deploys it with the guide’s deploy.yml and deletes the old one', async () => {
     const old = sb.current
-    const watch = sb.watchHealth(50)
+    const watch = sb.watchHealth(HEALTH_POLL_MS)
     const result = await runAction(sb, inputsFor(undefined))
     const failures = await watch.stop()
     expect({ code: result.exitCode, out: result.stdout.slice(-1500) }).toMatchObject({ code: 0 })

@@ -6,7 +6,7 @@
 import { startSandbox, type Sandbox, type SandboxOptions } from '../../sandbox/index.js'
 import type { SecretScope } from '../../sandbox/github.js'
 import { runAction, sandboxInputs, type ActionResult } from '../../sandbox/runner.js'
-import { expectNoLeaks as expectNoLeaksIn, sha256 } from './scenario.js'
+import { expectNoLeaks as expectNoLeaksIn, sha256, HEALTH_POLL_MS } from './scenario.js'
 import type { RequestEntry } from '../../sandbox/log.js'
 import { createGitHubClient } from '../../src/github/client.js'
 import { SecretWriter } from '../../src/github/secrets.js'
@@ -22,7 +22,7 @@ interface Scenario {
 
 async function rotateInto(options: SandboxOptions, targets: string[]): Promise<Scenario> {
   const sb = await startSandbox(options)
-  const watch = sb.watchHealth(50)
+  const watch = sb.watchHealth(HEALTH_POLL_MS)
   const result = await runAction(sb, sandboxInputs(sb, { 'secret-targets': targets.join('\n') }))
   const healthFailures = await watch.stop()
   return { sb, result, healthFailures, runEntries: sb.log.entries.length }
@@ -211,7 +211,7 @@ describe('a rollback across all six target forms', () => {
     const sb = await startSandbox(options)
     // The deploy with the new secrets fails: everything must go back to the old token.
     sb.github.queueRun({ conclusion: 'failure' })
-    const watch = sb.watchHealth(50)
+    const watch = sb.watchHealth(HEALTH_POLL_MS)
     const result = await runAction(sb, sandboxInputs(sb, { 'secret-targets': targets.join('\n') }))
     const healthFailures = await watch.stop()
     scenario = { sb, result, healthFailures, runEntries: sb.log.entries.length }
