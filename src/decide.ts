@@ -1520,7 +1520,7 @@ export function afterServiceTokenFailure(
   if (!facts.previousKnown) {
     return {
       kind: 'keep-both',
-      why: 'the previous client secret is not known (pass current-client-secret to allow a rollback)',
+      why: 'the previous client secret is not known (current-client-secret holds it only before a rotation; after one it holds the new secret)',
       hold,
       ...grace
     }

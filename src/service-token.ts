@@ -98,6 +98,11 @@ interface StProgress {
   graceClosed: boolean
   /** Target secrets that hold the new secret (`<target> <NAME>`). */
   written: Set<string>
+  /**
+   * This run finishes an earlier rotation: `current-client-secret` holds the new secret, and the
+   * previous one is known to no one (a failure cannot roll back).
+   */
+  recovered: boolean
   steps: Progress
 }
 
@@ -111,6 +116,7 @@ export async function rotateServiceToken(base: RotationContext): Promise<Rotatio
     rotated: false,
     graceClosed: false,
     written: new Set(),
+    recovered: false,
     steps: newProgress()
   }
   let plan: Plan | undefined
@@ -451,6 +457,7 @@ async function recoverForward(
 ): Promise<void> {
   const record = plan.record!
   progress.rotated = true
+  progress.recovered = true
   progress.next = currentCredentials(ctx, plan.token)
   for (const { key } of secretKeys(ctx)) progress.written.add(key)
   if (record.grace_until) progress.graceUntil = new Date(record.grace_until)
@@ -558,7 +565,8 @@ async function watch(
     failingWindowMs: windowMs,
     detail: failed
   }
-  await journal(ctx, report, { grace_until: reopenText, phase: 'closing' })
+  // The targets hold the new secret but the app does not run on it: the next run redeploys.
+  await journal(ctx, report, { grace_until: reopenText, phase: 'published' })
   throw new RotationError(
     'revoke',
     `A check failed while the previous client secret was closed: ${failed}. Something still runs on it (a stale deploy, a secret missing from secret-targets), so its grace was re-opened at once, until ${reopenText} (the app failed for at most ${Math.ceil(windowMs / 1000)} s, from the close to the re-open).`
@@ -580,7 +588,7 @@ async function handleFailure(
     rotated: progress.rotated,
     secretKnown: progress.next?.clientSecret !== undefined,
     graceClosed: progress.graceClosed,
-    previousKnown: ctx.settings.currentClientSecret !== undefined,
+    previousKnown: ctx.settings.currentClientSecret !== undefined && !progress.recovered,
     written: progress.written.size,
     total,
     graceUntil: progress.graceUntil ?? now,

@@ -205,10 +205,11 @@ describe('a failed deploy is rolled back; the next run refuses; a forced run rot
     expect(forced.clientFailures.length).toBeGreaterThan(0)
     const measured = forcedOutage(r.sb)
     expect(measured.refused).toBe(forced.accessFailures.length)
-    // The window is the deploy's: the sandbox's run takes 0.55 s of simulated time, the rest is
-    // the dispatch, finding the run and following it (the action polls every few seconds).
+    // The window is the deploy's, bounded by deploy-timeout (10m here). The sandbox's run takes
+    // 0.55 s of simulated time; the rest is real HTTP round trips (the secret writes, the
+    // dispatch), which the 50× time scale stretches: the figure over-estimates.
     expect(measured.seconds).toBeGreaterThan(0)
-    expect(measured.seconds).toBeLessThan(60)
+    expect(measured.seconds).toBeLessThan(600)
     console.log(
       `forced re-rotation: ${measured.refused} refused request(s) at the Access app over ${measured.seconds} simulated s (client polled every ${0.05 / r.sb.timeScale} simulated s)`
     )
@@ -295,7 +296,7 @@ describe('a stale deploy: the watch after the close fails, the grace is re-opene
       'PATCH variable R2_ROTATION_STATE_ACCESS phase=closing',
       'PUT /accounts/{account}/access/service_tokens/{token} grace=closed',
       'PUT /accounts/{account}/access/service_tokens/{token} grace=open',
-      'PATCH variable R2_ROTATION_STATE_ACCESS phase=closing',
+      'PATCH variable R2_ROTATION_STATE_ACCESS phase=published',
       'PATCH variable R2_ROTATION_STATE_ACCESS phase=rolling-back',
       'PUT secret repo:acme/site ACCESS_CLIENT_ID ← {client-id}',
       'PUT secret repo:acme/site ACCESS_CLIENT_SECRET ← {old}',
