@@ -191,11 +191,17 @@ function githubTargets(ctx: RotationContext): GitHubTarget[] {
   return ctx.settings.secretTargets.filter((t): t is GitHubTarget => t.kind !== 'worker')
 }
 
+/**
+ * Every target × secret (`<target> <NAME>`). With `onlySecret`, the `client-secret` secrets only:
+ * the client id never changes, so whether a target holds the new secret depends on those alone.
+ */
 function secretKeys(
-  ctx: RotationContext
+  ctx: RotationContext,
+  onlySecret = false
 ): Array<{ target: GitHubTarget; name: string; key: string }> {
+  const secrets = ctx.settings.secrets.filter(s => !onlySecret || s.field === 'client-secret')
   return githubTargets(ctx).flatMap(target =>
-    ctx.settings.secrets.map(s => ({
+    secrets.map(s => ({
       target,
       name: s.name,
       key: `${describeTarget(target)} ${s.name}`
@@ -257,17 +263,19 @@ async function preflight(ctx: RotationContext, report: RotationReport): Promise<
       )
     }
     unsettled = record
+    const secretOnly = secretKeys(ctx, true).map(k => k.key)
     if (record.phase === 'rotating') {
       const before = record.secret_stamps ?? {}
-      written = Object.entries(stamps).filter(
-        ([key, at]) => at !== null && key in before && before[key] !== at
-      ).length
+      written = secretOnly.filter(key => {
+        const at = stamps[key]
+        return at !== null && at !== undefined && key in before && before[key] !== at
+      }).length
     }
     recovery = decide.serviceTokenRecovery({
       record,
       ...(token.updatedAt ? { tokenUpdatedAt: token.updatedAt } : {}),
       written,
-      total: Object.keys(stamps).length,
+      total: secretOnly.length,
       force: settings.force,
       now
     })
@@ -581,7 +589,9 @@ async function handleFailure(
   plan: Plan,
   progress: StProgress
 ): Promise<void> {
-  const total = secretKeys(ctx).length
+  const secretOnly = secretKeys(ctx, true).map(k => k.key)
+  const total = secretOnly.length
+  const written = secretOnly.filter(key => progress.written.has(key)).length
   const now = cloudflareNow(ctx)
   const decision = decide.afterServiceTokenFailure({
     settings: ctx.settings,
@@ -589,7 +599,7 @@ async function handleFailure(
     secretKnown: progress.next?.clientSecret !== undefined,
     graceClosed: progress.graceClosed,
     previousKnown: ctx.settings.currentClientSecret !== undefined && !progress.recovered,
-    written: progress.written.size,
+    written,
     total,
     graceUntil: progress.graceUntil ?? now,
     now,

@@ -83,7 +83,26 @@ const SCENARIOS = {
       },
       {}
     ]),
-  stale: () => scenario([{ before: sb => sb.github.queueRun({ rollout: 'stale' }) }])
+  stale: () => scenario([{ before: sb => sb.github.queueRun({ rollout: 'stale' }) }]),
+  lostAnswer: () =>
+    scenario([
+      {
+        before: sb =>
+          sb.cloudflare.service.inject({
+            method: 'POST',
+            path: /\/rotate$/,
+            dropAfterHandling: true
+          })
+      },
+      {}
+    ]),
+  notRotated: () =>
+    scenario([
+      {
+        before: sb =>
+          sb.cloudflare.service.inject({ method: 'POST', path: /\/rotate$/, drop: true })
+      }
+    ])
 }
 const names = Object.keys(SCENARIOS) as Array<keyof typeof SCENARIOS>
 const started = startAll(
@@ -318,6 +337,75 @@ describe('a stale deploy: the watch after the close fails, the grace is re-opene
     // Only the stale client's calls between the close and the re-open were refused.
     expect(new Set(reasons(step))).toEqual(new Set(['previous secret expired']))
     expect(step.accessFailures.length).toBeLessThanOrEqual(3)
+    expectNoAccessLeaks(
+      r.sb,
+      r.steps.map(s => s.result)
+    )
+  })
+})
+
+describe('the rotate answer is lost (the connection drops after Cloudflare rotated)', () => {
+  let r: Run
+  let first: StepResult, next: StepResult
+  beforeAll(async () => {
+    r = await run('lostAnswer')
+    ;[first, next] = r.steps as [StepResult, StepResult]
+  }, 180_000)
+
+  it('reads the token, sees it rotated, sends no second rotate, and keeps the old secret working', () => {
+    expect(first.result.outputs.result).toBe('failed')
+    expect(first.mutations).toEqual([
+      'POST variable R2_ROTATION_STATE_LOCK',
+      'POST variable R2_ROTATION_STATE_ACCESS phase=rotating',
+      'POST /accounts/{account}/access/service_tokens/{token}/rotate grace=open, answer lost',
+      'PATCH variable R2_ROTATION_STATE_ACCESS phase=pending',
+      'DELETE variable R2_ROTATION_STATE_LOCK'
+    ])
+    const [old] = issuedSecrets(r.sb)
+    expect(first.secrets.clientSecret).toBe(old)
+    expect(admits(r.sb, old)).toBe(true)
+    expect(first.journal).toMatchObject({
+      phase: 'pending',
+      lost_secret: true,
+      secrets_hold: 'previous'
+    })
+    expect(first.result.stdout).toContain('its new client secret is lost')
+    expect(first.result.stdout).toContain(`valid until ${first.previousExpiresAt}`)
+    expect([...first.clientFailures, ...next.clientFailures]).toEqual([])
+  })
+
+  it('the next run refuses without force and changes nothing', () => {
+    expect(next.result.outputs.result).toBe('failed')
+    expect(next.mutations).toEqual([
+      'POST variable R2_ROTATION_STATE_LOCK',
+      'DELETE variable R2_ROTATION_STATE_LOCK'
+    ])
+    expect(next.result.stdout).toContain('its new client secret was lost')
+    expectNoAccessLeaks(
+      r.sb,
+      r.steps.map(s => s.result)
+    )
+  })
+})
+
+describe('the rotate gets no answer and did not happen', () => {
+  let r: Run
+  beforeAll(async () => {
+    r = await run('notRotated')
+  }, 180_000)
+
+  it('reads the token, sees it unchanged, journals rolled-back, and says nothing changed', () => {
+    const [step] = r.steps as [StepResult]
+    expect(step.result.outputs.result).toBe('failed')
+    expect(step.mutations).toEqual([
+      'POST variable R2_ROTATION_STATE_LOCK',
+      'POST variable R2_ROTATION_STATE_ACCESS phase=rotating',
+      'POST /accounts/{account}/access/service_tokens/{token}/rotate grace=open → no answer',
+      'PATCH variable R2_ROTATION_STATE_ACCESS phase=rolled-back',
+      'DELETE variable R2_ROTATION_STATE_LOCK'
+    ])
+    expect(issuedSecrets(r.sb)).toHaveLength(1)
+    expect(step.result.stdout).toContain('the token shows it did not happen')
     expectNoAccessLeaks(
       r.sb,
       r.steps.map(s => s.result)
