@@ -180,6 +180,7 @@ describe('a failed deploy is rolled back; the next run refuses; a forced run rot
     expect(first.result.stdout).toContain(
       `The previous secret stays valid until ${first.previousExpiresAt}`
     )
+    expect(first.result.summary).toContain(`valid until ${first.previousExpiresAt}`)
     expect(first.clientFailures).toEqual([])
     expect(reasons(first)).toEqual([])
   })

@@ -131,6 +131,13 @@ describe('a service token rotation', () => {
     expect(r.sb.accessApp!.checks.length).toBeGreaterThan(20)
   })
 
+  it('says in the job summary what was rotated and that the previous secret is closed', () => {
+    const summary = r.results[0]!.summary
+    expect(summary).toContain('Access service token rotation: Token rotated')
+    expect(summary).toContain('closed (its grace ended once the checks passed)')
+    expect(summary).toContain('with the previous secret closed')
+  })
+
   it('journals done with the grace and the rotation time, never a value', () => {
     expect(accessJournal(r.sb)).toMatchObject({
       phase: 'done',
