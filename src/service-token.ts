@@ -35,7 +35,8 @@ import { log, mask } from './log.js'
 import { newReport, phase, warn } from './report.js'
 import { Journal } from './journal.js'
 import { claimLock, releaseLock } from './lock.js'
-import { readTargets } from './preflight.js'
+import { BASELINE_TIMEOUT_MS, readTargets } from './preflight.js'
+import { runSmokeChecks } from './smoke.js'
 import { preflightDeploy } from './plan.js'
 import { AccessServiceTokens, CloudflareApiError } from './cloudflare/access.js'
 import { describeTarget } from './github/secrets.js'
@@ -48,6 +49,7 @@ import {
   publishSecrets,
   record as journal,
   smokeAndProbe,
+  smokeValues,
   watchChecks
 } from './steps.js'
 
@@ -316,13 +318,17 @@ async function preflight(ctx: RotationContext, report: RotationReport): Promise<
 /** Every smoke check with the credentials in use now: the app must work before anything changes. */
 async function baseline(ctx: RotationContext, token: decide.ServiceTokenFacts): Promise<void> {
   if (ctx.settings.smoke.checks.length === 0) return
-  const current = currentCredentials(ctx, token)
-  try {
-    await smokeAndProbe(ctx, current, undefined, 'smoke')
-  } catch (error) {
+  const { checks, headers, timeoutMs } = ctx.settings.smoke
+  const results = await runSmokeChecks(checks, Math.min(timeoutMs, BASELINE_TIMEOUT_MS), {
+    headers,
+    ...smokeValues(currentCredentials(ctx, token)),
+    clock: ctx.clock
+  })
+  const failed = results.filter(r => !r.ok)
+  if (failed.length > 0) {
     throw new RotationError(
       'preflight',
-      `The smoke checks fail before anything changed, with the client secret in use now: ${errorMessage(error).replace(/^Phase \w+ failed: /, '')}. Fix the app (or current-client-secret) first; nothing was changed.`
+      `The smoke checks fail before anything changed, with the client secret in use now: ${failed.map(f => `${f.url} (${f.reason ?? f.status})`).join('; ')}. Fix the app (or current-client-secret) first; nothing was changed.`
     )
   }
   log.info('Baseline: every smoke check passes with the client secret in use now')
