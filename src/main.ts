@@ -27,7 +27,14 @@ function maskInputs(settings: Settings): void {
   maskToken(settings.currentToken)
   mask(settings.currentSecretAccessKey)
   mask(settings.currentClientSecret)
-  for (const value of Object.values(settings.smoke.headers)) mask(value)
+  // A header that holds a service token placeholder is a template: the values it is filled with
+  // (current-client-secret, a new secret) are masked on their own, and any literal text around
+  // the placeholders is masked as a value of its own.
+  for (const value of Object.values(settings.smoke.headers)) {
+    const parts = value.split(/\{client-(?:id|secret)\}/)
+    if (parts.length === 1) mask(value)
+    else for (const part of parts) if (part.trim().length >= 6) mask(part.trim())
+  }
 }
 
 /**
