@@ -7,6 +7,8 @@
  * and the journal for values.
  */
 import type { Sandbox } from '../../sandbox/index.js'
+import { PERMISSION_GROUPS } from '../../sandbox/cloudflare.js'
+import { ACCESS_GROUPS } from '../../sandbox/access.js'
 import type { ActionResult } from '../../sandbox/runner.js'
 import { startAll } from './scenario.js'
 import {
@@ -33,7 +35,10 @@ interface Run {
 /** Runs `steps` one after the other in a fresh world, watching the deployed client throughout. */
 async function scenario(
   prepare: (sb: Sandbox) => void,
-  steps: Array<{ inputs?: Record<string, string>; before?: (sb: Sandbox) => void }>
+  steps: Array<{
+    inputs?: Record<string, string> | (() => Record<string, string>)
+    before?: (sb: Sandbox) => void
+  }>
 ): Promise<Run> {
   const sb = await startServiceTokenWorld()
   prepare(sb)
@@ -43,7 +48,8 @@ async function scenario(
   for (const step of steps) {
     step.before?.(sb)
     const seq = sb.log.requests().at(-1)?.seq ?? 0
-    results.push(await runServiceToken(sb, step.inputs ?? {}))
+    const inputs = typeof step.inputs === 'function' ? step.inputs() : (step.inputs ?? {})
+    results.push(await runServiceToken(sb, inputs))
     mutations.push(accessMutations(sb, seq))
   }
   const clientFailures = await watch.stop()
@@ -60,8 +66,26 @@ const BAD: Array<[string, Record<string, string>]> = [
   ['current-client-secret', { 'current-client-secret': '' }]
 ]
 
+/** A management token that may read service tokens but not rotate them. */
+let readOnly = ''
+function grantReadOnly(sb: Sandbox): void {
+  const id = PERMISSION_GROUPS.find(g => g.name === ACCESS_GROUPS.read)!.id
+  readOnly = sb.cloudflare.addToken({
+    name: 'access-reader',
+    policies: [
+      {
+        effect: 'allow',
+        permission_groups: [{ id }],
+        resources: { [`com.cloudflare.api.account.${sb.accountId}`]: '*' }
+      }
+    ]
+  }).value
+}
+
 const SCENARIOS = {
   happy: () => scenario(() => undefined, [{}]),
+  readOnly: () =>
+    scenario(grantReadOnly, [{ inputs: () => ({ 'cloudflare-api-token': readOnly }) }]),
   bad: () =>
     scenario(
       () => undefined,
@@ -189,6 +213,29 @@ describe('bad input', () => {
 
   it('leaks nothing and leaves the token as it was', () => {
     expect(issuedSecrets(r.sb)).toHaveLength(1)
+    expectNoAccessLeaks(r.sb, r.results)
+  })
+})
+
+describe('a management token that may read service tokens but not rotate them', () => {
+  let r: Run
+  beforeAll(async () => {
+    r = await run('readOnly')
+  }, 120_000)
+
+  it('fails at the rotate with nothing changed, naming the permission it lacks', () => {
+    const [result] = r.results
+    expect(result!.outputs.result).toBe('failed')
+    expect(r.mutations[0]).toEqual([
+      'POST variable R2_ROTATION_STATE_LOCK',
+      'POST variable R2_ROTATION_STATE_ACCESS phase=rotating',
+      'POST /accounts/{account}/access/service_tokens/{token}/rotate grace=open → 403',
+      'PATCH variable R2_ROTATION_STATE_ACCESS phase=rolled-back',
+      'DELETE variable R2_ROTATION_STATE_LOCK'
+    ])
+    expect(result!.stdout).toContain('Access: Service Tokens Write')
+    expect(issuedSecrets(r.sb)).toHaveLength(1)
+    expect(r.clientFailures).toEqual([])
     expectNoAccessLeaks(r.sb, r.results)
   })
 })
