@@ -218,6 +218,7 @@ describe('serviceTokenRecovery: every unfinished phase × what the token and the
     written: 0,
     total: 2,
     force: false,
+    secretKnown: true,
     now: NOW,
     ...rest
   })
@@ -238,7 +239,9 @@ describe('serviceTokenRecovery: every unfinished phase × what the token and the
     ['… the same with force',                             facts('pending', { secrets_hold: 'previous' }, { force: true }), 'rerotate', undefined],
     ['pending, a mix',                                    facts('pending', { secrets_hold: 'mixed' }),                 'refuse', 'mix'],
     ['pending, the secret was lost',                      facts('pending', { secrets_hold: 'previous', lost_secret: true }), 'refuse', 'lost'],
-    ['rolling-back',                                      facts('rolling-back'),                                       'refuse', 'writing the previous client secret back'],
+    ['rolling-back: finish the rollback',  facts('rolling-back'), 'restore', 'finish the rollback'],
+    ['rolling-back, no current-client-secret', facts('rolling-back', {}, { secretKnown: false }), 'refuse', 'writing the previous client secret back'],
+    ['rolling-back with force',            facts('rolling-back', {}, { force: true }), 'rerotate', undefined],
     ['done (settled)',                                    facts('done'),                                               'fresh', undefined]
   ]
   it.each(ROWS)('%s → %s', (_name, input, kind, text) => {

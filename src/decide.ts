@@ -1538,6 +1538,11 @@ export type ServiceTokenRecovery =
   | { kind: 'refuse'; message: string }
   /** As `refuse`, with `force: true`: rotate again, ending the previous secret at once. */
   | { kind: 'rerotate'; why: string }
+  /**
+   * A rollback stopped midway: write `current-client-secret` into every target, redeploy and
+   * check, and leave the rotation pending (the secrets then hold the previous secret).
+   */
+  | { kind: 'restore'; why: string }
 
 export interface ServiceTokenRecoveryFacts {
   record: Pick<
@@ -1550,6 +1555,8 @@ export interface ServiceTokenRecoveryFacts {
   written: number
   total: number
   force: boolean
+  /** `current-client-secret` is given (a stopped rollback can be finished with it). */
+  secretKnown: boolean
   now: Date
 }
 
@@ -1625,6 +1632,12 @@ export function serviceTokenRecovery(facts: ServiceTokenRecoveryFacts): ServiceT
           : `The rotation of run ${record.run_id} is pending with the ${record.secrets_hold === 'mixed' ? 'targets holding a mix of the previous and the new' : 'previous'} client secret${record.secrets_hold === 'mixed' ? 's' : ' in the secrets (rolled back)'}`
       )
     case 'rolling-back':
+      if (!facts.force && facts.secretKnown) {
+        return {
+          kind: 'restore',
+          why: `the rotation of run ${record.run_id} stopped while writing the previous client secret back`
+        }
+      }
       return refuseOrRerotate(
         `The rotation of run ${record.run_id} stopped while writing the previous client secret back`
       )
@@ -1648,5 +1661,7 @@ export function describeServiceTokenRecovery(recovery: ServiceTokenRecovery): st
       return `refused: ${recovery.message}`
     case 'rerotate':
       return `rotate again: ${recovery.why}`
+    case 'restore':
+      return `finish the rollback (write current-client-secret into every target, redeploy, check): ${recovery.why}`
   }
 }

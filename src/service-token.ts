@@ -146,6 +146,13 @@ export async function rotateServiceToken(base: RotationContext): Promise<Rotatio
       }
       throw new RotationError('recover', recovery.message)
     }
+    if (recovery?.kind === 'restore') {
+      await phase(report, 'recover', () => finishRollback(ctx, report, p, progress))
+      report.result = 'rolled-back'
+      report.rollback = 'rolled-back'
+      report.error = `An earlier rotation (run ${p.record!.run_id}) stopped while rolling back; this run finished that: every target holds current-client-secret again, deployed and checked. The previous secret stays valid until ${report.graceUntil}; after that its clients are refused. Only one previous secret exists: the next run refuses to rotate again without force: true (with it, clients of the previous secret are refused from that rotate until its deploy concludes).`
+      return report
+    }
     if (recovery?.kind === 'forward') {
       await phase(report, 'recover', () => recoverForward(ctx, report, p, progress, recovery))
       report.result = 'rotated'
@@ -279,6 +286,7 @@ async function preflight(ctx: RotationContext, report: RotationReport): Promise<
       written,
       total: secretOnly.length,
       force: settings.force,
+      secretKnown: settings.currentClientSecret !== undefined,
       now
     })
     report.recovery = decide.describeServiceTokenRecovery(recovery)
@@ -482,6 +490,34 @@ async function recoverForward(
   await finish(ctx, report, plan, progress, recovery.from)
 }
 
+/**
+ * A rollback stopped midway: `current-client-secret` (which the first target holds now) goes into
+ * every target, then a redeploy and the checks. The secrets are recorded as holding the previous
+ * secret: if they hold the new one after all, the next run's refusal costs nothing but a forced
+ * run, whereas the opposite mistake would close the grace on the secret in use.
+ */
+async function finishRollback(
+  ctx: RotationContext,
+  report: RotationReport,
+  plan: Plan,
+  progress: StProgress
+): Promise<void> {
+  const record = plan.record!
+  progress.rotated = true
+  progress.recovered = true
+  for (const { key } of secretKeys(ctx)) progress.written.add(key)
+  const now = cloudflareNow(ctx)
+  const until = record.grace_until ? new Date(record.grace_until) : now
+  await extendGrace(ctx, report, plan, progress, decide.graceAfterFailure(until, now, plan.graceMs))
+  await journal(ctx, report, { phase: 'rolling-back', grace_until: report.graceUntil })
+  const previous = currentCredentials(ctx, plan.token)
+  log.info('Writing current-client-secret into every target')
+  await publish(ctx, report, progress, previous)
+  if (plan.deploy) await deployAndRecord(ctx, report, plan.deploy, progress.steps)
+  await smokeAndProbe(ctx, previous, undefined, 'rollback')
+  await journal(ctx, report, { phase: 'pending', secrets_hold: 'previous' })
+}
+
 async function finish(
   ctx: RotationContext,
   report: RotationReport,
@@ -595,6 +631,18 @@ async function handleFailure(
   plan: Plan,
   progress: StProgress
 ): Promise<void> {
+  if (progress.recovered && !progress.next) {
+    // Finishing an earlier rollback failed: which secret each target holds is unclear.
+    const now = cloudflareNow(ctx)
+    await keepBoth(ctx, report, plan, progress, {
+      why: "finishing the earlier rotation's rollback failed",
+      hold: 'mixed',
+      ...decide.graceAfterFailure(progress.graceUntil ?? now, now, plan.graceMs)
+    }).catch((error: unknown) => {
+      report.error += `\nRecording the pending state failed too (${errorMessage(error)}).`
+    })
+    return
+  }
   const secretOnly = secretKeys(ctx, true).map(k => k.key)
   const total = secretOnly.length
   const written = secretOnly.filter(key => progress.written.has(key)).length
@@ -689,7 +737,7 @@ async function keepBoth(
 ): Promise<void> {
   report.rollback = 'pending'
   await extendGrace(ctx, report, plan, progress, decision)
-  const lost = progress.next?.clientSecret === undefined
+  const lost = !progress.recovered && progress.next?.clientSecret === undefined
   await journal(ctx, report, {
     phase: 'pending',
     secrets_hold: decision.hold,

@@ -4,8 +4,8 @@
  * close of the grace). For each of them a case kills the action (SIGKILL) once the sandbox has
  * handled that request and before its answer is sent, lets any dispatched deploy run finish,
  * and runs the action again as the next scheduled run would (`current-client-secret` read from
- * the secret as it is now). When that run refuses (the newest secret is lost, or the secrets hold
- * the previous one), one more run with `force: true` rotates again. Every case must end with the
+ * the secret as it is now). When that run does not rotate (it refuses because the newest secret
+ * is lost, or finishes a rollback, or keeps both), one more run with `force: true` follows. Every case must end with the
  * journal `done`, the secrets and the deployed client holding the token's one valid secret, and
  * the previous secret closed.
  *
