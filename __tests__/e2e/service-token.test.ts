@@ -84,6 +84,7 @@ function grantReadOnly(sb: Sandbox): void {
 
 const SCENARIOS = {
   happy: () => scenario(() => undefined, [{}]),
+  keep: () => scenario(() => undefined, [{ inputs: { revoke: 'keep' } }]),
   readOnly: () =>
     scenario(grantReadOnly, [{ inputs: () => ({ 'cloudflare-api-token': readOnly }) }]),
   bad: () =>
@@ -235,6 +236,36 @@ describe('a management token that may read service tokens but not rotate them', 
     ])
     expect(result!.stdout).toContain('Access: Service Tokens Write')
     expect(issuedSecrets(r.sb)).toHaveLength(1)
+    expect(r.clientFailures).toEqual([])
+    expectNoAccessLeaks(r.sb, r.results)
+  })
+})
+
+describe('revoke: keep', () => {
+  let r: Run
+  beforeAll(async () => {
+    r = await run('keep')
+  }, 120_000)
+
+  it('leaves the previous secret valid until the grace ends: no close, no watch', () => {
+    const [result] = r.results
+    expect(result!.outputs.result).toBe('rotated')
+    expect(r.mutations[0]!.filter(m => m.includes('service_tokens'))).toEqual([
+      'POST /accounts/{account}/access/service_tokens/{token}/rotate grace=open'
+    ])
+    const [old, next] = issuedSecrets(r.sb)
+    expect(accessSecrets(r.sb).clientSecret).toBe(next)
+    expect(admits(r.sb, old)).toBe(true)
+    const state = r.sb.cloudflare.access.serviceToken(r.sb.serviceToken!.id)!
+    expect(state.previousValid).toBe(true)
+    expect(accessJournal(r.sb)).toMatchObject({
+      phase: 'done',
+      grace_until: state.previousExpiresAt
+    })
+    expect(result!.stdout).toContain(
+      `stays valid until ${state.previousExpiresAt} (not closed early)`
+    )
+    expect(result!.summary).toContain(`valid until ${state.previousExpiresAt}`)
     expect(r.clientFailures).toEqual([])
     expectNoAccessLeaks(r.sb, r.results)
   })
