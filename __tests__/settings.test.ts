@@ -48,6 +48,7 @@ describe('getSettings: defaults', () => {
   it('applies the action.yml defaults to every empty input', () => {
     const s = settings()
     expect(s).toEqual({
+      credential: 'api-token',
       cloudflareApiToken: MANAGEMENT_TOKEN,
       cloudflareApiUrl: 'https://api.cloudflare.com/client/v4',
       tokenOwner: 'auto',
@@ -418,6 +419,9 @@ describe('getSettings: smoke', () => {
 // [input, value, what the message must say, other inputs, input named by the error]
 type Bad = [string, string, string, Inputs?, string?]
 const BAD: Bad[] = [
+  ['credential', 'api_token', "expected 'api-token' or 'access-service-token'"],
+  ['service-token-id', 'f174e90a-fafe-4643-bbbc-4a0ed4fc8415', "credential is 'api-token'"],
+  ['current-client-secret', 'cfast_abc', "credential is 'api-token'"],
   ['cloudflare-api-token', '', 'required and not supplied'],
   ['github-token', '', 'required and not supplied'],
   ['secrets', '', 'required and not supplied; give one line per GitHub secret: NAME=field'],
@@ -835,5 +839,113 @@ describe('getSettings: rotate-management-token', () => {
     expect(error.input).toBe('rotate-management-token')
     expect(error.message).toContain('not its value')
     expect(error.message).not.toContain('cfut_abc')
+  })
+})
+
+describe('getSettings: credential: access-service-token', () => {
+  const SERVICE_TOKEN_ID = 'f174e90a-fafe-4643-bbbc-4a0ed4fc8415'
+  const CLIENT_SECRET = 'cfast_SECRETvalue0123456789abcdef'
+  const ST: Inputs = {
+    credential: 'access-service-token',
+    'service-token-id': SERVICE_TOKEN_ID,
+    'account-id': ACCOUNT_ID,
+    'current-access-key-id': '',
+    secrets: 'ACCESS_CLIENT_ID=client-id\nACCESS_CLIENT_SECRET=client-secret'
+  }
+
+  it('reads the service token inputs', () => {
+    const s = settings({ ...ST, 'current-client-secret': CLIENT_SECRET })
+    expect(s.credential).toBe('access-service-token')
+    expect(s.serviceTokenId).toBe(SERVICE_TOKEN_ID)
+    expect(s.currentClientSecret).toBe(CLIENT_SECRET)
+    expect(s.secrets).toEqual([
+      { name: 'ACCESS_CLIENT_ID', field: 'client-id' },
+      { name: 'ACCESS_CLIENT_SECRET', field: 'client-secret' }
+    ])
+    expect(settings().credential).toBe('api-token')
+  })
+
+  it('takes the action.yml defaults of the inputs it refuses when set', () => {
+    const defaults = Object.fromEntries(
+      Object.entries(actionYml.inputs).map(([name, input]) => [name, input.default ?? ''])
+    )
+    const s = settings({ ...defaults, ...REQUIRED, ...ST })
+    expect(s.credential).toBe('access-service-token')
+  })
+
+  it.each([
+    ['credential', { credential: 'service-token' }, "'api-token' or 'access-service-token'"],
+    ['service-token-id', { 'service-token-id': '' }, 'required with credential'],
+    ['service-token-id', { 'service-token-id': 'not-a-uuid' }, 'expected a UUID'],
+    ['account-id', { 'account-id': '' }, 'required with credential'],
+    ['current-token', { 'current-token': CURRENT_TOKEN }, 'current-client-secret instead'],
+    ['current-access-key-id', { 'current-access-key-id': TOKEN_ID }, 'R2 credential'],
+    ['token-name', { 'token-name': '{name} v2' }, 'keeps its name'],
+    ['token-ttl', { 'token-ttl': '90d' }, 'duration'],
+    ['token-owner', { 'token-owner': 'user' }, 'account of account-id'],
+    ['least-privilege', { 'least-privilege': 'enforce' }, 'no policies'],
+    ['rotate-management-token', { 'rotate-management-token': 'CF_TOKEN' }, 'run of its own'],
+    ['r2-bucket', { 'r2-bucket': 'avatars' }, 'no R2'],
+    ['r2-probe', { 'r2-probe': 'write' }, 'no R2'],
+    ['revoke', { revoke: 'disable' }, 'stops BOTH'],
+    ['secrets', { secrets: 'R2_TOKEN=token' }, "'token' belongs to an API token"],
+    ['secrets', { secrets: 'ACCESS_CLIENT_ID=client-id' }, 'maps no secret to client-secret'],
+    [
+      'secret-targets',
+      { 'secret-targets': 'repo\nworker:avatars-worker' },
+      'cannot hold a service token'
+    ],
+    [
+      'smoke-urls',
+      { 'smoke-urls': 'https://app.example.com/health contains={access-key-id}' },
+      'use {client-id}'
+    ],
+    [
+      'smoke-urls',
+      { 'smoke-urls': 'https://app.example.com/health?s={client-secret}' },
+      'smoke-headers only'
+    ],
+    [
+      'current-client-secret',
+      {
+        'smoke-urls': 'https://app.example.com/health',
+        'smoke-headers':
+          'CF-Access-Client-Id: {client-id}\nCF-Access-Client-Secret: {client-secret}'
+      },
+      'required when smoke-headers use {client-secret}'
+    ]
+  ])('refuses a bad %s, naming it (%j)', (name, inputs, text) => {
+    const error = inputError({ ...ST, ...inputs })
+    expect(error.input).toBe(name)
+    expect(error.message).toContain(text)
+    expect(error.message).not.toContain(CLIENT_SECRET)
+    expect(error.message).not.toContain(CURRENT_TOKEN)
+  })
+
+  it.each([
+    ['service-token-id', { 'service-token-id': 'f174e90a-fafe-4643-bbbc-4a0ed4fc8415' }],
+    ['current-client-secret', { 'current-client-secret': CLIENT_SECRET }],
+    ['secrets', { secrets: 'ACCESS_CLIENT_SECRET=client-secret' }],
+    [
+      'smoke-headers',
+      {
+        'smoke-urls': 'https://app.example.com/health',
+        'smoke-headers': 'CF-Access-Client-Id: {client-id}'
+      }
+    ]
+  ])('refuses %s with credential: api-token', (name, inputs) => {
+    const error = inputError(inputs)
+    expect(error.input).toBe(name)
+    expect(error.message).not.toContain(CLIENT_SECRET)
+  })
+
+  it('accepts {client-id} and {client-secret} in headers and {client-id} in contains=', () => {
+    const s = settings({
+      ...ST,
+      'current-client-secret': CLIENT_SECRET,
+      'smoke-urls': 'https://app.example.com/health contains=client-id={client-id}',
+      'smoke-headers': 'CF-Access-Client-Id: {client-id}\nCF-Access-Client-Secret: {client-secret}'
+    })
+    expect(s.smoke.headers['CF-Access-Client-Secret']).toBe('{client-secret}')
   })
 })

@@ -244,3 +244,38 @@ describe('the serving credential in contains=', () => {
     ])
   })
 })
+
+describe('service token placeholders in headers and URLs', () => {
+  const TEMPLATE = {
+    'CF-Access-Client-Id': '{client-id}',
+    'CF-Access-Client-Secret': '{client-secret}'
+  }
+
+  it('fills {client-id} and {client-secret} in headers, and {client-id} in the URL and contains=', async () => {
+    const results = await runSmokeChecks(
+      [
+        { url: `${app.url}/private?who={client-id}`, expect: ok2xx },
+        check('/health', ok2xx, 'hello')
+      ],
+      TEMPLATE,
+      1000,
+      {
+        values: { 'client-id': 'client.access', 'client-secret': 'hunter2-secret' },
+        placeholders: { 'client-id': 'client.access' }
+      }
+    )
+    expect(results.map(r => r.ok)).toEqual([true, true])
+    const request = log.requests({ service: 'app' }).find(e => e.path.startsWith('/private'))!
+    expect(request.path).toBe('/private?who=client.access')
+    expect(request.headers['cf-access-client-secret']).toBe('hunter2-secret')
+    // The result names the URL as the input wrote it.
+    expect(results[0]!.url).toBe(`${app.url}/private?who={client-id}`)
+  })
+
+  it('sends a template as it is when no value is given (the check then fails at Access)', async () => {
+    const [result] = await runSmokeChecks([check('/private')], TEMPLATE, 0)
+    expect(result!.ok).toBe(false)
+    const request = log.requests({ service: 'app' }).at(-1)!
+    expect(request.headers['cf-access-client-secret']).toBe('{client-secret}')
+  })
+})

@@ -23,6 +23,9 @@ import {
 import { R2Sim, sha256Hex } from './r2.js'
 import { SampleApp, type AppCredentials } from './app.js'
 import { WORKERS_GROUPS } from './workers.js'
+import { ACCESS_GROUPS, type SeededServiceToken } from './access.js'
+import { AccessProtectedApp } from './access-app.js'
+import { AccessClientApp, type AccessClientCredentials } from './access-client.js'
 
 export interface SecretNames {
   token: string
@@ -50,7 +53,26 @@ export type SandboxTarget =
       selectedRepositories?: string[]
     }
 
+/** The GitHub secrets that hold a service token's credentials (`credential: 'access-service-token'`). */
+export interface AccessSecretNames {
+  clientId: string
+  clientSecret: string
+}
+
 export interface SandboxOptions {
+  /**
+   * What the world's rotated credential is (default 'api-token': the R2 token alone). With
+   * 'access-service-token' the sandbox also seeds an Access service token on the account, the
+   * Access-protected app that admits it, its secrets in GitHub (`accessSecretNames`), "Access:
+   * Service Tokens Write" on the account for the management token, and the deployable client of
+   * the protected app (sandbox/access-client.ts), deployed with the current pair; deploy runs
+   * redeploy it with the dispatched secrets, as they redeploy the R2 sample app.
+   */
+  credential?: 'api-token' | 'access-service-token'
+  /** Default ACCESS_CLIENT_ID and ACCESS_CLIENT_SECRET. */
+  accessSecretNames?: AccessSecretNames
+  /** The seeded service token's duration (default the API's, 8760h). */
+  serviceTokenDuration?: string
   /** Who owns the rotated R2 token (default 'user'). */
   owner?: 'user' | 'account'
   /** Default: a fixed 32-hex id. */
@@ -166,6 +188,18 @@ export interface Sandbox {
    * Call it after a run.
    */
   secretValues(): string[]
+  /**
+   * With `credential: 'access-service-token'`: the seeded service token (its first secret), the
+   * Access-protected app, the deployed client of it, and the secrets' names.
+   */
+  serviceToken?: SeededServiceToken & { name: string }
+  accessApp?: AccessProtectedApp
+  accessClient?: AccessClientApp
+  accessSecretNames?: AccessSecretNames
+  /** Polls the Access client's GET /healthz (throws without a service token world). */
+  watchAccessClient(intervalMs?: number): {
+    stop(): Promise<Array<{ at: number; status: number }>>
+  }
   /** Polls GET /healthz every `intervalMs` until stopped; returns the failures seen. */
   watchHealth(intervalMs?: number): { stop(): Promise<Array<{ at: number; status: number }>> }
   stop(): Promise<void>
@@ -218,6 +252,8 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   const r2 = new R2Sim(log, cloudflare, { accountId })
   const started: Array<{ stop(): Promise<void> }> = []
   let app: SampleApp
+  let accessApp: AccessProtectedApp | undefined
+  let accessClient: AccessClientApp | undefined
   try {
     for (const service of [cloudflare, github, r2]) {
       await service.start()
@@ -236,6 +272,14 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     })
     await app.start()
     started.push(app)
+    if (options.credential === 'access-service-token') {
+      accessApp = new AccessProtectedApp(log, cloudflare.access, { accountId })
+      await accessApp.start()
+      started.push(accessApp)
+      accessClient = new AccessClientApp(log, accessApp.url)
+      await accessClient.start()
+      started.push(accessClient)
+    }
   } catch (error) {
     await Promise.all(started.map(s => s.stop()))
     throw error
@@ -254,6 +298,13 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     managementPolicies.push({
       effect: 'allow',
       permission_groups: [{ id: groupId(group) }],
+      resources: { [accountResource]: '*' }
+    })
+  }
+  if (accessClient) {
+    managementPolicies.push({
+      effect: 'allow',
+      permission_groups: [{ id: groupId(ACCESS_GROUPS.write) }],
       resources: { [accountResource]: '*' }
     })
   }
@@ -341,7 +392,45 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
   r2.putObject(bucket, HEALTH_OBJECT_KEY, 'ok\n', 'text/plain')
   app.deploy({ accessKeyId: current.id, secretAccessKey: current.secretAccessKey }, 'v1')
 
-  if (consumer === 'deployed') wireDeploys({ log, github, app, repository, secretNames })
+  // Access: the service token, its secrets beside the R2 ones, and its client deployed with them.
+  const accessSecretNames = options.accessSecretNames ?? {
+    clientId: 'ACCESS_CLIENT_ID',
+    clientSecret: 'ACCESS_CLIENT_SECRET'
+  }
+  let serviceToken: (SeededServiceToken & { name: string }) | undefined
+  if (accessClient) {
+    const name = 'deploy-bot'
+    serviceToken = {
+      ...cloudflare.access.addServiceToken({
+        accountId,
+        name,
+        ...(options.serviceTokenDuration ? { duration: options.serviceTokenDuration } : {}),
+        // Seeded a while ago, as a token in use is.
+        createdAt: new Date(Date.now() - 40 * DAY_MS).toISOString()
+      }),
+      name
+    }
+    for (const target of [deployScope, ...targets]) {
+      const scope: SecretScope = target.kind === 'org' ? { kind: 'org', org: target.org } : target
+      github.setSecret(scope, accessSecretNames.clientId, serviceToken.clientId)
+      github.setSecret(scope, accessSecretNames.clientSecret, serviceToken.clientSecret)
+    }
+    accessClient.deploy(
+      { clientId: serviceToken.clientId, clientSecret: serviceToken.clientSecret },
+      'v1'
+    )
+  }
+
+  if (consumer === 'deployed') {
+    wireDeploys({
+      log,
+      github,
+      app,
+      repository,
+      secretNames,
+      ...(accessClient ? { access: { client: accessClient, names: accessSecretNames } } : {})
+    })
+  }
 
   const watchers = new Set<{ stop(): Promise<Array<{ at: number; status: number }>> }>()
   const sandbox: Sandbox = {
@@ -364,6 +453,22 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     managementToken: management.value,
     githubToken,
     current,
+    ...(serviceToken ? { serviceToken } : {}),
+    ...(accessApp ? { accessApp } : {}),
+    ...(accessClient ? { accessClient, accessSecretNames } : {}),
+    watchAccessClient: intervalMs => {
+      if (!accessClient)
+        throw new Error('sandbox: no Access client (credential: access-service-token)')
+      const watcher = watchHealth(`${accessClient.url}/healthz`, intervalMs ?? 100)
+      const handle = {
+        stop: async () => {
+          watchers.delete(handle)
+          return watcher.stop()
+        }
+      }
+      watchers.add(handle)
+      return handle
+    },
     liveAccessKeyId: () => app.credentials()?.accessKeyId,
     secretValues: () => {
       const values = new Set<string>([githubToken])
@@ -372,6 +477,8 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
         values.add(sha256Hex(token.value))
       }
       for (const write of github.secretWrites) values.add(write.ciphertext)
+      // Every client secret ever issued or seeded (current, previous, lost alike).
+      for (const secret of cloudflare.access.secretValues()) values.add(secret)
       values.delete('')
       return [...values]
     },
@@ -590,8 +697,10 @@ function wireDeploys(ctx: {
   app: SampleApp
   repository: string
   secretNames: SecretNames
+  /** The Access client, redeployed by the same runs with the service token's secrets. */
+  access?: { client: AccessClientApp; names: AccessSecretNames }
 }): void {
-  const { log, github, app, repository, secretNames } = ctx
+  const { log, github, app, repository, secretNames, access } = ctx
   const snapshots = new Map<string, Record<string, string>>()
   const attemptKey = (run: SimRun): string => `${run.id}/${run.attempt}`
   github.hooks.onDispatch = run => {
@@ -613,6 +722,10 @@ function wireDeploys(ctx: {
         access_key_id: kept?.accessKeyId,
         stale: true
       })
+      if (access) {
+        access.client.deploy(access.client.credentials(), `run-${run.id}`)
+        log.event('access-client', 'access-client.deployed', { run_id: run.id, stale: true })
+      }
       return
     }
     // A deploy whose secrets are missing ships an app without credentials, as a real one would.
@@ -622,7 +735,27 @@ function wireDeploys(ctx: {
       run_id: run.id,
       access_key_id: secrets[secretNames.accessKeyId.toUpperCase()]
     })
+    if (access) {
+      const pair = accessCredentialsFrom(secrets, access.names)
+      access.client.deploy(pair, `run-${run.id}`)
+      log.event('access-client', 'access-client.deployed', {
+        run_id: run.id,
+        client_id: pair?.clientId ?? null
+      })
+    }
   }
+}
+
+/** The Access client's pair among a run's secrets (undefined when either is missing). */
+function accessCredentialsFrom(
+  secrets: Record<string, string>,
+  names: AccessSecretNames
+): AccessClientCredentials | undefined {
+  const clientId = secrets[names.clientId.toUpperCase()]
+  const clientSecret = secrets[names.clientSecret.toUpperCase()]
+  return clientId !== undefined && clientSecret !== undefined
+    ? { clientId, clientSecret }
+    : undefined
 }
 
 /** Requests `url` every `intervalMs` until stopped; returns every answer that was not 200. */

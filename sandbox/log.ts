@@ -13,7 +13,7 @@ export type ServiceName = 'cloudflare' | 'github' | 'r2' | 'app'
  * Access (`access-app`) and a deployed Worker (`worker`). Kept apart from `ServiceName` so that
  * code that handles exactly the four (a map from name to simulator) stays exhaustive.
  */
-export type LogServiceName = ServiceName | 'access-app' | 'worker'
+export type LogServiceName = ServiceName | 'access-app' | 'access-client' | 'worker'
 
 export interface RequestEntry {
   kind: 'request'

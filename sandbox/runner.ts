@@ -85,6 +85,52 @@ export function sandboxInputs(
   return inputs
 }
 
+/**
+ * The inputs a caller workflow would pass to rotate the sandbox's Access service token
+ * (`startSandbox({ credential: 'access-service-token' })`): the two secrets, smoke checks that go
+ * through Access with the credentials being rotated (the protected app itself, with the
+ * `{client-id}`/`{client-secret}` headers, and the deployed client), and `current-client-secret`
+ * read from the secret as it is now. `overrides` wins ('' removes).
+ */
+export function serviceTokenInputs(
+  sb: Sandbox,
+  overrides: Record<string, string> = {}
+): Record<string, string> {
+  if (!sb.serviceToken || !sb.accessApp || !sb.accessClient || !sb.accessSecretNames) {
+    throw new Error("serviceTokenInputs: start the sandbox with credential: 'access-service-token'")
+  }
+  const names = sb.accessSecretNames
+  const scope = sb.environment
+    ? { kind: 'env' as const, repo: sb.repository, environment: sb.environment }
+    : { kind: 'repo' as const, repo: sb.repository }
+  const inputs: Record<string, string> = {
+    credential: 'access-service-token',
+    'service-token-id': sb.serviceToken.id,
+    'cloudflare-api-token': sb.managementToken,
+    'cloudflare-api-url': sb.cloudflareApiUrl,
+    'account-id': sb.accountId,
+    'current-client-secret': sb.github.getSecret(scope, names.clientSecret) ?? '',
+    secrets: [`${names.clientId}=client-id`, `${names.clientSecret}=client-secret`].join('\n'),
+    'secret-targets': sb.environment ? `env:${sb.environment}` : 'repo',
+    'github-token': sb.githubToken,
+    'deploy-workflow': 'deploy.yml',
+    'deploy-inputs': '{"reason":"scheduled service token rotation"}',
+    'deploy-timeout': '10m',
+    'smoke-urls': [
+      `${sb.accessApp.url}/healthz expect=200 contains=client-id={client-id}`,
+      `${sb.accessClient.url}/healthz expect=200 contains=client-id={client-id}`
+    ].join('\n'),
+    'smoke-headers': 'CF-Access-Client-Id: {client-id}\nCF-Access-Client-Secret: {client-secret}',
+    'smoke-timeout': '1m',
+    'revoke-watch': '30s'
+  }
+  for (const [name, value] of Object.entries(overrides)) {
+    if (value === undefined) delete inputs[name]
+    else inputs[name] = value
+  }
+  return inputs
+}
+
 /** The action.yml defaults: the runner passes them for every input the workflow leaves out. */
 export function actionDefaults(): Record<string, string> {
   const action = parseYaml(readFileSync(path.join(root, 'action.yml'), 'utf8')) as {

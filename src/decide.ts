@@ -17,6 +17,7 @@ import type {
   JournalRecord,
   Jurisdiction,
   SecretField,
+  SecretsHold,
   SecretTarget,
   Settings,
   SmokeResult,
@@ -34,7 +35,7 @@ export function isSettled(phase: JournalPhase): boolean {
 
 /** Phases in which the new token may be in the secrets (publish began). */
 export function isPublished(phase: JournalPhase): boolean {
-  return !['minting', 'minted', 'done', 'rolled-back'].includes(phase)
+  return !['minting', 'minted', 'done', 'rolled-back', 'rotating'].includes(phase)
 }
 
 // ------------------------------------------------------------------------------- credentials
@@ -47,6 +48,10 @@ export function fieldValue(field: SecretField, credentials: Credentials): string
       return credentials.id
     case 'secret-access-key':
       return credentials.secretAccessKey
+    case 'client-id':
+      return credentials.clientId
+    case 'client-secret':
+      return credentials.clientSecret
   }
 }
 
@@ -1338,4 +1343,325 @@ export function managementRefusals(facts: {
     )
   }
   return out
+}
+
+// ------------------------------------------------------------------ Access service tokens
+
+/** A service token's details as get and list show them (never a secret). */
+export interface ServiceTokenFacts {
+  id: string
+  name: string
+  clientId: string
+  enabled: boolean
+  duration?: string
+  expiresAt?: string
+  createdAt?: string
+  updatedAt?: string
+}
+
+/**
+ * How long the previous client secret stays valid after the rotate: the deploy (twice: a
+ * rollback redeploys), the smoke checks (three times: after the rotate, after a rollback, and a
+ * recovery), the revoke grace and the watch, and ten minutes of margin. The same sum as the job
+ * timeout the README documents.
+ */
+export function serviceTokenGraceMs(
+  settings: Pick<Settings, 'deploy' | 'smoke' | 'revokeGraceMs' | 'revokeWatchMs'>
+): number {
+  const deployMs = settings.deploy?.timeoutMs ?? 0
+  return (
+    2 * deployMs +
+    3 * settings.smoke.timeoutMs +
+    settings.revokeGraceMs +
+    settings.revokeWatchMs +
+    10 * 60_000
+  )
+}
+
+/**
+ * Whether the service token is due: `force`, no `rotate-after`, an expiry within 7 days, or
+ * `rotate-after` counted from the last rotation this journal completed, else from the token's
+ * `updated_at` (an approximation: any update moves it), else from its `created_at`.
+ */
+export function serviceTokenDue(
+  settings: Pick<Settings, 'force' | 'rotateAfterMs'>,
+  token: Pick<ServiceTokenFacts, 'expiresAt' | 'updatedAt' | 'createdAt'>,
+  lastRotatedAt: string | undefined,
+  now: Date
+): Due {
+  if (settings.force) return { due: true, why: 'force: true' }
+  if (settings.rotateAfterMs === 0) return { due: true, why: 'no rotate-after' }
+  if (token.expiresAt && Date.parse(token.expiresAt) - now.getTime() < EXPIRY_WARNING_MS) {
+    return { due: true, why: `it expires on ${token.expiresAt}, within 7 days` }
+  }
+  const since = [lastRotatedAt, token.updatedAt, token.createdAt]
+    .map(t => (t ? Date.parse(t) : NaN))
+    .find(t => !Number.isNaN(t))
+  if (since === undefined) return { due: true, why: 'its last rotation is unknown' }
+  const dueAt = new Date(since + settings.rotateAfterMs)
+  if (dueAt <= now) return { due: true, why: 'it is older than rotate-after' }
+  return { due: false, dueAt }
+}
+
+/** A service token that expires within this long gets a warning. */
+export const SERVICE_TOKEN_EXPIRY_WARNING_MS = 30 * 24 * 3600 * 1000
+
+/** Why the service token cannot be rotated now, if it cannot (preflight). */
+export function serviceTokenRefusal(
+  token: Pick<ServiceTokenFacts, 'id' | 'enabled' | 'expiresAt'>,
+  now: Date
+): string | undefined {
+  if (!token.enabled) {
+    return `The service token ${token.id} is disabled: it admits nobody, with either secret. Enable it in Zero Trust (Access → Service Auth) first; nothing was changed.`
+  }
+  if (token.expiresAt && Date.parse(token.expiresAt) <= now.getTime()) {
+    return `The service token ${token.id} expired on ${token.expiresAt}: rotating its secret does not renew it. Refresh it (POST …/access/service_tokens/${token.id}/refresh, or Zero Trust → Service Auth → Refresh) first; nothing was changed.`
+  }
+  return undefined
+}
+
+/** Expiry and duration findings that fit a service token (least-privilege: warn). */
+export function serviceTokenWarnings(
+  settings: Pick<Settings, 'rotateAfterMs'>,
+  token: Pick<ServiceTokenFacts, 'id' | 'duration' | 'expiresAt'>,
+  now: Date
+): string[] {
+  const warnings: string[] = []
+  if (token.duration === 'forever') {
+    warnings.push(
+      `The service token ${token.id} has duration: forever (it never expires). A lifetime such as 8760h, refreshed on purpose, bounds the damage of a lost token.`
+    )
+  }
+  if (token.expiresAt) {
+    const expires = Date.parse(token.expiresAt)
+    const nextDue = now.getTime() + settings.rotateAfterMs
+    if (expires - now.getTime() < SERVICE_TOKEN_EXPIRY_WARNING_MS) {
+      warnings.push(
+        `The service token ${token.id} expires on ${token.expiresAt}, within 30 days; a rotation does not extend it. Refresh it (POST …/access/service_tokens/${token.id}/refresh) or give it a longer duration.`
+      )
+    } else if (settings.rotateAfterMs > 0 && expires < nextDue) {
+      warnings.push(
+        `The service token ${token.id} expires on ${token.expiresAt}, before the next rotation is due (${isoSeconds(new Date(nextDue))}, rotate-after); a rotation does not extend it. Refresh it (POST …/access/service_tokens/${token.id}/refresh) or give it a longer duration.`
+      )
+    }
+  }
+  return warnings
+}
+
+/** What the run knows when a service token rotation fails. */
+export interface ServiceTokenFailureFacts {
+  settings: Pick<Settings, 'onFailure'>
+  /** The rotate took effect (answered, or found afterwards). */
+  rotated: boolean
+  /** The new secret is known to this run (the rotate answered). */
+  secretKnown: boolean
+  /** The previous secret's grace is closed right now (closed and not re-opened). */
+  graceClosed: boolean
+  /** The client secret in use before the rotation is known (`current-client-secret`). */
+  previousKnown: boolean
+  /** Targets × secrets written with the new secret, and how many there are. */
+  written: number
+  total: number
+  /** The planned end of the grace, and now. */
+  graceUntil: Date
+  now: Date
+  graceMs: number
+}
+
+export type ServiceTokenAfterFailure =
+  /** Nothing was rotated: nothing to undo. */
+  | { kind: 'nothing' }
+  /** The grace is closed: the new secret is the only one; the next run finishes forward. */
+  | { kind: 'closed' }
+  /** Write the previous secret back, redeploy, check; the grace stays open (until `graceUntil`). */
+  | { kind: 'rollback'; graceUntil: Date; extend: boolean }
+  /** Leave the secrets as they are, both secrets valid until `graceUntil`. */
+  | { kind: 'keep-both'; why: string; hold: SecretsHoldFact; graceUntil: Date; extend: boolean }
+
+type SecretsHoldFact = SecretsHold
+
+/**
+ * When the grace must move after a failure: with less than half of `graceMs` left it is extended
+ * to now + `graceMs`, so that the next run (or a person) has the time of a whole rotation before
+ * the previous secret stops; with more left it stays (no PUT for a few seconds' gain).
+ */
+export function graceAfterFailure(
+  graceUntil: Date,
+  now: Date,
+  graceMs: number
+): { graceUntil: Date; extend: boolean } {
+  if (graceUntil.getTime() - now.getTime() >= graceMs / 2) return { graceUntil, extend: false }
+  return { graceUntil: new Date(now.getTime() + graceMs), extend: true }
+}
+
+export function afterServiceTokenFailure(
+  facts: ServiceTokenFailureFacts
+): ServiceTokenAfterFailure {
+  if (!facts.rotated) return { kind: 'nothing' }
+  if (facts.graceClosed) return { kind: 'closed' }
+  const grace = graceAfterFailure(facts.graceUntil, facts.now, facts.graceMs)
+  const hold: SecretsHoldFact =
+    facts.written === 0 ? 'previous' : facts.written >= facts.total ? 'next' : 'mixed'
+  if (!facts.secretKnown) {
+    return {
+      kind: 'keep-both',
+      why: 'the new secret was lost with the rotate answer',
+      hold,
+      ...grace
+    }
+  }
+  if (facts.written === 0) {
+    // Nothing holds the new secret: the secrets are as they were; the grace keeps them working.
+    return { kind: 'keep-both', why: 'no secret holds the new client secret', hold, ...grace }
+  }
+  if (facts.settings.onFailure === 'keep-both') {
+    return { kind: 'keep-both', why: 'on-failure is keep-both', hold, ...grace }
+  }
+  if (!facts.previousKnown) {
+    return {
+      kind: 'keep-both',
+      why: 'the previous client secret is not known (current-client-secret holds it only before a rotation; after one it holds the new secret)',
+      hold,
+      ...grace
+    }
+  }
+  return { kind: 'rollback', ...grace }
+}
+
+/** What the next run finds in the journal of a service token rotation, and does. */
+export type ServiceTokenRecovery =
+  /** Nothing happened (the rotate never took effect): rotate as usual. */
+  | { kind: 'fresh'; why: string }
+  /** The secrets hold the new secret: redeploy, smoke, close, watch (no new rotate). */
+  | { kind: 'forward'; from: 'deploy' | 'close'; why: string }
+  /** The secrets hold the previous secret (or a mix), or the newest secret is lost. */
+  | { kind: 'refuse'; message: string }
+  /** As `refuse`, with `force: true`: rotate again, ending the previous secret at once. */
+  | { kind: 'rerotate'; why: string }
+  /**
+   * A rollback stopped midway: write `current-client-secret` into every target, redeploy and
+   * check, and leave the rotation pending (the secrets then hold the previous secret).
+   */
+  | { kind: 'restore'; why: string }
+
+export interface ServiceTokenRecoveryFacts {
+  record: Pick<
+    JournalRecord,
+    'phase' | 'secrets_hold' | 'token_updated_before' | 'grace_until' | 'lost_secret' | 'run_id'
+  >
+  /** The token's `updated_at` now. */
+  tokenUpdatedAt?: string
+  /** Target secrets whose write-back shows a write since the record's stamps. */
+  written: number
+  total: number
+  force: boolean
+  /** `current-client-secret` is given (a stopped rollback can be finished with it). */
+  secretKnown: boolean
+  now: Date
+}
+
+/** Which secret the targets hold after an unclear `rotating` or `rolling-back`. */
+function stuckMessage(
+  facts: ServiceTokenRecoveryFacts,
+  what: string,
+  graceUntil: string | undefined
+): string {
+  const end = graceUntil
+    ? Date.parse(graceUntil) > facts.now.getTime()
+      ? `The previous client secret, which the secrets and the deployed app still use, stays valid until ${graceUntil} and then stops`
+      : `The previous client secret's grace ended on ${graceUntil}: clients that still present it are refused already`
+    : 'The previous client secret stays valid only until its grace ends'
+  return `${what}. ${end}. Only one previous secret exists, so another rotation ends that secret at once: clients of it are refused from the rotate until the deploy with the newest secret concludes. Run again with force: true to rotate anyway (best right before a quiet period), or rotate the token in Zero Trust and update the secrets by hand.`
+}
+
+export function serviceTokenRecovery(facts: ServiceTokenRecoveryFacts): ServiceTokenRecovery {
+  const { record } = facts
+  const graceUntil = record.grace_until
+  const refuseOrRerotate = (what: string): ServiceTokenRecovery =>
+    facts.force
+      ? { kind: 'rerotate', why: `${what}; force: true rotates again` }
+      : { kind: 'refuse', message: stuckMessage(facts, what, graceUntil) }
+  switch (record.phase) {
+    case 'rotating': {
+      const moved =
+        facts.tokenUpdatedAt !== undefined &&
+        record.token_updated_before !== undefined &&
+        facts.tokenUpdatedAt !== record.token_updated_before
+      if (!moved) {
+        return {
+          kind: 'fresh',
+          why: `the rotation of run ${record.run_id} stopped before its rotate took effect (the token's updated_at did not move)`
+        }
+      }
+      if (facts.total > 0 && facts.written >= facts.total) {
+        return {
+          kind: 'forward',
+          from: 'deploy',
+          why: `the rotation of run ${record.run_id} stopped after writing the new secret to every target`
+        }
+      }
+      return refuseOrRerotate(
+        `The rotation of run ${record.run_id} was rotated (the token's updated_at moved) but stopped before its new client secret reached ${facts.written === 0 ? 'any' : 'every'} target (${facts.written} of ${facts.total} written): the newest secret is lost`
+      )
+    }
+    case 'published':
+    case 'deploying':
+    case 'smoke':
+      return {
+        kind: 'forward',
+        from: 'deploy',
+        why: `the rotation of run ${record.run_id} stopped in phase ${record.phase}, with the new secret in every target`
+      }
+    case 'closing':
+      return {
+        kind: 'forward',
+        from: 'close',
+        why: `the rotation of run ${record.run_id} stopped while closing the previous secret's grace`
+      }
+    case 'pending':
+      if (record.secrets_hold === 'next' && !record.lost_secret) {
+        return {
+          kind: 'forward',
+          from: 'deploy',
+          why: `the rotation of run ${record.run_id} is pending with the new secret in every target`
+        }
+      }
+      return refuseOrRerotate(
+        record.lost_secret
+          ? `The rotation of run ${record.run_id} is pending: its new client secret was lost before any target held it`
+          : `The rotation of run ${record.run_id} is pending with the ${record.secrets_hold === 'mixed' ? 'targets holding a mix of the previous and the new' : 'previous'} client secret${record.secrets_hold === 'mixed' ? 's' : ' in the secrets (rolled back)'}`
+      )
+    case 'rolling-back':
+      if (!facts.force && facts.secretKnown) {
+        return {
+          kind: 'restore',
+          why: `the rotation of run ${record.run_id} stopped while writing the previous client secret back`
+        }
+      }
+      return refuseOrRerotate(
+        `The rotation of run ${record.run_id} stopped while writing the previous client secret back`
+      )
+    case 'minting':
+    case 'minted':
+    case 'publishing':
+    case 'revoking':
+    case 'done':
+    case 'rolled-back':
+      return { kind: 'fresh', why: `the journal is settled (phase ${record.phase})` }
+  }
+}
+
+export function describeServiceTokenRecovery(recovery: ServiceTokenRecovery): string {
+  switch (recovery.kind) {
+    case 'fresh':
+      return `nothing to finish: ${recovery.why}`
+    case 'forward':
+      return `finish forward (${recovery.from === 'deploy' ? 'redeploy, smoke-check, close the grace, watch' : 'close the grace, watch'}): ${recovery.why}`
+    case 'refuse':
+      return `refused: ${recovery.message}`
+    case 'rerotate':
+      return `rotate again: ${recovery.why}`
+    case 'restore':
+      return `finish the rollback (write current-client-secret into every target, redeploy, check): ${recovery.why}`
+  }
 }

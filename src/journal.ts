@@ -33,7 +33,9 @@ export const JOURNAL_PHASES: readonly JournalPhase[] = [
   'rolling-back',
   'pending',
   'done',
-  'rolled-back'
+  'rolled-back',
+  'rotating',
+  'closing'
 ]
 
 export class JournalError extends Error {

@@ -17,6 +17,7 @@ import { SecretWriter } from './github/secrets.js'
 import { Journal } from './journal.js'
 import { rotate } from './rotation.js'
 import { rotateManagementToken } from './self-rotation.js'
+import { rotateServiceToken } from './service-token.js'
 import { writeOutputs, writeReport } from './report.js'
 
 /** Registers every secret input before anything else can print it. */
@@ -25,7 +26,15 @@ function maskInputs(settings: Settings): void {
   mask(settings.githubToken)
   maskToken(settings.currentToken)
   mask(settings.currentSecretAccessKey)
-  for (const value of Object.values(settings.smoke.headers)) mask(value)
+  mask(settings.currentClientSecret)
+  // A header that holds a service token placeholder is a template: the values it is filled with
+  // (current-client-secret, a new secret) are masked on their own, and any literal text around
+  // the placeholders is masked as a value of its own.
+  for (const value of Object.values(settings.smoke.headers)) {
+    const parts = value.split(/\{client-(?:id|secret)\}/)
+    if (parts.length === 1) mask(value)
+    else for (const part of parts) if (part.trim().length >= 6) mask(part.trim())
+  }
 }
 
 /**
@@ -73,7 +82,12 @@ export function createContext(settings: Settings, env: NodeJS.ProcessEnv): Rotat
 
 export async function run(): Promise<void> {
   // Mask the raw secret inputs first, even before validation can fail and print anything.
-  for (const name of ['cloudflare-api-token', 'github-token', 'current-secret-access-key']) {
+  for (const name of [
+    'cloudflare-api-token',
+    'github-token',
+    'current-secret-access-key',
+    'current-client-secret'
+  ]) {
     mask(core.getInput(name))
   }
   maskToken(core.getInput('current-token'))
@@ -92,9 +106,12 @@ export async function run(): Promise<void> {
 
   try {
     const ctx = createContext(settings, process.env)
-    const report = settings.rotateManagementToken
-      ? await rotateManagementToken(ctx)
-      : await rotate(ctx)
+    const report =
+      settings.credential === 'access-service-token'
+        ? await rotateServiceToken(ctx)
+        : settings.rotateManagementToken
+          ? await rotateManagementToken(ctx)
+          : await rotate(ctx)
     writeOutputs(report)
     await writeReport(report)
     if (report.result === 'failed' || report.result === 'rolled-back') {

@@ -89,7 +89,17 @@ export interface PolicyScope {
 // ------------------------------------------------------------------------------- credentials
 
 /** Which GitHub secret receives which derived value of the token. */
-export type SecretField = 'token' | 'access-key-id' | 'secret-access-key'
+export type SecretField =
+  | 'token'
+  | 'access-key-id'
+  | 'secret-access-key'
+  /** An Access service token's client id (unchanged by a rotation). */
+  | 'client-id'
+  /** An Access service token's client secret. */
+  | 'client-secret'
+
+/** What is rotated (input `credential`). */
+export type CredentialKind = 'api-token' | 'access-service-token'
 
 /**
  * What is known of one token's values: its id always, its value and its R2 Secret Access Key
@@ -103,6 +113,10 @@ export interface Credentials {
   value?: string
   /** Lowercase hex SHA-256 of the value. */
   secretAccessKey?: string
+  /** An Access service token's client id (`id` is then the service token's id). */
+  clientId?: string
+  /** An Access service token's client secret, when known. */
+  clientSecret?: string
 }
 
 // ------------------------------------------------------------------------------- GitHub
@@ -161,6 +175,12 @@ export interface DeploySettings {
 // ------------------------------------------------------------------------------- settings
 
 export interface Settings {
+  /** Input `credential`: what is rotated. */
+  credential: CredentialKind
+  /** Input `service-token-id` (a UUID); set with `credential: access-service-token`. */
+  serviceTokenId?: string
+  /** Input `current-client-secret`; undefined when empty. */
+  currentClientSecret?: string
   /** Management token (input `cloudflare-api-token`). */
   cloudflareApiToken: string
   /** Input `cloudflare-api-url`, without a trailing slash. */
@@ -266,6 +286,13 @@ export type JournalPhase =
   | 'pending'
   | 'done'
   | 'rolled-back'
+  /** A service token: the rotate is about to be sent (or was sent without an answer). */
+  | 'rotating'
+  /** A service token: the grace of the previous secret is being closed. */
+  | 'closing'
+
+/** Which secret of a service token the targets hold (its journal's `secrets_hold`). */
+export type SecretsHold = 'previous' | 'next' | 'mixed'
 
 /**
  * The rotation journal (an Actions variable): where the last rotation got to. Ids, names, phases,
@@ -295,7 +322,21 @@ export interface JournalRecord {
   /** When the rotation began (ISO 8601). */
   started_at?: string
   /** What is rotated: absent for the rotated token, `management-token` for a self-rotation. */
-  kind?: 'management-token'
+  kind?: 'management-token' | 'access-service-token'
+  /** A service token rotation: the token's id. */
+  service_token_id?: string
+  /** A service token rotation: the planned end of the previous secret's grace (RFC 3339). */
+  grace_until?: string
+  /** A service token rotation: the token's `updated_at` before the rotate. */
+  token_updated_before?: string
+  /** A service token rotation: when the rotate answered (the token's `updated_at` then). */
+  rotated_at?: string
+  /** A service token rotation: each target secret's `updated_at` before the rotate (`<target> <NAME>`). */
+  secret_stamps?: Record<string, string | null>
+  /** A service token rotation: which secret the targets hold, when known. */
+  secrets_hold?: SecretsHold
+  /** A service token rotation: the rotate happened but its secret never reached a target. */
+  lost_secret?: boolean
   updated_at: string
 }
 
@@ -351,9 +392,11 @@ export interface RotationReport {
   deployConclusion?: string
   smoke: SmokeResult[]
   probe?: { mode: 'read' | 'write'; bucket: string; ok: boolean }
-  revoked?: 'deleted' | 'disabled' | 'kept' | 'already-gone' | 'expiring'
+  revoked?: 'deleted' | 'disabled' | 'kept' | 'already-gone' | 'expiring' | 'grace-closed'
   /** What the run rotated: absent for a token rotation, `management-token` for a self-rotation. */
-  subject?: 'management-token'
+  subject?: 'management-token' | 'access-service-token'
+  /** A service token rotation: until when the previous client secret is accepted. */
+  graceUntil?: string
   /** The watch after the disable: how long it ran, its checks, and the window the app failed. */
   watch?: {
     durationMs: number

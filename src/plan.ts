@@ -287,7 +287,7 @@ function planProbe(
 }
 
 /** The deploy workflow, and no secret the deploy would read in place of those written. */
-async function preflightDeploy(
+export async function preflightDeploy(
   ctx: RotationContext,
   report: RotationReport
 ): Promise<DeployTarget | undefined> {

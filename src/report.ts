@@ -113,7 +113,12 @@ function workerNote(report: RotationReport): string | undefined {
 export function summaryMarkdown(report: RotationReport): string {
   const s = summaryBuilder()
   const subject =
-    report.subject === 'management-token' ? 'Management token rotation' : 'R2 token rotation'
+    report.subject === 'management-token'
+      ? 'Management token rotation'
+      : report.subject === 'access-service-token'
+        ? 'Access service token rotation'
+        : 'R2 token rotation'
+  const serviceToken = report.subject === 'access-service-token'
   s.addHeading(`${subject}: ${RESULT_HEADLINE[report.result]}`, 2)
   const workers = workerNote(report)
   const warnings = workers ? [...report.warnings, workers] : report.warnings
@@ -147,8 +152,19 @@ export function summaryMarkdown(report: RotationReport): string {
       `${code(report.previousTokenId)} ${escape(report.previousTokenName ?? '')}`
     ])
   }
-  if (report.tokenId)
+  if (report.tokenId && serviceToken) {
+    rows.push(['Service token', `${code(report.tokenId)} ${escape(report.tokenName ?? '')}`])
+  } else if (report.tokenId) {
     rows.push(['New token', `${code(report.tokenId)} ${escape(report.tokenName ?? '')}`])
+  }
+  if (serviceToken && report.graceUntil) {
+    rows.push([
+      'Previous secret',
+      report.revoked === 'grace-closed' && report.result === 'rotated'
+        ? 'closed (its grace ended once the checks passed)'
+        : `valid until ${escape(report.graceUntil)}`
+    ])
+  }
   if (report.owner) rows.push(['Owner', report.owner])
   if (report.tokenScope) rows.push(['Scope', code(report.tokenScope)])
   if (report.condition) rows.push(['IP condition', escape(report.condition)])
@@ -187,8 +203,10 @@ export function summaryMarkdown(report: RotationReport): string {
     rows.push([
       'Watch',
       w.outcome === 'passed'
-        ? `passed: ${w.rounds} round(s) of checks over ${seconds(w.durationMs)} with the previous token disabled`
-        : `failed after ${seconds(w.durationMs)}: ${escape(w.detail ?? '')}; the previous token was enabled again (app failing for at most ${seconds(w.failingWindowMs ?? w.durationMs)})`
+        ? `passed: ${w.rounds} round(s) of checks over ${seconds(w.durationMs)} with the previous ${serviceToken ? 'secret closed' : 'token disabled'}`
+        : w.outcome === 'skipped'
+          ? 'skipped (no smoke-urls, or revoke-watch: 0s)'
+          : `failed after ${seconds(w.durationMs)}: ${escape(w.detail ?? '')}; the previous ${serviceToken ? "secret's grace was re-opened" : 'token was enabled again'} (app failing for at most ${seconds(w.failingWindowMs ?? w.durationMs)})`
     ])
   }
   if (report.recovery) rows.push(['Recovery', escape(report.recovery)])

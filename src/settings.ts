@@ -42,7 +42,8 @@ export const INPUT_DEFAULTS: Readonly<Record<string, string>> = {
   'revoke-watch': '2m',
   'revoke-grace': '0s',
   'on-failure': 'rollback',
-  'dry-run': 'false'
+  'dry-run': 'false',
+  credential: 'api-token'
 }
 
 const MS_PER_UNIT = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const
@@ -109,6 +110,13 @@ export function getSettings(input: InputReader, env: NodeJS.ProcessEnv): Setting
     )
   }
 
+  const kind = oneOf(read, 'credential', CREDENTIAL_KINDS)
+  const serviceToken = kind === 'access-service-token'
+  if (serviceToken) rejectServiceTokenMisfits(read, accountId)
+  else rejectServiceTokenInputs(read)
+  const serviceTokenId = serviceToken ? uuid(read, 'service-token-id') : undefined
+  const currentClientSecret = optionalCredential(read, 'current-client-secret')
+
   // The management token rotating itself: a mode of its own, without the rotated token's inputs.
   const rotateManagementToken = optionalSecretName(read, 'rotate-management-token')
   if (rotateManagementToken) rejectTokenRotationInputs(read)
@@ -116,7 +124,7 @@ export function getSettings(input: InputReader, env: NodeJS.ProcessEnv): Setting
   const currentToken = optionalCredential(read, 'current-token')
   const currentAccessKeyId = optionalHex(read, 'current-access-key-id', 32, 'a token id')
   const currentSecretAccessKey = optionalSecretHex(read, 'current-secret-access-key')
-  if (!rotateManagementToken && !currentToken && !currentAccessKeyId) {
+  if (!serviceToken && !rotateManagementToken && !currentToken && !currentAccessKeyId) {
     throw new InputError(
       'current-token',
       'give current-token (the value of the token in use now) or current-access-key-id (its id), so that the action knows which token to rotate.'
@@ -131,10 +139,18 @@ export function getSettings(input: InputReader, env: NodeJS.ProcessEnv): Setting
   // current-token and current-secret-access-key may name different tokens: after a run was killed
   // midway through publishing, the secrets hold a mix, and the rotation's recovery sorts it out.
 
-  const secrets = rotateManagementToken ? [] : parseSecrets(read('secrets'))
+  const secrets = rotateManagementToken ? [] : parseSecrets(read('secrets'), kind)
   const repository = repositoryFromEnv(env)
   const secretTargets = parseSecretTargets(read('secret-targets'), repository, accountId)
   const worker = secretTargets.find(t => t.kind === 'worker')
+  if (serviceToken && worker) {
+    // A crash between the rotate and the writes is recovered by reading each secret's write
+    // back; a Worker's secrets cannot be read back (the API lists names only).
+    throw new InputError(
+      'secret-targets',
+      `line '${worker.line}': a Worker cannot hold a service token's secret with credential: access-service-token, whose crash recovery reads every secret's write back (Workers list secret names only). Use repo, env:, org: or dependabot: targets.`
+    )
+  }
   if (rotateManagementToken && worker) {
     // A Worker's secrets cannot be read back (the API lists names only), and the management
     // token's self-rotation confirms every write before it ends the old token.
@@ -159,6 +175,7 @@ export function getSettings(input: InputReader, env: NodeJS.ProcessEnv): Setting
 
   const deploy = rotateManagementToken ? undefined : parseDeploy(read, repository)
   const smoke = parseSmoke(read)
+  checkPlaceholders(smoke, kind, currentClientSecret !== undefined)
   const r2 = {
     bucket: optionalBucket(read('r2-bucket')),
     probe: oneOf(read, 'r2-probe', ['auto', 'write', 'read', 'off'] as const),
@@ -185,6 +202,9 @@ export function getSettings(input: InputReader, env: NodeJS.ProcessEnv): Setting
   const dryRun = boolean(read, 'dry-run')
 
   return {
+    credential: kind,
+    ...(serviceTokenId && { serviceTokenId }),
+    ...(currentClientSecret && { currentClientSecret }),
     cloudflareApiToken,
     cloudflareApiUrl,
     ...(accountId && { accountId }),
@@ -249,6 +269,144 @@ function rejectTokenRotationInputs(read: Read): void {
 }
 
 type Read = (name: string) => string
+
+export const CREDENTIAL_KINDS = ['api-token', 'access-service-token'] as const
+
+/** Inputs of an Access service token rotation only. */
+export const SERVICE_TOKEN_INPUTS = ['service-token-id', 'current-client-secret'] as const
+
+/**
+ * Inputs that make no sense for an Access service token, refused with credential:
+ * access-service-token when set (to anything but their default). `revoke: disable` is refused on
+ * its own: disabling a service token stops both of its secrets.
+ */
+export const SERVICE_TOKEN_MISFITS: ReadonlyArray<{ input: string; why: string }> = [
+  { input: 'current-token', why: 'an API token value; give current-client-secret instead' },
+  { input: 'current-access-key-id', why: 'an R2 credential; a service token has none' },
+  { input: 'current-secret-access-key', why: 'an R2 credential; a service token has none' },
+  { input: 'token-owner', why: 'service tokens belong to the account of account-id' },
+  {
+    input: 'token-name',
+    why: 'a service token keeps its name: a rotation replaces its secret only'
+  },
+  {
+    input: 'token-ttl',
+    why: 'a service token keeps its duration and expires_at (refresh it, or change its duration, in Zero Trust)'
+  },
+  {
+    input: 'least-privilege',
+    why: "a service token has no policies to check ('warn', the default, reports its expiry and duration; 'off' silences that)"
+  },
+  {
+    input: 'rotate-management-token',
+    why: 'the management token rotates itself in a run of its own, without credential: access-service-token'
+  },
+  { input: 'r2-bucket', why: 'a service token has no R2 credentials to probe' },
+  { input: 'r2-endpoint', why: 'a service token has no R2 credentials to probe' },
+  { input: 'r2-probe', why: 'a service token has no R2 credentials to probe' }
+]
+
+/** With credential: access-service-token, refuse what does not apply (a default is fine). */
+function rejectServiceTokenMisfits(read: Read, accountId: string | undefined): void {
+  for (const { input, why } of SERVICE_TOKEN_MISFITS) {
+    const value = read(input)
+    const allowed = input === 'least-privilege' ? ['warn', 'off'] : [INPUT_DEFAULTS[input] ?? '']
+    if (value && !allowed.includes(value)) {
+      throw new InputError(
+        input,
+        `is set, but does not apply with credential: access-service-token: ${why}. Remove it.`
+      )
+    }
+  }
+  if (read('revoke') === 'disable') {
+    throw new InputError(
+      'revoke',
+      "'disable' does not apply with credential: access-service-token: disabling a service token stops BOTH its secrets, the new one too. Use 'delete' (the default: close the previous secret's grace once the checks pass) or 'keep' (let the grace run out at its planned end)."
+    )
+  }
+  if (!accountId) {
+    throw new InputError(
+      'account-id',
+      'required with credential: access-service-token: service tokens live under /accounts/{account_id}/access/service_tokens; give the 32-character account id.'
+    )
+  }
+}
+
+/** Without credential: access-service-token, its inputs are a mistake. */
+function rejectServiceTokenInputs(read: Read): void {
+  for (const name of SERVICE_TOKEN_INPUTS) {
+    if (read(name)) {
+      throw new InputError(
+        name,
+        "is set, but credential is 'api-token' (the default); set credential: access-service-token to rotate an Access service token, or remove this input."
+      )
+    }
+  }
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+function uuid(read: Read, name: string): string {
+  const value = read(name)
+  if (!value) {
+    throw new InputError(
+      name,
+      'required with credential: access-service-token: the id (a UUID) of the service token to rotate, as Zero Trust → Access → Service Auth shows it.'
+    )
+  }
+  if (!UUID.test(value)) {
+    // Not quoted: a secret pasted here by mistake must not reach the log.
+    throw new InputError(
+      name,
+      `expected a UUID such as f174e90a-fafe-4643-bbbc-4a0ed4fc8415, got something else (${value.length} characters).`
+    )
+  }
+  return value.toLowerCase()
+}
+
+/** Placeholders a smoke check may use, by kind (`contains=` and URLs never hold a secret). */
+function checkPlaceholders(
+  smoke: Settings['smoke'],
+  kind: (typeof CREDENTIAL_KINDS)[number],
+  secretKnown: boolean
+): void {
+  const used = (text: string, name: string): boolean => text.includes(`{${name}}`)
+  const headerValues = Object.values(smoke.headers)
+  const texts = [...smoke.checks.flatMap(c => [c.url, c.contains ?? ''])]
+  if (kind === 'access-service-token') {
+    for (const text of [...texts, ...headerValues]) {
+      if (used(text, 'access-key-id')) {
+        throw new InputError(
+          text === '' ? 'smoke-urls' : headerValues.includes(text) ? 'smoke-headers' : 'smoke-urls',
+          '{access-key-id} stands for an R2 credential and does not apply with credential: access-service-token; use {client-id}.'
+        )
+      }
+    }
+    if (texts.some(text => used(text, 'client-secret'))) {
+      throw new InputError(
+        'smoke-urls',
+        '{client-secret} may be used in smoke-headers only (a URL or contains= text could show it); send it as CF-Access-Client-Secret: {client-secret}.'
+      )
+    }
+    if (!secretKnown && headerValues.some(v => used(v, 'client-secret'))) {
+      throw new InputError(
+        'current-client-secret',
+        'required when smoke-headers use {client-secret}: the checks before the rotation (and after a rollback) present the client secret in use now. Pass current-client-secret: ${{ secrets.… }} (the secret that holds it).'
+      )
+    }
+    return
+  }
+  for (const text of [...texts, ...headerValues]) {
+    for (const name of ['client-id', 'client-secret']) {
+      if (used(text, name)) {
+        throw new InputError(
+          headerValues.includes(text) ? 'smoke-headers' : 'smoke-urls',
+          `{${name}} stands for an Access service token's credential and applies only with credential: access-service-token.`
+        )
+      }
+    }
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Credentials. Their values are never quoted in a message, whatever is wrong with them.
@@ -516,16 +674,19 @@ function repositoryFromEnv(env: NodeJS.ProcessEnv): RepoRef {
 // secrets
 
 const SECRET_FIELDS = ['token', 'access-key-id', 'secret-access-key'] as const
+const SERVICE_TOKEN_FIELDS = ['client-id', 'client-secret'] as const
 
-function parseSecrets(text: string): SecretMapping[] {
+function parseSecrets(text: string, kind: (typeof CREDENTIAL_KINDS)[number]): SecretMapping[] {
   const name = 'secrets'
-  const expected = `one line per GitHub secret: NAME=field, where field is ${listOr(SECRET_FIELDS)}`
+  const fields: readonly string[] =
+    kind === 'access-service-token' ? SERVICE_TOKEN_FIELDS : SECRET_FIELDS
+  const expected = `one line per GitHub secret: NAME=field, where field is ${listOr(fields)}${kind === 'access-service-token' ? ' (credential: access-service-token)' : ''}`
   const entries = lines(text)
   if (entries.length === 0) {
     throw new InputError(name, `required and not supplied; give ${expected}.`)
   }
   const seen = new Map<string, number>()
-  return entries.map(({ text: line, line: n }) => {
+  const mappings = entries.map(({ text: line, line: n }) => {
     const eq = line.indexOf('=')
     if (eq < 0) throw new InputError(name, `line ${n}: expected ${expected}, got '${line}'.`)
     const secret = line.slice(0, eq).trim()
@@ -537,10 +698,18 @@ function parseSecrets(text: string): SecretMapping[] {
         `line ${n}: '${secret}' is not a valid secret name: it ${problem}.`
       )
     }
-    if (!(SECRET_FIELDS as readonly string[]).includes(field)) {
+    if (!fields.includes(field)) {
+      const other =
+        kind === 'access-service-token'
+          ? (SECRET_FIELDS as readonly string[]).includes(field)
+            ? ` ('${field}' belongs to an API token; credential is access-service-token)`
+            : ''
+          : (SERVICE_TOKEN_FIELDS as readonly string[]).includes(field)
+            ? ` ('${field}' belongs to an Access service token; set credential: access-service-token)`
+            : ''
       throw new InputError(
         name,
-        `line ${n}: unknown field '${field}' for ${secret}; expected ${listOr(SECRET_FIELDS)}.`
+        `line ${n}: unknown field '${field}' for ${secret}${other}; expected ${listOr(fields)}.`
       )
     }
     const key = secret.toUpperCase()
@@ -554,6 +723,13 @@ function parseSecrets(text: string): SecretMapping[] {
     seen.set(key, n)
     return { name: secret, field: field as SecretField }
   })
+  if (kind === 'access-service-token' && !mappings.some(m => m.field === 'client-secret')) {
+    throw new InputError(
+      name,
+      'maps no secret to client-secret: a service token rotation replaces the client secret, so at least one line must be NAME=client-secret (and NAME=client-id for the id, which never changes).'
+    )
+  }
+  return mappings
 }
 
 // ---------------------------------------------------------------------------------------------

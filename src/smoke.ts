@@ -17,6 +17,12 @@ export interface SmokeOptions {
    * any of its values passes (several tokens may be serving while an earlier rotation is undone).
    */
   placeholders?: Record<string, string | string[]>
+  /**
+   * What `{name}` placeholders in header values and URLs stand for (`client-id`, `client-secret`
+   * of a service token). The values are secrets: the caller masked them; nothing here prints a
+   * filled header or URL (results name the URL as the input wrote it).
+   */
+  values?: Record<string, string>
   clock?: Clock
   /** Stops the checks: no further attempt once it aborts. */
   signal?: AbortSignal
@@ -40,6 +46,11 @@ export function resolvePlaceholders(
   const tails = resolvePlaceholders(rest, values)
   const heads = value === undefined ? [whole] : Array.isArray(value) ? value : [value]
   return heads.flatMap(head => tails.map(tail => `${before}${head}${tail}`))
+}
+
+/** `text` with each `{name}` of `values` replaced; other braces stay as they are. */
+export function fillPlaceholders(text: string, values: Record<string, string> = {}): string {
+  return text.replace(/\{([a-z-]+)\}/g, (whole, name: string) => values[name] ?? whole)
 }
 
 /** One request may hang on a cold start or a stuck origin; it is abandoned after this long. */
@@ -93,8 +104,17 @@ export async function checkOnce(check: SmokeCheck, options: SmokeOptions): Promi
   const timeout = AbortSignal.timeout(REQUEST_TIMEOUT_MS)
   let response: Response
   try {
-    response = await fetch(check.url, {
-      headers: options.headers,
+    const values = options.values
+    const headers = values
+      ? Object.fromEntries(
+          Object.entries(options.headers).map(([name, value]) => [
+            name,
+            fillPlaceholders(value, values)
+          ])
+        )
+      : options.headers
+    response = await fetch(values ? fillPlaceholders(check.url, values) : check.url, {
+      headers,
       redirect: 'manual',
       signal: options.signal ? AbortSignal.any([options.signal, timeout]) : timeout
     })

@@ -280,6 +280,27 @@ export async function deployAndFollow(
 }
 
 /**
+ * What the smoke checks' placeholders stand for with `credentials`: `{access-key-id}` for an API
+ * token; `{client-id}` (and, in headers, `{client-secret}` when known) for a service token.
+ */
+export function smokeValues(credentials: Credentials): {
+  placeholders: Record<string, string>
+  values?: Record<string, string>
+} {
+  if (credentials.clientId === undefined)
+    return { placeholders: { 'access-key-id': credentials.id } }
+  return {
+    placeholders: { 'client-id': credentials.clientId },
+    values: {
+      'client-id': credentials.clientId,
+      ...(credentials.clientSecret !== undefined
+        ? { 'client-secret': credentials.clientSecret }
+        : {})
+    }
+  }
+}
+
+/**
  * Every smoke check, with `{access-key-id}` standing for `credentials`, and the R2 probe with
  * `credentials`, side by side. A failed check stops the probe (nothing waits for it any more);
  * both are awaited, and a failure of either throws.
@@ -304,7 +325,7 @@ export async function smokeAndProbe(
     if (checks.length > 0) {
       smoke = await runSmokeChecks(checks, timeoutMs, {
         headers,
-        placeholders: { 'access-key-id': credentials.id },
+        ...smokeValues(credentials),
         clock: ctx.clock
       })
       for (const result of smoke) {
@@ -333,21 +354,23 @@ export type WatchOutcome =
   { ok: true; rounds: number } | { ok: false; rounds: number; failed: SmokeResult[] }
 
 /**
- * Runs every smoke check (one attempt each) every `intervalMs` for `watchMs`, with
- * `{access-key-id}` standing for the token that should be serving; stops at the first failure.
+ * Runs every smoke check (one attempt each) every `intervalMs` for `watchMs`, with the
+ * placeholders standing for the credentials that should be serving (`smokeValues`); stops at the
+ * first failure.
  */
 export async function watchChecks(
   ctx: RotationContext,
-  servingId: string,
+  serving: string | Credentials,
   watchMs: number,
   intervalMs: number
 ): Promise<WatchOutcome> {
   const { checks, headers } = ctx.settings.smoke
   const start = ctx.clock.now()
+  const values = smokeValues(typeof serving === 'string' ? { id: serving } : serving)
   for (let rounds = 1; ; rounds++) {
     const results = await runSmokeRound(checks, {
       headers,
-      placeholders: { 'access-key-id': servingId },
+      ...values,
       clock: ctx.clock
     })
     const failed = results.filter(r => !r.ok)

@@ -33,7 +33,8 @@ export const SECRET_INPUTS = [
   'current-access-key-id',
   'current-secret-access-key',
   'github-token',
-  'smoke-headers'
+  'smoke-headers',
+  'current-client-secret'
 ]
 /** Inputs of the reusable workflow that belong to its job, not to the action. */
 export const JOB_INPUTS = [

@@ -1,6 +1,6 @@
 /**
- * The official `cloudflare` SDK, with only the token resources and the Workers script secrets and
- * deployments (`cloudflare/tree-shakable`; the `Base…` classes leave out their subresources).
+ * The official `cloudflare` SDK, with only the token resources, the Workers script secrets and
+ * deployments, and the Access service tokens (`cloudflare/tree-shakable`; the `Base…` classes leave out their subresources).
  * tokens.ts loads this module on its first call (`import()`): the SDK's client module imports
  * every resource of the API, about 3 MB of the bundle and most of the start-up time, and ncc puts a
  * dynamically imported module into a chunk of its own.
@@ -11,6 +11,7 @@ import { Tokens as UserTokens } from 'cloudflare/resources/user/tokens/tokens'
 import { Tokens as AccountTokens } from 'cloudflare/resources/accounts/tokens/tokens'
 import { BaseSecrets as WorkerSecrets } from 'cloudflare/resources/workers/scripts/secrets'
 import { BaseDeployments as WorkerDeployments } from 'cloudflare/resources/workers/scripts/deployments'
+import { BaseServiceTokens as AccessServiceTokens } from 'cloudflare/resources/zero-trust/access/service-tokens'
 import type { Log } from '../log.js'
 import { scrub } from '../redact.js'
 
@@ -30,7 +31,7 @@ export function makeClient(options: {
 }) {
   const { rate, log } = options
   return createClient({
-    resources: [UserTokens, AccountTokens, WorkerSecrets, WorkerDeployments],
+    resources: [UserTokens, AccountTokens, WorkerSecrets, WorkerDeployments, AccessServiceTokens],
     apiToken: options.apiToken,
     // Explicit nulls: the SDK would otherwise pick up CLOUDFLARE_API_KEY / CLOUDFLARE_EMAIL /
     // CLOUDFLARE_API_USER_SERVICE_KEY from the runner's environment and send them as well.
