@@ -17,10 +17,11 @@ __webpack_require__.r(__webpack_exports__);
 /* harmony import */ var cloudflare_resources_accounts_tokens_tokens__WEBPACK_IMPORTED_MODULE_4__ = __webpack_require__(7565);
 /* harmony import */ var cloudflare_resources_workers_scripts_secrets__WEBPACK_IMPORTED_MODULE_5__ = __webpack_require__(1223);
 /* harmony import */ var cloudflare_resources_workers_scripts_deployments__WEBPACK_IMPORTED_MODULE_6__ = __webpack_require__(324);
+/* harmony import */ var cloudflare_resources_zero_trust_access_service_tokens__WEBPACK_IMPORTED_MODULE_7__ = __webpack_require__(6460);
 /* harmony import */ var _redact_js__WEBPACK_IMPORTED_MODULE_0__ = __webpack_require__(6670);
 /**
- * The official `cloudflare` SDK, with only the token resources and the Workers script secrets and
- * deployments (`cloudflare/tree-shakable`; the `Base…` classes leave out their subresources).
+ * The official `cloudflare` SDK, with only the token resources, the Workers script secrets and
+ * deployments, and the Access service tokens (`cloudflare/tree-shakable`; the `Base…` classes leave out their subresources).
  * tokens.ts loads this module on its first call (`import()`): the SDK's client module imports
  * every resource of the API, about 3 MB of the bundle and most of the start-up time, and ncc puts a
  * dynamically imported module into a chunk of its own.
@@ -33,10 +34,11 @@ __webpack_require__.r(__webpack_exports__);
 
 
 
+
 function makeClient(options) {
     const { rate, log } = options;
     return (0,cloudflare_tree_shakable__WEBPACK_IMPORTED_MODULE_2__/* .createClient */ .U)({
-        resources: [cloudflare_resources_user_tokens_tokens__WEBPACK_IMPORTED_MODULE_3__/* .Tokens */ .D, cloudflare_resources_accounts_tokens_tokens__WEBPACK_IMPORTED_MODULE_4__/* .Tokens */ .D, cloudflare_resources_workers_scripts_secrets__WEBPACK_IMPORTED_MODULE_5__/* .BaseSecrets */ .j, cloudflare_resources_workers_scripts_deployments__WEBPACK_IMPORTED_MODULE_6__/* .BaseDeployments */ .M],
+        resources: [cloudflare_resources_user_tokens_tokens__WEBPACK_IMPORTED_MODULE_3__/* .Tokens */ .D, cloudflare_resources_accounts_tokens_tokens__WEBPACK_IMPORTED_MODULE_4__/* .Tokens */ .D, cloudflare_resources_workers_scripts_secrets__WEBPACK_IMPORTED_MODULE_5__/* .BaseSecrets */ .j, cloudflare_resources_workers_scripts_deployments__WEBPACK_IMPORTED_MODULE_6__/* .BaseDeployments */ .M, cloudflare_resources_zero_trust_access_service_tokens__WEBPACK_IMPORTED_MODULE_7__/* .BaseServiceTokens */ .t],
         apiToken: options.apiToken,
         // Explicit nulls: the SDK would otherwise pick up CLOUDFLARE_API_KEY / CLOUDFLARE_EMAIL /
         // CLOUDFLARE_API_USER_SERVICE_KEY from the runner's environment and send them as well.

@@ -1,5 +1,5 @@
-export const id = 399;
-export const ids = [399];
+export const id = 624;
+export const ids = [624];
 export const modules = {
 
 /***/ 7897:
@@ -1666,6 +1666,237 @@ var BaseSecrets = /* @__PURE__ */ (() => {
 class Secrets extends (/* unused pure expression or super */ null && (BaseSecrets)) {
 }
 //# sourceMappingURL=secrets.mjs.map
+
+/***/ }),
+
+/***/ 6460:
+/***/ ((__unused_webpack___webpack_module__, __webpack_exports__, __webpack_require__) => {
+
+/* harmony export */ __webpack_require__.d(__webpack_exports__, {
+/* harmony export */   t: () => (/* binding */ BaseServiceTokens)
+/* harmony export */ });
+/* unused harmony export ServiceTokens */
+/* harmony import */ var _core_resource_mjs__WEBPACK_IMPORTED_MODULE_0__ = __webpack_require__(4123);
+/* harmony import */ var _core_error_mjs__WEBPACK_IMPORTED_MODULE_1__ = __webpack_require__(831);
+/* harmony import */ var _core_pagination_mjs__WEBPACK_IMPORTED_MODULE_3__ = __webpack_require__(8483);
+/* harmony import */ var _internal_utils_path_mjs__WEBPACK_IMPORTED_MODULE_2__ = __webpack_require__(2);
+// File generated from our OpenAPI spec by Stainless. See CONTRIBUTING.md for details.
+
+
+
+
+var BaseServiceTokens = /* @__PURE__ */ (() => {
+    class BaseServiceTokens extends _core_resource_mjs__WEBPACK_IMPORTED_MODULE_0__/* .APIResource */ .h {
+        /**
+         * Generates a new service token. **Note:** This is the only time you can get the
+         * Client Secret. If you lose the Client Secret, you will have to rotate the Client
+         * Secret or create a new service token.
+         *
+         * @example
+         * ```ts
+         * const serviceToken =
+         *   await client.zeroTrust.access.serviceTokens.create({
+         *     name: 'CI/CD token',
+         *     account_id: 'account_id',
+         *   });
+         * ```
+         */
+        create(params, options) {
+            const { account_id, zone_id, ...body } = params;
+            if (!account_id && !zone_id) {
+                throw new _core_error_mjs__WEBPACK_IMPORTED_MODULE_1__/* .CloudflareError */ .Oi('You must provide either account_id or zone_id.');
+            }
+            if (account_id && zone_id) {
+                throw new _core_error_mjs__WEBPACK_IMPORTED_MODULE_1__/* .CloudflareError */ .Oi('You cannot provide both account_id and zone_id.');
+            }
+            const { accountOrZone, accountOrZoneId } = account_id ?
+                {
+                    accountOrZone: 'accounts',
+                    accountOrZoneId: account_id,
+                }
+                : {
+                    accountOrZone: 'zones',
+                    accountOrZoneId: zone_id,
+                };
+            return this._client.post((0,_internal_utils_path_mjs__WEBPACK_IMPORTED_MODULE_2__/* .path */ .Ae) `/${accountOrZone}/${accountOrZoneId}/access/service_tokens`, {
+                body,
+                ...options,
+            })._thenUnwrap((obj) => obj.result);
+        }
+        /**
+         * Updates a configured service token.
+         *
+         * @example
+         * ```ts
+         * const serviceToken =
+         *   await client.zeroTrust.access.serviceTokens.update(
+         *     'f174e90a-fafe-4643-bbbc-4a0ed4fc8415',
+         *     { account_id: 'account_id' },
+         *   );
+         * ```
+         */
+        update(serviceTokenID, params, options) {
+            const { account_id, zone_id, ...body } = params;
+            if (!account_id && !zone_id) {
+                throw new _core_error_mjs__WEBPACK_IMPORTED_MODULE_1__/* .CloudflareError */ .Oi('You must provide either account_id or zone_id.');
+            }
+            if (account_id && zone_id) {
+                throw new _core_error_mjs__WEBPACK_IMPORTED_MODULE_1__/* .CloudflareError */ .Oi('You cannot provide both account_id and zone_id.');
+            }
+            const { accountOrZone, accountOrZoneId } = account_id ?
+                {
+                    accountOrZone: 'accounts',
+                    accountOrZoneId: account_id,
+                }
+                : {
+                    accountOrZone: 'zones',
+                    accountOrZoneId: zone_id,
+                };
+            return this._client.put((0,_internal_utils_path_mjs__WEBPACK_IMPORTED_MODULE_2__/* .path */ .Ae) `/${accountOrZone}/${accountOrZoneId}/access/service_tokens/${serviceTokenID}`, {
+                body,
+                ...options,
+            })._thenUnwrap((obj) => obj.result);
+        }
+        /**
+         * Lists all service tokens.
+         *
+         * @example
+         * ```ts
+         * // Automatically fetches more pages as needed.
+         * for await (const serviceToken of client.zeroTrust.access.serviceTokens.list(
+         *   { account_id: 'account_id' },
+         * )) {
+         *   // ...
+         * }
+         * ```
+         */
+        list(params = {}, options) {
+            const { account_id, zone_id, ...query } = params ?? {};
+            if (!account_id && !zone_id) {
+                throw new _core_error_mjs__WEBPACK_IMPORTED_MODULE_1__/* .CloudflareError */ .Oi('You must provide either account_id or zone_id.');
+            }
+            if (account_id && zone_id) {
+                throw new _core_error_mjs__WEBPACK_IMPORTED_MODULE_1__/* .CloudflareError */ .Oi('You cannot provide both account_id and zone_id.');
+            }
+            const { accountOrZone, accountOrZoneId } = account_id ?
+                {
+                    accountOrZone: 'accounts',
+                    accountOrZoneId: account_id,
+                }
+                : {
+                    accountOrZone: 'zones',
+                    accountOrZoneId: zone_id,
+                };
+            return this._client.getAPIList((0,_internal_utils_path_mjs__WEBPACK_IMPORTED_MODULE_2__/* .path */ .Ae) `/${accountOrZone}/${accountOrZoneId}/access/service_tokens`, (_core_pagination_mjs__WEBPACK_IMPORTED_MODULE_3__/* .V4PagePaginationArray */ .$9), { query, ...options });
+        }
+        /**
+         * Deletes a service token.
+         *
+         * @example
+         * ```ts
+         * const serviceToken =
+         *   await client.zeroTrust.access.serviceTokens.delete(
+         *     'f174e90a-fafe-4643-bbbc-4a0ed4fc8415',
+         *     { account_id: 'account_id' },
+         *   );
+         * ```
+         */
+        delete(serviceTokenID, params = {}, options) {
+            const { account_id, zone_id } = params ?? {};
+            if (!account_id && !zone_id) {
+                throw new _core_error_mjs__WEBPACK_IMPORTED_MODULE_1__/* .CloudflareError */ .Oi('You must provide either account_id or zone_id.');
+            }
+            if (account_id && zone_id) {
+                throw new _core_error_mjs__WEBPACK_IMPORTED_MODULE_1__/* .CloudflareError */ .Oi('You cannot provide both account_id and zone_id.');
+            }
+            const { accountOrZone, accountOrZoneId } = account_id ?
+                {
+                    accountOrZone: 'accounts',
+                    accountOrZoneId: account_id,
+                }
+                : {
+                    accountOrZone: 'zones',
+                    accountOrZoneId: zone_id,
+                };
+            return this._client.delete((0,_internal_utils_path_mjs__WEBPACK_IMPORTED_MODULE_2__/* .path */ .Ae) `/${accountOrZone}/${accountOrZoneId}/access/service_tokens/${serviceTokenID}`, options)._thenUnwrap((obj) => obj.result);
+        }
+        /**
+         * Fetches a single service token.
+         *
+         * @example
+         * ```ts
+         * const serviceToken =
+         *   await client.zeroTrust.access.serviceTokens.get(
+         *     'f174e90a-fafe-4643-bbbc-4a0ed4fc8415',
+         *     { account_id: 'account_id' },
+         *   );
+         * ```
+         */
+        get(serviceTokenID, params = {}, options) {
+            const { account_id, zone_id } = params ?? {};
+            if (!account_id && !zone_id) {
+                throw new _core_error_mjs__WEBPACK_IMPORTED_MODULE_1__/* .CloudflareError */ .Oi('You must provide either account_id or zone_id.');
+            }
+            if (account_id && zone_id) {
+                throw new _core_error_mjs__WEBPACK_IMPORTED_MODULE_1__/* .CloudflareError */ .Oi('You cannot provide both account_id and zone_id.');
+            }
+            const { accountOrZone, accountOrZoneId } = account_id ?
+                {
+                    accountOrZone: 'accounts',
+                    accountOrZoneId: account_id,
+                }
+                : {
+                    accountOrZone: 'zones',
+                    accountOrZoneId: zone_id,
+                };
+            return this._client.get((0,_internal_utils_path_mjs__WEBPACK_IMPORTED_MODULE_2__/* .path */ .Ae) `/${accountOrZone}/${accountOrZoneId}/access/service_tokens/${serviceTokenID}`, options)._thenUnwrap((obj) => obj.result);
+        }
+        /**
+         * Refreshes the expiration of a service token.
+         *
+         * @example
+         * ```ts
+         * const serviceToken =
+         *   await client.zeroTrust.access.serviceTokens.refresh(
+         *     'f174e90a-fafe-4643-bbbc-4a0ed4fc8415',
+         *     { account_id: '023e105f4ecef8ad9ca31a8372d0c353' },
+         *   );
+         * ```
+         */
+        refresh(serviceTokenID, params, options) {
+            const { account_id } = params;
+            return this._client.post((0,_internal_utils_path_mjs__WEBPACK_IMPORTED_MODULE_2__/* .path */ .Ae) `/accounts/${account_id}/access/service_tokens/${serviceTokenID}/refresh`, options)._thenUnwrap((obj) => obj.result);
+        }
+        /**
+         * Generates a new Client Secret for a service token and revokes the old one.
+         *
+         * @example
+         * ```ts
+         * const response =
+         *   await client.zeroTrust.access.serviceTokens.rotate(
+         *     'f174e90a-fafe-4643-bbbc-4a0ed4fc8415',
+         *     { account_id: '023e105f4ecef8ad9ca31a8372d0c353' },
+         *   );
+         * ```
+         */
+        rotate(serviceTokenID, params, options) {
+            const { account_id, ...body } = params;
+            return this._client.post((0,_internal_utils_path_mjs__WEBPACK_IMPORTED_MODULE_2__/* .path */ .Ae) `/accounts/${account_id}/access/service_tokens/${serviceTokenID}/rotate`, {
+                body,
+                ...options,
+            })._thenUnwrap((obj) => obj.result);
+        }
+    }
+    BaseServiceTokens._key = Object.freeze([
+        'zeroTrust',
+        'access',
+        'serviceTokens',
+    ]);
+    return BaseServiceTokens;
+})();
+class ServiceTokens extends (/* unused pure expression or super */ null && (BaseServiceTokens)) {
+}
+//# sourceMappingURL=service-tokens.mjs.map
 
 /***/ }),
 
