@@ -14,6 +14,13 @@
 import type { RequestLog } from './log.js'
 import { Service, type IncomingRequest, type OutgoingResponse } from './service.js'
 
+/**
+ * Marks the client's own calls to the Access app, so that request counts can leave them out (as
+ * they leave out the R2 app's reads of its health object): they are the deployed app's traffic,
+ * not the action's.
+ */
+export const ACCESS_CLIENT_HEADER = 'x-sandbox-access-client'
+
 export interface AccessClientCredentials {
   clientId: string
   clientSecret: string
@@ -80,7 +87,8 @@ export class AccessClientApp {
       response = await fetch(`${this.accessAppUrl}/healthz`, {
         headers: {
           'CF-Access-Client-Id': credentials.clientId,
-          'CF-Access-Client-Secret': credentials.clientSecret
+          'CF-Access-Client-Secret': credentials.clientSecret,
+          [ACCESS_CLIENT_HEADER]: this.version
         }
       })
       await response.arrayBuffer()

@@ -7,6 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { HEALTH_WATCHER_HEADER, actionRequests } from './index.js'
+import { ACCESS_CLIENT_HEADER } from './access-client.js'
 import {
   DEFAULT_SCENARIO,
   DEMO_SCENARIOS,
@@ -140,6 +141,7 @@ const SERVICES: Array<[LogServiceName, string]> = [
   ['r2', 'R2'],
   ['worker', 'the Worker'],
   ['access-app', 'the Access app'],
+  ['access-client', 'the Access client'],
   ['app', 'the app (smoke checks and the watch)']
 ]
 
@@ -254,7 +256,13 @@ export async function runDemo(
       [
         `\n${took}`,
         `${and(counts.map(([count, label]) => `${count} to ${label}`))}.`,
-        `Not counted: the demo's own ${watcher} health checks, and ${readers} reads from R2.`
+        `Not counted: the demo's own ${watcher} health checks${readers ? `, and ${readers} reads from R2` : ''}${
+          sb.log
+            .requests({ service: 'access-app' })
+            .some(e => e.headers[ACCESS_CLIENT_HEADER] !== undefined)
+            ? ", and the Access client's calls to the Access app"
+            : ''
+        }.`
       ].join('\n')
     )
     return checks.every(([, ok]) => ok) ? 0 : 1

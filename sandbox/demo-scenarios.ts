@@ -13,7 +13,7 @@ import {
 } from './index.js'
 import { startCredentialsWorld } from './credentials-world.js'
 import { sha256Hex } from './r2.js'
-import { sandboxInputs, type ActionResult } from './runner.js'
+import { sandboxInputs, serviceTokenInputs, type ActionResult } from './runner.js'
 
 /** A line of the demo's checks: what must hold, and whether it did. */
 export type DemoCheck = [label: string, ok: boolean]
@@ -383,7 +383,97 @@ const managementToken: DemoScenario = {
 }
 
 /** Every scenario, the default first. */
-export const DEMO_SCENARIOS: readonly DemoScenario[] = [r2Token, worker, managementToken]
+// --------------------------------------------------------------------------- service-token
+
+const serviceToken: DemoScenario = {
+  name: 'service-token',
+  description:
+    'an Access service token rotated: a grace window for the old client secret, the new one written, deploy, checks through Access, the grace closed, watch',
+  async setup({ timeScale }) {
+    const sb = await sandbox({ timeScale, credential: 'access-service-token' })
+    const token = sb.serviceToken!
+    const names = sb.accessSecretNames!
+    const scope = sb.environment
+      ? { kind: 'env' as const, repo: sb.repository, environment: sb.environment }
+      : { kind: 'repo' as const, repo: sb.repository }
+    const access = sb.cloudflare.access
+    const seeded = access.secretValues()[0]
+    return {
+      sb,
+      world: [
+        `Access app      ${sb.accessApp!.url}/healthz  admits only a valid service token`,
+        `Access client   ${sb.accessClient!.url}/healthz  the deployed app, calling it with its secrets`,
+        `service token   ${token.id} "${access.serviceToken(token.id)?.name}", client id ${token.clientId}`
+      ],
+      runs: [
+        {
+          title: 'an Access service token rotation',
+          inputs: () => serviceTokenInputs(sb, { 'revoke-watch': REVOKE_WATCH })
+        }
+      ],
+      watch() {
+        const client = sb.watchAccessClient(WATCH_INTERVAL_MS)
+        return {
+          async verdict(results) {
+            const failures = await client.stop()
+            const state = access.serviceToken(token.id)
+            const issued = access.secretValues()
+            const newest = issued.at(-1)
+            const held = sb.github.getSecret(scope, names.clientSecret)
+            const checks = sb.accessApp!.checks
+            const refused = sb.accessApp!.failures()
+            const bySecret = (secret: 'current' | 'previous'): number =>
+              checks.filter(c => c.status === 200 && c.secret === secret).length
+            return {
+              sections: [
+                {
+                  title: 'the Access app, every request it answered',
+                  lines: [
+                    `${checks.length} request(s): ${bySecret('previous')} admitted with the previous secret (inside the grace), ${bySecret('current')} with the current one, ${refused.length} refused`,
+                    `grace of the previous secret: ${state?.previousExpiresAt ?? 'none'} (${state?.previousValid ? 'still open' : 'closed'})`
+                  ]
+                }
+              ],
+              checks: [
+                [
+                  `the outputs name the service token (token-id ${token.id})`,
+                  results[0]?.outputs['token-id'] === token.id
+                ],
+                [
+                  `${names.clientSecret} holds the newest client secret`,
+                  held !== undefined && held === newest && held !== seeded
+                ],
+                [
+                  `${names.clientId} holds the client id, unchanged`,
+                  sb.github.getSecret(scope, names.clientId) === token.clientId
+                ],
+                [
+                  'the grace is closed: Access refuses the previous secret',
+                  state?.previousValid === false &&
+                    !access.verifyClientCredentials(token.clientId, seeded).ok
+                ],
+                [
+                  `the deployed client never failed (${failures.length} failed health check(s))`,
+                  failures.length === 0
+                ],
+                [`the Access app refused no request (${refused.length})`, refused.length === 0]
+              ]
+            }
+          }
+        }
+      },
+      secretValues: () => sb.secretValues(),
+      stop: () => sb.stop()
+    }
+  }
+}
+
+export const DEMO_SCENARIOS: readonly DemoScenario[] = [
+  r2Token,
+  worker,
+  managementToken,
+  serviceToken
+]
 
 export const DEFAULT_SCENARIO = DEMO_SCENARIOS[0]!.name
 

@@ -25,7 +25,11 @@ import { SampleApp, type AppCredentials } from './app.js'
 import { WORKERS_GROUPS } from './workers.js'
 import { ACCESS_GROUPS, type SeededServiceToken } from './access.js'
 import { AccessProtectedApp } from './access-app.js'
-import { AccessClientApp, type AccessClientCredentials } from './access-client.js'
+import {
+  ACCESS_CLIENT_HEADER,
+  AccessClientApp,
+  type AccessClientCredentials
+} from './access-client.js'
 
 export interface SecretNames {
   token: string
@@ -513,7 +517,8 @@ export function actionRequests(sb: Pick<Sandbox, 'log'>, sinceMs = 0): RequestEn
     .filter(
       e =>
         !(e.service === 'r2' && e.method === 'GET' && e.path.endsWith(`/${HEALTH_OBJECT_KEY}`)) &&
-        e.headers[HEALTH_WATCHER_HEADER] === undefined
+        e.headers[HEALTH_WATCHER_HEADER] === undefined &&
+        e.headers[ACCESS_CLIENT_HEADER] === undefined
     )
 }
 
