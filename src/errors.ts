@@ -33,6 +33,13 @@ export function errorMessage(error: unknown): string {
   return String(error)
 }
 
+/** A run's one annotation of its failure (main fails the step with it): it names the phase. */
+export function failureText(error: unknown): string {
+  return error instanceof RotationError
+    ? `Phase ${error.phase} failed: ${error.message}`
+    : errorMessage(error)
+}
+
 /**
  * The innermost system error code or message of a failed request (ECONNREFUSED, ECONNRESET…),
  * for messages that say why there was no answer. Empty when there is none. undici's codes are

@@ -291,3 +291,27 @@ function parseRecord(raw: string, name: string): JournalRecord {
     updated_at: typeof r.updated_at === 'string' ? r.updated_at : new Date(0).toISOString()
   }
 }
+
+/**
+ * The journal of a run mode of its own (the management token's self-rotation, a service token's
+ * rotation): the token rotation's variable name with `suffix`, and the token rotation's lock
+ * (`<state-variable>_LOCK`), so that no two modes ever run at once.
+ */
+export class ModeJournal extends Journal {
+  private readonly sharedLock: string | undefined
+
+  constructor(
+    github: GitHubClient,
+    repo: RepoRef,
+    stateVariable: string | undefined,
+    suffix: string,
+    run: RunIdentity
+  ) {
+    super(github, repo, stateVariable ? `${stateVariable}${suffix}` : undefined, run)
+    this.sharedLock = stateVariable ? `${stateVariable}_LOCK` : undefined
+  }
+
+  override get lockName(): string | undefined {
+    return this.sharedLock
+  }
+}

@@ -4,7 +4,7 @@
  */
 import type { PhaseName, RotationReport } from './model.js'
 import { RotationError, errorMessage } from './errors.js'
-import { workerRollbackNote } from './decide.js'
+import { type Due, isoSeconds, workerRollbackNote } from './decide.js'
 import { log, setOutput, summaryBuilder, writeSummary } from './log.js'
 
 /** An empty report of a run that has not rotated yet. */
@@ -244,4 +244,17 @@ export function summaryMarkdown(report: RotationReport): string {
 
 export async function writeReport(report: RotationReport): Promise<void> {
   await writeSummary(summaryMarkdown(report))
+}
+
+/**
+ * Ends a run whose credential is not due (rotate-after): result `skipped`, and a notice that says
+ * when it will be. `what` names it ("Token 0123…", "The service token …").
+ */
+export function skipNotDue(report: RotationReport, what: string, due: Due): RotationReport {
+  report.result = 'skipped'
+  const dueAt = due.due ? undefined : isoSeconds(due.dueAt)
+  log.notice(
+    `${what} is not due for rotation yet (rotate-after); it will be due on ${dueAt}. Set force: true to rotate now.`
+  )
+  return report
 }

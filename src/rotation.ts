@@ -16,9 +16,9 @@
 import type { Credentials, RotationReport, TokenOwner } from './model.js'
 import type { RotationContext } from './context.js'
 import * as decide from './decide.js'
-import { RotationError, errorMessage } from './errors.js'
+import { RotationError, errorMessage, failureText } from './errors.js'
 import { log, mask, maskToken } from './log.js'
-import { newReport, phase, warn } from './report.js'
+import { newReport, phase, skipNotDue, warn } from './report.js'
 import { describeTarget } from './github/secrets.js'
 import { type Plan, preflight } from './plan.js'
 import { claimLock, releaseLock } from './lock.js'
@@ -72,11 +72,7 @@ export async function rotate(ctx: RotationContext): Promise<RotationReport> {
     return report
   } catch (error) {
     report.result = 'failed'
-    // The one annotation of the failure (main fails the step with it) names the phase.
-    report.error =
-      error instanceof RotationError
-        ? `Phase ${error.phase} failed: ${error.message}`
-        : errorMessage(error)
+    report.error = failureText(error)
     if (plan) await handleFailure(ctx, report, plan, progress, error)
     return report
   } finally {
@@ -85,12 +81,7 @@ export async function rotate(ctx: RotationContext): Promise<RotationReport> {
 }
 
 function skip(report: RotationReport, plan: Plan): RotationReport {
-  report.result = 'skipped'
-  const dueAt = plan.due.due ? undefined : decide.isoSeconds(plan.due.dueAt)
-  log.notice(
-    `Token ${plan.current.id} is not due for rotation yet (rotate-after); it will be due on ${dueAt}. Set force: true to rotate now.`
-  )
-  return report
+  return skipNotDue(report, `Token ${plan.current.id}`, plan.due)
 }
 
 // ---------------------------------------------------------------- recover

@@ -14,13 +14,20 @@
  * after the write): with the successor it finishes forward, with the previous token it writes
  * that back and deletes the successor. Every delete is asked of decide.mayDelete first.
  */
-import type { ApiToken, Credentials, GitHubTarget, RotationReport, TokenOwner } from './model.js'
+import type {
+  ApiToken,
+  Credentials,
+  GitHubTarget,
+  JournalRecord,
+  RotationReport,
+  TokenOwner
+} from './model.js'
 import type { RotationContext } from './context.js'
 import * as decide from './decide.js'
-import { RotationError, errorMessage } from './errors.js'
+import { RotationError, errorMessage, failureText } from './errors.js'
 import { log } from './log.js'
-import { newReport, phase, warn } from './report.js'
-import { Journal } from './journal.js'
+import { newReport, phase, skipNotDue, warn } from './report.js'
+import { ModeJournal } from './journal.js'
 import { claimLock, releaseLock } from './lock.js'
 import { runState } from './preflight.js'
 import { CloudflareApiError, TOKEN_QUOTA, TokenApi, samePolicies } from './cloudflare/tokens.js'
@@ -36,26 +43,6 @@ import { checkCopy, mintCopy, newProgress, record as journal, verifyToken } from
 
 /** The journal of self-rotations: the token rotation's name with this suffix. */
 export const MANAGEMENT_JOURNAL_SUFFIX = '_MANAGEMENT'
-
-/** The self-rotation's journal; its lock is the token rotation's (`<state-variable>_LOCK`). */
-class ManagementJournal extends Journal {
-  constructor(
-    ctx: RotationContext,
-    private readonly lock: string | undefined
-  ) {
-    const { settings } = ctx
-    super(
-      ctx.github,
-      settings.repository,
-      settings.stateVariable ? `${settings.stateVariable}${MANAGEMENT_JOURNAL_SUFFIX}` : undefined,
-      { id: settings.runId, attempt: settings.runAttempt }
-    )
-  }
-
-  override get lockName(): string | undefined {
-    return this.lock
-  }
-}
 
 interface SelfPlan {
   owner: TokenOwner
@@ -83,8 +70,19 @@ interface SelfProgress {
 
 export async function rotateManagementToken(base: RotationContext): Promise<RotationReport> {
   const { settings } = base
-  const lockName = settings.stateVariable ? `${settings.stateVariable}_LOCK` : undefined
-  const ctx: RotationContext = { ...base, journal: new ManagementJournal(base, lockName) }
+  const ctx: RotationContext = {
+    ...base,
+    journal: new ModeJournal(
+      base.github,
+      settings.repository,
+      settings.stateVariable,
+      MANAGEMENT_JOURNAL_SUFFIX,
+      {
+        id: settings.runId,
+        attempt: settings.runAttempt
+      }
+    )
+  }
   const report = newReport(settings.secretTargets.map(describeTarget))
   report.subject = 'management-token'
   const progress: SelfProgress = {
@@ -116,10 +114,7 @@ export async function rotateManagementToken(base: RotationContext): Promise<Rota
     return report
   } catch (error) {
     report.result = 'failed'
-    report.error =
-      error instanceof RotationError
-        ? `Phase ${error.phase} failed: ${error.message}`
-        : errorMessage(error)
+    report.error = failureText(error)
     if (plan) await handleFailure(ctx, report, plan, progress)
     return report
   } finally {
@@ -128,12 +123,7 @@ export async function rotateManagementToken(base: RotationContext): Promise<Rota
 }
 
 function skip(report: RotationReport, plan: SelfPlan): RotationReport {
-  report.result = 'skipped'
-  const dueAt = plan.due.due ? undefined : decide.isoSeconds(plan.due.dueAt)
-  log.notice(
-    `The management token ${plan.current.id} is not due for rotation yet (rotate-after); it will be due on ${dueAt}. Set force: true to rotate now.`
-  )
-  return report
+  return skipNotDue(report, `The management token ${plan.current.id}`, plan.due)
 }
 
 // ---------------------------------------------------------------- preflight
@@ -204,7 +194,7 @@ async function readItself(tokens: TokenApi, owner: TokenOwner, id: string): Prom
 async function recoveryOf(
   ctx: RotationContext,
   report: RotationReport,
-  record: Awaited<ReturnType<Journal['read']>>,
+  record: JournalRecord | undefined,
   managementId: string,
   ownerTokens: ApiToken[]
 ): Promise<decide.ManagementRecovery | undefined> {

@@ -30,10 +30,10 @@ import type {
 } from './model.js'
 import type { RotationContext } from './context.js'
 import * as decide from './decide.js'
-import { RotationError, errorMessage, mayHaveTakenEffect } from './errors.js'
+import { RotationError, errorMessage, failureText, mayHaveTakenEffect } from './errors.js'
 import { log, mask } from './log.js'
-import { newReport, phase, warn } from './report.js'
-import { Journal } from './journal.js'
+import { newReport, phase, skipNotDue, warn } from './report.js'
+import { ModeJournal } from './journal.js'
 import { claimLock, releaseLock } from './lock.js'
 import { BASELINE_TIMEOUT_MS, readTargets } from './preflight.js'
 import { runSmokeChecks } from './smoke.js'
@@ -55,25 +55,6 @@ import {
 
 /** The journal of service token rotations: the token rotation's name with this suffix. */
 export const ACCESS_JOURNAL_SUFFIX = '_ACCESS'
-
-class AccessJournal extends Journal {
-  constructor(
-    ctx: RotationContext,
-    private readonly lock: string | undefined
-  ) {
-    const { settings } = ctx
-    super(
-      ctx.github,
-      settings.repository,
-      settings.stateVariable ? `${settings.stateVariable}${ACCESS_JOURNAL_SUFFIX}` : undefined,
-      { id: settings.runId, attempt: settings.runAttempt }
-    )
-  }
-
-  override get lockName(): string | undefined {
-    return this.lock
-  }
-}
 
 interface Plan {
   access: AccessServiceTokens
@@ -110,8 +91,19 @@ interface StProgress {
 
 export async function rotateServiceToken(base: RotationContext): Promise<RotationReport> {
   const { settings } = base
-  const lockName = settings.stateVariable ? `${settings.stateVariable}_LOCK` : undefined
-  const ctx: RotationContext = { ...base, journal: new AccessJournal(base, lockName) }
+  const ctx: RotationContext = {
+    ...base,
+    journal: new ModeJournal(
+      base.github,
+      settings.repository,
+      settings.stateVariable,
+      ACCESS_JOURNAL_SUFFIX,
+      {
+        id: settings.runId,
+        attempt: settings.runAttempt
+      }
+    )
+  }
   const report = newReport(settings.secretTargets.map(describeTarget))
   report.subject = 'access-service-token'
   const progress: StProgress = {
@@ -170,10 +162,7 @@ export async function rotateServiceToken(base: RotationContext): Promise<Rotatio
     return report
   } catch (error) {
     report.result = 'failed'
-    report.error =
-      error instanceof RotationError
-        ? `Phase ${error.phase} failed: ${error.message}`
-        : errorMessage(error)
+    report.error = failureText(error)
     if (plan) await handleFailure(ctx, report, plan, progress)
     return report
   } finally {
@@ -182,12 +171,7 @@ export async function rotateServiceToken(base: RotationContext): Promise<Rotatio
 }
 
 function skip(report: RotationReport, plan: Plan): RotationReport {
-  report.result = 'skipped'
-  const dueAt = plan.due.due ? undefined : decide.isoSeconds(plan.due.dueAt)
-  log.notice(
-    `The service token ${plan.token.id} is not due for rotation yet (rotate-after); it will be due on ${dueAt}. Set force: true to rotate now.`
-  )
-  return report
+  return skipNotDue(report, `The service token ${plan.token.id}`, plan.due)
 }
 
 /** Cloudflare's time (its `Date` header), else the runner's. */
@@ -508,14 +492,7 @@ async function finishRollback(
   for (const { key } of secretKeys(ctx)) progress.written.add(key)
   const now = cloudflareNow(ctx)
   const until = record.grace_until ? new Date(record.grace_until) : now
-  await extendGrace(ctx, report, plan, progress, decide.graceAfterFailure(until, now, plan.graceMs))
-  await journal(ctx, report, { phase: 'rolling-back', grace_until: report.graceUntil })
-  const previous = currentCredentials(ctx, plan.token)
-  log.info('Writing current-client-secret into every target')
-  await publish(ctx, report, progress, previous)
-  if (plan.deploy) await deployAndRecord(ctx, report, plan.deploy, progress.steps)
-  await smokeAndProbe(ctx, previous, undefined, 'rollback')
-  await journal(ctx, report, { phase: 'pending', secrets_hold: 'previous' })
+  await rollback(ctx, report, plan, progress, decide.graceAfterFailure(until, now, plan.graceMs))
 }
 
 async function finish(
@@ -720,7 +697,9 @@ async function rollback(
   await extendGrace(ctx, report, plan, progress, to)
   await journal(ctx, report, { phase: 'rolling-back', grace_until: report.graceUntil })
   const previous = currentCredentials(ctx, plan.token)
-  log.info('Writing the previous client secret back into every target written')
+  log.info(
+    'Writing the previous client secret (current-client-secret) back into every target written'
+  )
   await publish(ctx, report, progress, previous)
   if (plan.deploy) await deployAndRecord(ctx, report, plan.deploy, progress.steps)
   await smokeAndProbe(ctx, previous, undefined, 'rollback')
