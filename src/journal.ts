@@ -302,12 +302,20 @@ export class ModeJournal extends Journal {
 
   constructor(
     github: GitHubClient,
-    repo: RepoRef,
-    stateVariable: string | undefined,
-    suffix: string,
-    run: RunIdentity
+    /** The run's settings: where the journal lives, its base name and the run writing it. */
+    run: {
+      repository: RepoRef
+      stateVariable?: string
+      runId: RunIdentity['id']
+      runAttempt: RunIdentity['attempt']
+    },
+    suffix: string
   ) {
-    super(github, repo, stateVariable ? `${stateVariable}${suffix}` : undefined, run)
+    const { stateVariable } = run
+    super(github, run.repository, stateVariable ? `${stateVariable}${suffix}` : undefined, {
+      id: run.runId,
+      attempt: run.runAttempt
+    })
     this.sharedLock = stateVariable ? `${stateVariable}_LOCK` : undefined
   }
 

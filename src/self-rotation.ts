@@ -72,16 +72,7 @@ export async function rotateManagementToken(base: RotationContext): Promise<Rota
   const { settings } = base
   const ctx: RotationContext = {
     ...base,
-    journal: new ModeJournal(
-      base.github,
-      settings.repository,
-      settings.stateVariable,
-      MANAGEMENT_JOURNAL_SUFFIX,
-      {
-        id: settings.runId,
-        attempt: settings.runAttempt
-      }
-    )
+    journal: new ModeJournal(base.github, settings, MANAGEMENT_JOURNAL_SUFFIX)
   }
   const report = newReport(settings.secretTargets.map(describeTarget))
   report.subject = 'management-token'

@@ -93,16 +93,7 @@ export async function rotateServiceToken(base: RotationContext): Promise<Rotatio
   const { settings } = base
   const ctx: RotationContext = {
     ...base,
-    journal: new ModeJournal(
-      base.github,
-      settings.repository,
-      settings.stateVariable,
-      ACCESS_JOURNAL_SUFFIX,
-      {
-        id: settings.runId,
-        attempt: settings.runAttempt
-      }
-    )
+    journal: new ModeJournal(base.github, settings, ACCESS_JOURNAL_SUFFIX)
   }
   const report = newReport(settings.secretTargets.map(describeTarget))
   report.subject = 'access-service-token'
