@@ -7,7 +7,7 @@
  */
 import type { Sandbox } from '../../sandbox/index.js'
 import type { ActionResult } from '../../sandbox/runner.js'
-import { startAll } from './scenario.js'
+import { startNamed } from './scenario.js'
 import {
   accessFailures,
   accessJournal,
@@ -104,17 +104,14 @@ const SCENARIOS = {
       }
     ])
 }
-const names = Object.keys(SCENARIOS) as Array<keyof typeof SCENARIOS>
-const started = startAll(
-  names.map(n => SCENARIOS[n]),
-  2
-)
-const run = (name: keyof typeof SCENARIOS): Promise<Run> => started[names.indexOf(name)]!
+type ScenarioName = keyof typeof SCENARIOS
+/** Every scenario starts now, two at a time; a describe awaits its own by name. */
+const run = startNamed<Run>(SCENARIOS, 2) as (name: ScenarioName) => Promise<Run>
 afterAll(async () => {
-  for (const promise of started) {
-    const r = await promise.catch(() => undefined)
-    if (r) await r.sb.stop()
-  }
+  const runs = await Promise.all(
+    (Object.keys(SCENARIOS) as ScenarioName[]).map(name => run(name).catch(() => undefined))
+  )
+  await Promise.all(runs.map(r => r?.sb.stop()))
 })
 
 /**

@@ -10,7 +10,7 @@ import type { Sandbox } from '../../sandbox/index.js'
 import { PERMISSION_GROUPS } from '../../sandbox/cloudflare.js'
 import { ACCESS_GROUPS } from '../../sandbox/access.js'
 import type { ActionResult } from '../../sandbox/runner.js'
-import { startAll } from './scenario.js'
+import { startNamed } from './scenario.js'
 import {
   accessFailures,
   accessJournal,
@@ -94,19 +94,14 @@ const SCENARIOS = {
     ),
   dryRun: () => scenario(() => undefined, [{ inputs: { 'dry-run': 'true' } }])
 }
-const names = Object.keys(SCENARIOS) as Array<keyof typeof SCENARIOS>
-const started = startAll(
-  names.map(n => SCENARIOS[n]),
-  2
-)
-const run = (name: keyof typeof SCENARIOS): Promise<Run> => started[names.indexOf(name)]!
-const worlds: Sandbox[] = []
+type ScenarioName = keyof typeof SCENARIOS
+/** Every scenario starts now, two at a time; a describe awaits its own by name. */
+const run = startNamed<Run>(SCENARIOS, 2) as (name: ScenarioName) => Promise<Run>
 afterAll(async () => {
-  for (const promise of started) {
-    const r = await promise.catch(() => undefined)
-    if (r) worlds.push(r.sb)
-  }
-  await Promise.all(worlds.map(sb => sb.stop()))
+  const runs = await Promise.all(
+    (Object.keys(SCENARIOS) as ScenarioName[]).map(name => run(name).catch(() => undefined))
+  )
+  await Promise.all(runs.map(r => r?.sb.stop()))
 })
 
 describe('a service token rotation', () => {
