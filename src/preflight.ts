@@ -2,14 +2,7 @@
  * Every read that preflight makes, returning plain facts. Nothing here decides (decide.ts does)
  * and nothing here changes anything: a failure at this stage leaves the world as it was.
  */
-import type {
-  ApiToken,
-  Credentials,
-  JournalRecord,
-  SmokeCheck,
-  SmokeResult,
-  TokenOwner
-} from './model.js'
+import type { ApiToken, Credentials, JournalRecord, SmokeResult, TokenOwner } from './model.js'
 import type { RotationContext } from './context.js'
 import { type JournalRunState, type ProbePlan, locationRefusal } from './decide.js'
 import { RotationError } from './errors.js'
@@ -19,7 +12,7 @@ import { CloudflareApiError, resolveCurrentToken } from './cloudflare/tokens.js'
 import { type ManagementToken, verifyManagementToken } from './cloudflare/management.js'
 import { probeBucket } from './cloudflare/probe.js'
 import { type JobEnvironment, type WorkflowInfo, getRun, inspectWorkflow } from './github/deploy.js'
-import { runSmokeChecks } from './smoke.js'
+import { type SmokeOptions, runSmokeChecks } from './smoke.js'
 
 export interface CloudflareFacts {
   management: ManagementToken
@@ -292,14 +285,7 @@ export async function readBaseline(
   smoke: SmokeResult[]
   probe?: { ok: true } | { ok: false; reason: string }
 }> {
-  const { checks, headers, timeoutMs } = ctx.settings.smoke
-  const smokeRun = runBaselineSmoke(
-    ctx,
-    checks,
-    headers,
-    Math.min(timeoutMs, BASELINE_TIMEOUT_MS),
-    servingIds
-  )
+  const smokeRun = runBaselineSmoke(ctx, { placeholders: { 'access-key-id': servingIds } })
   const probeRun =
     probe?.credentials.secretAccessKey !== undefined
       ? probeBucket({
@@ -322,17 +308,19 @@ export async function readBaseline(
   }
 }
 
-function runBaselineSmoke(
+/**
+ * Every smoke check once before anything changes (retried briefly: the app is expected to be up
+ * already), with the placeholders standing for the credentials in use now.
+ */
+export function runBaselineSmoke(
   ctx: RotationContext,
-  checks: SmokeCheck[],
-  headers: Record<string, string>,
-  timeoutMs: number,
-  servingIds: string[]
+  fill: Pick<SmokeOptions, 'placeholders' | 'values'>
 ): Promise<SmokeResult[]> {
+  const { checks, headers, timeoutMs } = ctx.settings.smoke
   if (checks.length === 0) return Promise.resolve([])
-  return runSmokeChecks(checks, timeoutMs, {
+  return runSmokeChecks(checks, Math.min(timeoutMs, BASELINE_TIMEOUT_MS), {
     headers,
-    placeholders: { 'access-key-id': servingIds },
+    ...fill,
     clock: ctx.clock
   })
 }

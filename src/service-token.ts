@@ -35,8 +35,7 @@ import { log, mask } from './log.js'
 import { newReport, phase, skipNotDue, warn } from './report.js'
 import { ModeJournal } from './journal.js'
 import { claimLock, releaseLock } from './lock.js'
-import { BASELINE_TIMEOUT_MS, readTargets } from './preflight.js'
-import { runSmokeChecks } from './smoke.js'
+import { readTargets, runBaselineSmoke } from './preflight.js'
 import { preflightDeploy } from './plan.js'
 import { AccessServiceTokens, CloudflareApiError } from './cloudflare/access.js'
 import { describeTarget } from './github/secrets.js'
@@ -301,12 +300,7 @@ async function preflight(ctx: RotationContext, report: RotationReport): Promise<
 /** Every smoke check with the credentials in use now: the app must work before anything changes. */
 async function baseline(ctx: RotationContext, token: decide.ServiceTokenFacts): Promise<void> {
   if (ctx.settings.smoke.checks.length === 0) return
-  const { checks, headers, timeoutMs } = ctx.settings.smoke
-  const results = await runSmokeChecks(checks, Math.min(timeoutMs, BASELINE_TIMEOUT_MS), {
-    headers,
-    ...smokeValues(currentCredentials(ctx, token)),
-    clock: ctx.clock
-  })
+  const results = await runBaselineSmoke(ctx, smokeValues(currentCredentials(ctx, token)))
   const failed = results.filter(r => !r.ok)
   if (failed.length > 0) {
     throw new RotationError(
