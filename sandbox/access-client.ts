@@ -13,6 +13,7 @@
  */
 import type { RequestLog } from './log.js'
 import { Service, type IncomingRequest, type OutgoingResponse } from './service.js'
+import { httpGet, type GetAnswer } from './http-get.js'
 
 /**
  * Marks the client's own calls to the Access app, so that request counts can leave them out (as
@@ -82,16 +83,13 @@ export class AccessClientApp {
     const credentials = this.deployed
     if (this.version === undefined) return text(503, 'access client not deployed')
     if (!credentials) return text(503, 'access refused 0 NoCredentials')
-    let response: Response
+    let response: GetAnswer
     try {
-      response = await fetch(`${this.accessAppUrl}/healthz`, {
-        headers: {
-          'CF-Access-Client-Id': credentials.clientId,
-          'CF-Access-Client-Secret': credentials.clientSecret,
-          [ACCESS_CLIENT_HEADER]: this.version
-        }
+      response = await httpGet(`${this.accessAppUrl}/healthz`, {
+        'CF-Access-Client-Id': credentials.clientId,
+        'CF-Access-Client-Secret': credentials.clientSecret,
+        [ACCESS_CLIENT_HEADER]: this.version
       })
-      await response.arrayBuffer()
     } catch {
       return text(503, 'access refused 0 NetworkError')
     }

@@ -11,9 +11,9 @@
  * (`readCredentials`): a consumer that reads the secrets when it starts, as a job started later
  * does, rather than one that a deploy step hands them to.
  */
-import { AwsClient } from 'aws4fetch'
 import type { RequestLog } from './log.js'
 import { Service, type IncomingRequest, type OutgoingResponse } from './service.js'
+import { objectUrl, s3ErrorCode, s3Getter, type S3Getter } from './s3-client.js'
 
 export interface AppCredentials {
   accessKeyId: string
@@ -49,7 +49,7 @@ export class SampleApp {
   readonly deployments: Array<{ version: string; accessKeyId?: string; at: number }> = []
   /** Each `/healthz` answer: when it began (the credentials are read then) and ended. */
   readonly healthChecks: Array<{ startedAt: number; at: number; status: number }> = []
-  private deployed?: { credentials: AppCredentials; client: AwsClient }
+  private deployed?: { credentials: AppCredentials; client: S3Getter }
   private version?: string
 
   constructor(
@@ -73,7 +73,7 @@ export class SampleApp {
 
   /** Replaces the running release: the next health check uses these credentials. */
   deploy(credentials: AppCredentials | undefined, version: string): void {
-    this.deployed = credentials ? { credentials, client: r2Client(credentials) } : undefined
+    this.deployed = credentials ? { credentials, client: s3Getter(credentials) } : undefined
     this.version = version
     this.deployments.push({ version, accessKeyId: credentials?.accessKeyId, at: Date.now() })
   }
@@ -101,10 +101,10 @@ export class SampleApp {
     return text(404, 'not found')
   }
 
-  private client(): { credentials: AppCredentials; client: AwsClient } | undefined {
+  private client(): { credentials: AppCredentials; client: S3Getter } | undefined {
     if (!this.options.readCredentials) return this.deployed
     const credentials = this.options.readCredentials()
-    return credentials ? { credentials, client: r2Client(credentials) } : undefined
+    return credentials ? { credentials, client: s3Getter(credentials) } : undefined
   }
 
   private async checkHealth(): Promise<OutgoingResponse> {
@@ -112,38 +112,24 @@ export class SampleApp {
     const current = this.client()
     if (!current) return text(503, 'r2 error 0 NoCredentials')
     const { r2Url, bucket, key, clientAddress } = this.options
-    const objectUrl = `${r2Url}/${encodeURIComponent(bucket)}/${key.split('/').map(encodeURIComponent).join('/')}`
-    let response: Response
+    let response: { status: number; body: string }
     try {
-      response = await current.client.fetch(objectUrl, {
-        method: 'GET',
-        headers: clientAddress === undefined ? {} : { [CLIENT_ADDRESS_HEADER]: clientAddress }
-      })
+      response = await current.client.get(
+        objectUrl(r2Url, bucket, key),
+        clientAddress === undefined ? {} : { [CLIENT_ADDRESS_HEADER]: clientAddress }
+      )
     } catch {
       return text(503, 'r2 error 0 NetworkError')
     }
-    const body = await response.text()
-    if (response.ok) {
+    if (response.status >= 200 && response.status < 300) {
       // The one line a real app adds: it names the credential it runs on. The Access Key ID is
       // the Cloudflare token's id, an identifier and not a secret (the secret is its SHA-256
       // partner), so it may be shown; it lets a smoke check see which token the app really uses.
       return text(200, `ok ${this.version} access-key-id=${current.credentials.accessKeyId}`)
     }
     // Only the S3 error code is echoed: never anything that could carry a credential.
-    const code = /<Code>([A-Za-z0-9]+)<\/Code>/.exec(body)?.[1] ?? 'Unknown'
-    return text(503, `r2 error ${response.status} ${code}`)
+    return text(503, `r2 error ${response.status} ${s3ErrorCode(response.body)}`)
   }
-}
-
-function r2Client(credentials: AppCredentials): AwsClient {
-  return new AwsClient({
-    accessKeyId: credentials.accessKeyId,
-    secretAccessKey: credentials.secretAccessKey,
-    region: 'auto',
-    service: 's3',
-    // aws4fetch retries 5xx and 429 ten times by default; a health check must answer at once.
-    retries: 0
-  })
 }
 
 function text(status: number, body: string): OutgoingResponse {

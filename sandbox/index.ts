@@ -21,6 +21,7 @@ import {
   type SimRun
 } from './github.js'
 import { R2Sim, sha256Hex } from './r2.js'
+import { httpGet } from './http-get.js'
 import { SampleApp, type AppCredentials } from './app.js'
 import { WORKERS_GROUPS } from './workers.js'
 import { ACCESS_GROUPS, type SeededServiceToken } from './access.js'
@@ -776,8 +777,7 @@ export function watchHealth(
     inflight = (async () => {
       const at = Date.now()
       try {
-        const response = await fetch(url, { headers: { [HEALTH_WATCHER_HEADER]: '1' } })
-        await response.arrayBuffer()
+        const response = await httpGet(url, { [HEALTH_WATCHER_HEADER]: '1' })
         if (response.status !== 200) failures.push({ at, status: response.status })
       } catch {
         failures.push({ at, status: 0 })

@@ -22,6 +22,8 @@ export interface MatchedOperation {
 }
 
 const cache = new Map<SpecName, Promise<OpenApiValidator>>()
+/** How many routed paths `match` remembers before it starts over. */
+const MATCH_CACHE_SIZE = 2000
 
 export class OpenApiValidator {
   /**
@@ -29,6 +31,13 @@ export class OpenApiValidator {
    * `writeOnly` is not required in a response (see `withoutWriteOnlyRequired`). It is `api` itself
    * when the description has no such property.
    */
+  /**
+   * `match` answers by method and path, which name one operation of a fixed description: the
+   * simulators ask it on every request, mostly for the same few paths, and openapi-backend's
+   * router walks every operation each time. Bounded, so that paths with fresh ids cannot grow it.
+   */
+  private readonly matches = new Map<string, MatchedOperation | undefined>()
+
   private constructor(
     private readonly api: OpenAPIBackend,
     private readonly responses: OpenAPIBackend
@@ -52,6 +61,18 @@ export class OpenApiValidator {
   }
 
   match(method: string, pathname: string): MatchedOperation | undefined {
+    const key = `${method.toUpperCase()} ${pathname}`
+    if (this.matches.has(key)) {
+      const known = this.matches.get(key)
+      return known && { ...known, params: { ...known.params } }
+    }
+    const matched = this.route(method, pathname)
+    if (this.matches.size >= MATCH_CACHE_SIZE) this.matches.clear()
+    this.matches.set(key, matched && { ...matched, params: { ...matched.params } })
+    return matched
+  }
+
+  private route(method: string, pathname: string): MatchedOperation | undefined {
     const operation = this.api.router.matchOperation({
       method: method.toLowerCase(),
       path: pathname,

@@ -19,8 +19,8 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { SignatureV4 } from '@smithy/signature-v4'
-import { Sha256 } from '@aws-crypto/sha256-js'
 import { normalizeAddress } from './ip-condition.js'
+import { NodeSha256 } from './s3-client.js'
 import type { RequestLog } from './log.js'
 import { Service, type IncomingRequest, type OutgoingResponse } from './service.js'
 import type { CfPolicy, CfTokenRecord, CloudflareSim } from './cloudflare.js'
@@ -592,7 +592,7 @@ async function recomputeSignature(
     credentials: { accessKeyId: options.accessKeyId, secretAccessKey: options.secretAccessKey },
     region: options.region,
     service: 's3',
-    sha256: Sha256,
+    sha256: NodeSha256,
     uriEscapePath: false,
     applyChecksum: false
   })

@@ -131,16 +131,21 @@ export function serviceTokenInputs(
   return inputs
 }
 
+/** action.yml's defaults, read once per process (every run of the action asks for them). */
+let defaultInputs: Record<string, string> | undefined
+
 /** The action.yml defaults: the runner passes them for every input the workflow leaves out. */
 export function actionDefaults(): Record<string, string> {
-  const action = parseYaml(readFileSync(path.join(root, 'action.yml'), 'utf8')) as {
-    inputs: Record<string, { default?: string }>
+  if (!defaultInputs) {
+    const action = parseYaml(readFileSync(path.join(root, 'action.yml'), 'utf8')) as {
+      inputs: Record<string, { default?: string }>
+    }
+    defaultInputs = {}
+    for (const [name, input] of Object.entries(action.inputs)) {
+      if (input.default !== undefined) defaultInputs[name] = String(input.default)
+    }
   }
-  const defaults: Record<string, string> = {}
-  for (const [name, input] of Object.entries(action.inputs)) {
-    if (input.default !== undefined) defaults[name] = String(input.default)
-  }
-  return defaults
+  return { ...defaultInputs }
 }
 
 /** INPUT_<NAME>: upper-cased, spaces to `_`, hyphens kept (as the runner and @actions/core do). */

@@ -10,10 +10,10 @@
  * `r2 error <status> <S3 error code>` (never anything that could carry a credential), or
  * `r2 error 0 NoCredentials` when the live version lacks one of the two secrets.
  */
-import { AwsClient } from 'aws4fetch'
 import type { RequestLog } from './log.js'
 import { Service, type IncomingRequest, type OutgoingResponse } from './service.js'
 import type { WorkersSim } from './workers.js'
+import { objectUrl, s3ErrorCode, s3Getter } from './s3-client.js'
 
 export interface SampleWorkerOptions {
   /** The Workers script this Worker runs as. */
@@ -96,26 +96,17 @@ export class SampleWorker {
     secretAccessKey: string,
     versionId: string
   ): Promise<OutgoingResponse> {
-    const client = new AwsClient({
-      accessKeyId,
-      secretAccessKey,
-      region: 'auto',
-      service: 's3',
-      // aws4fetch retries 5xx and 429 ten times by default; a health check must answer at once.
-      retries: 0
-    })
     const { r2Url, bucket, key } = this.options
-    const objectUrl = `${r2Url}/${encodeURIComponent(bucket)}/${key.split('/').map(encodeURIComponent).join('/')}`
-    let response: Response
+    let response: { status: number; body: string }
     try {
-      response = await client.fetch(objectUrl, { method: 'GET' })
+      response = await s3Getter({ accessKeyId, secretAccessKey }).get(objectUrl(r2Url, bucket, key))
     } catch {
       return text(503, 'r2 error 0 NetworkError')
     }
-    const body = await response.text()
-    if (response.ok) return text(200, `ok ${versionId} access-key-id=${accessKeyId}`)
-    const code = /<Code>([A-Za-z0-9]+)<\/Code>/.exec(body)?.[1] ?? 'Unknown'
-    return text(503, `r2 error ${response.status} ${code}`)
+    if (response.status >= 200 && response.status < 300) {
+      return text(200, `ok ${versionId} access-key-id=${accessKeyId}`)
+    }
+    return text(503, `r2 error ${response.status} ${s3ErrorCode(response.body)}`)
   }
 }
 
