@@ -1,6 +1,7 @@
 /** Jest in ESM mode with ts-jest; run through `npm test` (NODE_OPTIONS=--experimental-vm-modules). */
 export default {
-  testEnvironment: 'node',
+  // Node's environment with a cache its test files share (the simulators' parsed OpenAPI validators).
+  testEnvironment: '<rootDir>/__tests__/helpers/environment.js',
   extensionsToTreatAsEsm: ['.ts'],
   moduleNameMapper: {
     '^(\\.{1,2}/.*)\\.js$': '$1'

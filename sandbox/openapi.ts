@@ -21,7 +21,15 @@ export interface MatchedOperation {
   params: Record<string, string>
 }
 
-const cache = new Map<SpecName, Promise<OpenApiValidator>>()
+/**
+ * The parsed validators, one per spec: per process, or per Jest worker when the test environment
+ * offers a cache shared by its test files (__tests__/helpers/environment.js), since Jest loads
+ * this module afresh for every test file. A validator holds no state of any request or sandbox.
+ */
+const cache = sharedCache(
+  'openapi-validators',
+  () => new Map<SpecName, Promise<OpenApiValidator>>()
+)
 /** How many routed paths `match` remembers before it starts over. */
 const MATCH_CACHE_SIZE = 2000
 
@@ -156,6 +164,13 @@ export async function checkExcerpt(spec: SpecName): Promise<void> {
     }
   })
   await api.init()
+}
+
+function sharedCache<T>(key: string, create: () => T): T {
+  const shared = (globalThis as { __r2SandboxShared?: Map<string, unknown> }).__r2SandboxShared
+  if (!shared) return create()
+  if (!shared.has(key)) shared.set(key, create())
+  return shared.get(key) as T
 }
 
 async function backend(
