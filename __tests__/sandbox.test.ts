@@ -259,6 +259,37 @@ describe('startSandbox() with defaults', () => {
     expect(await healthz(sb)).toEqual({ status: 200, body: `ok fixed access-key-id=${live.id}` })
   })
 
+  it('checks at once after a change a consumer can see, not only every interval', async () => {
+    // An interval longer than the test: every check after the first is one a change set off.
+    const live = sb.cloudflare.findById(sb.liveAccessKeyId()!)!
+    const setStatus = async (status: 'active' | 'disabled'): Promise<void> => {
+      const response = await fetch(`${sb.cloudflareApiUrl}/user/tokens/${live.id}`, {
+        method: 'PUT',
+        headers: {
+          authorization: `Bearer ${sb.managementToken}`,
+          'content-type': 'application/json'
+        },
+        body: JSON.stringify({
+          name: live.name,
+          policies: live.policies,
+          ...(live.condition ? { condition: live.condition } : {}),
+          status
+        })
+      })
+      expect(response.status).toBe(200)
+    }
+    const before = sb.app.healthChecks.length
+    const watch = sb.watchHealth(60_000)
+    await until(() => sb.app.healthChecks.length >= before + 1)
+    await setStatus('disabled')
+    await until(() => sb.app.healthChecks.length >= before + 2)
+    await setStatus('active')
+    await until(() => sb.app.healthChecks.length >= before + 3)
+    const failures = await watch.stop()
+    expect(sb.app.healthChecks.slice(before).map(c => c.status)).toEqual([200, 503, 200])
+    expect(failures.map(f => f.status)).toEqual([503])
+  })
+
   it("sends the app's address with each of its R2 requests", async () => {
     await healthz(sb)
     const read = sb.log.requests({ service: 'r2', method: 'GET' }).at(-1)!

@@ -176,7 +176,7 @@ const worker: DemoScenario = {
       watch() {
         const started = Date.now()
         const app = sb.watchHealth(WATCH_INTERVAL_MS)
-        const workerWatch = watchHealth(`${cw.workerUrl}/healthz`, WATCH_INTERVAL_MS)
+        const workerWatch = watchHealth(`${cw.workerUrl}/healthz`, WATCH_INTERVAL_MS, sb.log)
         return {
           async verdict(results) {
             const [appFailures, workerFailures] = await Promise.all([

@@ -2324,6 +2324,8 @@ export class GitHubSim {
         status
       })
     }
+    // A consumer that reads the secrets at every check (`consumer: 'reads-secrets'`) sees this now.
+    this.log.changed()
     return status === 201 ? { status: 201, body: {} } : { status: 204 }
   }
 

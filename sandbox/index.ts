@@ -464,7 +464,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
     watchAccessClient: intervalMs => {
       if (!accessClient)
         throw new Error('sandbox: no Access client (credential: access-service-token)')
-      const watcher = watchHealth(`${accessClient.url}/healthz`, intervalMs ?? 100)
+      const watcher = watchHealth(`${accessClient.url}/healthz`, intervalMs ?? 100, log)
       const handle = {
         stop: async () => {
           watchers.delete(handle)
@@ -488,7 +488,7 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       return [...values]
     },
     watchHealth: intervalMs => {
-      const watcher = watchHealth(`${app.url}/healthz`, intervalMs ?? 100)
+      const watcher = watchHealth(`${app.url}/healthz`, intervalMs ?? 100, log)
       const handle = {
         stop: async () => {
           watchers.delete(handle)
@@ -764,16 +764,26 @@ function accessCredentialsFrom(
     : undefined
 }
 
-/** Requests `url` every `intervalMs` until stopped; returns every answer that was not 200. */
+/**
+ * Requests `url` every `intervalMs` until stopped; returns every answer that was not 200. With a
+ * `log`, it also checks as soon as the sandbox's state may have changed (`RequestLog.onChange`: a
+ * token disabled or deleted, a secret written, a deploy): a failing window begins with such a
+ * change, so it is seen however short it is, and the interval only has to catch what time alone
+ * changes (an expiry). A change during a check starts one more check right after it.
+ */
 export function watchHealth(
   url: string,
-  intervalMs: number
+  intervalMs: number,
+  log?: RequestLog
 ): { stop(): Promise<Array<{ at: number; status: number }>> } {
   const failures: Array<{ at: number; status: number }> = []
   let stopped = false
   let timer: NodeJS.Timeout | undefined
-  let inflight: Promise<void> = Promise.resolve()
+  let inflight: Promise<void> | undefined
+  let again = false
   const tick = (): void => {
+    timer = undefined
+    again = false
     inflight = (async () => {
       const at = Date.now()
       try {
@@ -783,13 +793,26 @@ export function watchHealth(
         failures.push({ at, status: 0 })
       }
     })().finally(() => {
-      if (!stopped) timer = setTimeout(tick, intervalMs)
+      inflight = undefined
+      if (stopped) return
+      if (again) tick()
+      else timer = setTimeout(tick, intervalMs)
     })
   }
+  const unsubscribe = log?.onChange(() => {
+    if (stopped) return
+    if (inflight) {
+      again = true
+    } else {
+      clearTimeout(timer)
+      tick()
+    }
+  })
   tick()
   return {
     stop: async () => {
       stopped = true
+      unsubscribe?.()
       clearTimeout(timer)
       await inflight
       return [...failures]

@@ -55,11 +55,34 @@ export interface EventEntry {
 
 export type LogEntry = RequestEntry | EventEntry
 
+/**
+ * The events that record a change of state a consumer can see (not a refusal, which a watcher's
+ * own check may cause and which must not set off another check).
+ */
+const STATE_EVENT = /^(token|service_token)\.|\.deployed$/
+
 export class RequestLog {
   readonly entries: LogEntry[] = []
   /** Contract violations found by the OpenAPI validators; an end-to-end test asserts it is empty. */
   readonly violations: string[] = []
   private seq = 0
+  private readonly changeListeners = new Set<() => void>()
+
+  /**
+   * Calls `listener` after anything that may change what a consumer of the credentials sees: a
+   * token created, updated or deleted, a service token rotated, a deploy (events, see
+   * `STATE_EVENT`), or a secret written (`changed()`). Health watchers check at once then, so that
+   * a failing window shows however short it is. Returns the unsubscribe function.
+   */
+  onChange(listener: () => void): () => void {
+    this.changeListeners.add(listener)
+    return () => this.changeListeners.delete(listener)
+  }
+
+  /** Tells the `onChange` listeners that state may have changed. */
+  changed(): void {
+    for (const listener of this.changeListeners) listener()
+  }
 
   addRequest(entry: Omit<RequestEntry, 'kind' | 'seq'>): RequestEntry {
     const full: RequestEntry = { kind: 'request', seq: ++this.seq, ...entry }
@@ -77,6 +100,7 @@ export class RequestLog {
       detail
     }
     this.entries.push(full)
+    if (STATE_EVENT.test(name)) this.changed()
     return full
   }
 

@@ -16,13 +16,15 @@ export const sha256 = (text: string): string =>
 export const JOURNAL = 'R2_ROTATION_STATE'
 
 /**
- * How often a scenario's health watcher polls the app (real ms; 5 s of simulated time). Every
- * failure these scenarios guard against lasts until a deploy (a revoked token stays revoked), so
- * this is fine enough; proof.test.ts and invariant.test.ts, which measure short failing windows,
- * poll every 25 ms. Each poll costs an app request and an R2 read, so a finer default would spend
- * a good part of the suite's CPU on watching.
+ * How often a scenario's health watcher polls the app between changes (real ms; 12.5 s of
+ * simulated time). The watcher also checks at once after every change a consumer can see (a token
+ * updated or deleted, a secret written, a deploy: `RequestLog.onChange`), which is when a failing
+ * window begins, so the interval only has to catch what time alone changes (an expiry).
+ * proof.test.ts and invariant.test.ts, which measure short failing windows, poll every 25 ms as
+ * well. Each poll costs an app request and an R2 read: a finer interval would spend a good part of
+ * the suite's CPU on watching.
  */
-export const HEALTH_POLL_MS = 100
+export const HEALTH_POLL_MS = 250
 
 /** The name every token of the rotated lineage starts with (sandbox: `avatars-uploader`). */
 export const LINEAGE = 'avatars-uploader'

@@ -23,7 +23,14 @@ import type { ChildProcess } from 'node:child_process'
 import type { Sandbox } from '../../sandbox/index.js'
 import type { RequestEntry } from '../../sandbox/log.js'
 import type { ActionResult } from '../../sandbox/runner.js'
-import { apiMutations, killWhen, requestKey, startNamed, waitForRuns } from './scenario.js'
+import {
+  apiMutations,
+  HEALTH_POLL_MS,
+  killWhen,
+  requestKey,
+  startNamed,
+  waitForRuns
+} from './scenario.js'
 import {
   accessJournal,
   accessMutations,
@@ -131,7 +138,7 @@ interface Crash {
 async function crashAndRerun(point: CrashPoint, prepare?: Prepare): Promise<Crash> {
   const sb = await startServiceTokenWorld()
   prepare?.(sb)
-  const watch = sb.watchAccessClient(50)
+  const watch = sb.watchAccessClient(HEALTH_POLL_MS)
   let child: ChildProcess | undefined
   let count = 0
   let fired = false

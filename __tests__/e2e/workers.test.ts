@@ -90,7 +90,7 @@ async function scenario(
 ): Promise<World> {
   const { sb, world } = await openWorld(options.sandbox ?? { managementWorkers: 'write' })
   options.prepare?.({ sb, world })
-  const workerWatch = watchHealth(`${world.workerUrl}/healthz`, 50)
+  const workerWatch = watchHealth(`${world.workerUrl}/healthz`, 50, sb.log)
   const appWatch = sb.watchHealth(50)
   const results: ActionResult[] = []
   let lastRunSeq = 0
