@@ -8,8 +8,7 @@
 import { fileURLToPath } from 'node:url'
 import path from 'node:path'
 import { readFileSync } from 'node:fs'
-import { OpenAPIBackend, type Operation } from 'openapi-backend'
-import addFormats from 'ajv-formats'
+import type { OpenAPIBackend, Operation } from 'openapi-backend'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 
@@ -150,20 +149,7 @@ export class OpenApiValidator {
  */
 export async function checkExcerpt(spec: SpecName): Promise<void> {
   const text = readFileSync(path.join(here, 'openapi', `${spec}-openapi.json`), 'utf8')
-  const api = new OpenAPIBackend({
-    definition: JSON.parse(text) as ConstructorParameters<typeof OpenAPIBackend>[0]['definition'],
-    quick: false,
-    validate: true,
-    strict: true,
-    ajvOpts: { strict: false, logger: false },
-    customizeAjv: ajv => {
-      addFormats.default(ajv)
-      ajv.addFormat('timestamp', true)
-      ajv.addFormat('repo.nwo', true)
-      return ajv
-    }
-  })
-  await api.init()
+  await backend(JSON.parse(text) as Record<string, unknown>, 'full check')
 }
 
 function sharedCache<T>(key: string, create: () => T): T {
@@ -173,29 +159,40 @@ function sharedCache<T>(key: string, create: () => T): T {
   return shared.get(key) as T
 }
 
+/**
+ * A backend for one description. `quick`, for the simulators: the excerpts are fixed files,
+ * checked in full once by __tests__/sandbox-openapi.test.ts (`full check`), so the document is not
+ * validated again and each operation's validators are compiled on first use, which cuts a
+ * simulator's start from seconds to milliseconds.
+ *
+ * openapi-backend and ajv-formats are imported here, on first use: a test file whose Jest worker
+ * already holds the parsed validators (see `cache`) never loads them (a fifth of a second each).
+ */
 async function backend(
   definition: Record<string, unknown>,
-  thorough = false
+  mode: 'quick' | 'full check' = 'quick'
 ): Promise<OpenAPIBackend> {
+  const [{ OpenAPIBackend }, formats] = await Promise.all([
+    import('openapi-backend'),
+    import('ajv-formats')
+  ])
+  const quick = mode === 'quick'
   const api = new OpenAPIBackend({
     // openapi-backend's types want its own Document type; the excerpts are OpenAPI 3.0 documents.
     definition: definition as unknown as ConstructorParameters<
       typeof OpenAPIBackend
     >[0]['definition'],
-    // The excerpts are fixed files, checked in full once by __tests__/sandbox-openapi.test.ts:
-    // here the document is not validated again and each operation's validators are compiled on
-    // first use, which cuts a simulator's start from seconds to milliseconds.
-    quick: !thorough,
+    quick,
     validate: true,
-    strict: false,
-    // Each compiled schema is not checked against the JSON Schema meta-schema again (the
-    // excerpts' check does it), and the generated validators are not optimised: compiling is
-    // most of a simulator's cost in a test file, and a validator runs only a few times there.
-    ajvOpts: thorough
-      ? { strict: false, logger: false }
-      : { strict: false, logger: false, validateSchema: false, code: { optimize: false } },
+    strict: !quick,
+    // Quick: each compiled schema is not checked against the JSON Schema meta-schema again (the
+    // excerpts' check does it), and the generated validators are not optimised: compiling is most
+    // of a simulator's cost, and a validator runs only a few times in a test file.
+    ajvOpts: quick
+      ? { strict: false, logger: false, validateSchema: false, code: { optimize: false } }
+      : { strict: false, logger: false },
     customizeAjv: ajv => {
-      addFormats.default(ajv)
+      formats.default.default(ajv)
       // Formats the excerpts use that are not JSON Schema formats.
       ajv.addFormat('timestamp', true)
       ajv.addFormat('repo.nwo', true)
