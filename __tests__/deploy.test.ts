@@ -4,7 +4,7 @@
  * clock; deploy-server.test.ts uses a small local server where a scenario needs exact control.
  */
 import { jest } from '@jest/globals'
-import { RequestLog } from '../sandbox/log.js'
+import { RequestLog, type RequestEntry } from '../sandbox/log.js'
 import { GitHubSim } from '../sandbox/github.js'
 import { createGitHubClient, type GitHubClient } from '../src/github/client.js'
 import { virtualClock } from '../src/backoff.js'
@@ -241,13 +241,28 @@ describe('with the GitHub simulator', () => {
 
     it('polls with If-None-Match: unchanged polls are 304s that cost no rate limit', async () => {
       await setUp()
-      sim.queueRun({ queuedMs: 150, runningMs: 300 })
+      // The run waits for an approval that comes once three reads were answered 304, however
+      // slowly a loaded machine lets the client poll (a fixed queue time could see fewer).
+      sim.queueRun({ waitingMs: Infinity, runningMs: 50 })
       const run = await dispatchWorkflow(github, site, workflow, 'trunk', { target: 'production' })
+      const runPolls = (): RequestEntry[] =>
+        log.requests({ method: 'GET' }).filter(r => r.path.includes(`/runs/${run.runId}?`))
+      const approval = (async () => {
+        // A client that never gets a 304 is never approved: followRun then times out.
+        const deadline = Date.now() + 10_000
+        while (
+          log.events('run.waiting').length === 0 ||
+          runPolls().filter(r => r.status === 304).length < 3
+        ) {
+          if (Date.now() > deadline) return
+          await new Promise(resolve => setTimeout(resolve, 10))
+        }
+        sim.approve(run.runId)
+      })()
       const outcome = await followRun(github, site, run.runId, { timeoutMs: 10_000, pollMs: 10 })
+      await approval
       expect(outcome.ok).toBe(true)
-      const polls = log
-        .requests({ method: 'GET' })
-        .filter(r => r.path.includes(`/runs/${run.runId}?`))
+      const polls = runPolls()
       const notModified = polls.filter(r => r.status === 304)
       expect(notModified.length).toBeGreaterThanOrEqual(3)
       expect(notModified.every(r => typeof r.headers['if-none-match'] === 'string')).toBe(true)
