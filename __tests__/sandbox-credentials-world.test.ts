@@ -1,5 +1,5 @@
-import { HEALTH_OBJECT_KEY, startSandbox, type Sandbox } from '../sandbox/index.js'
-import { startCredentialsWorld, type CredentialsWorld } from '../sandbox/credentials-world.js'
+import { startSandbox, type Sandbox } from '../sandbox/index.js'
+import { startCredentialsWorldBeside, type CredentialsWorld } from '../sandbox/credentials-world.js'
 import { sdk } from './helpers/account-apis.js'
 
 let sb: Sandbox
@@ -7,17 +7,7 @@ let world: CredentialsWorld
 
 beforeAll(async () => {
   sb = await startSandbox()
-  world = await startCredentialsWorld(
-    { cloudflare: sb.cloudflare, r2: sb.r2, log: sb.log },
-    {
-      r2: {
-        bucket: sb.bucket,
-        key: HEALTH_OBJECT_KEY,
-        accessKeyId: sb.current.id,
-        secretAccessKey: sb.current.secretAccessKey
-      }
-    }
-  )
+  world = await startCredentialsWorldBeside(sb)
 })
 
 afterAll(async () => {

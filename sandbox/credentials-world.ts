@@ -9,19 +9,15 @@
  *
  * ```ts
  * const sb = await startSandbox()
- * const world = await startCredentialsWorld(
- *   { cloudflare: sb.cloudflare, r2: sb.r2, log: sb.log },
- *   {
- *     r2: { bucket: sb.bucket, key: HEALTH_OBJECT_KEY, accessKeyId: sb.current.id,
- *           secretAccessKey: sb.current.secretAccessKey }
- *   }
- * )
+ * const world = await startCredentialsWorldBeside(sb, { scriptName: 'avatars-worker' })
+ * // or, with simulators of your own: startCredentialsWorld({ cloudflare, r2, log }, { r2: … })
  * // world.accessAppUrl, world.serviceToken.{id, clientId, clientSecret},
  * // world.workerUrl, world.script.{name, versionId}, world.managementToken
  * await world.stop() // before sb.stop()
  * ```
  */
 import type { CloudflareSim } from './cloudflare.js'
+import { HEALTH_OBJECT_KEY, type Sandbox } from './index.js'
 import { PERMISSION_GROUPS } from './cloudflare.js'
 import { ACCESS_GROUPS, type SeededServiceToken } from './access.js'
 import { AccessProtectedApp } from './access-app.js'
@@ -75,6 +71,28 @@ function groupId(name: string): string {
   const group = PERMISSION_GROUPS.find(g => g.name === name)
   if (!group) throw new Error(`credentials world: no permission group ${name}`)
   return group.id
+}
+
+/**
+ * The world beside a running sandbox: its simulators and log, the Worker reading the sandbox's
+ * health object with the R2 credentials the sandbox starts with.
+ */
+export function startCredentialsWorldBeside(
+  sb: Sandbox,
+  options: Omit<CredentialsWorldOptions, 'r2'> = {}
+): Promise<CredentialsWorld> {
+  return startCredentialsWorld(
+    { cloudflare: sb.cloudflare, r2: sb.r2, log: sb.log },
+    {
+      ...options,
+      r2: {
+        bucket: sb.bucket,
+        key: HEALTH_OBJECT_KEY,
+        accessKeyId: sb.current.id,
+        secretAccessKey: sb.current.secretAccessKey
+      }
+    }
+  )
 }
 
 export async function startCredentialsWorld(

@@ -4,14 +4,8 @@
  * inputs; sandbox/demo-run.ts runs them, prints what happened and the entry's verdict. Adding a
  * kind is adding an entry to `DEMO_SCENARIOS`.
  */
-import {
-  HEALTH_OBJECT_KEY,
-  startSandbox,
-  watchHealth,
-  type Sandbox,
-  type SandboxOptions
-} from './index.js'
-import { startCredentialsWorld } from './credentials-world.js'
+import { startSandbox, watchHealth, type Sandbox, type SandboxOptions } from './index.js'
+import { startCredentialsWorldBeside } from './credentials-world.js'
 import { sha256Hex } from './r2.js'
 import { sandboxInputs, serviceTokenInputs, type ActionResult } from './runner.js'
 
@@ -136,18 +130,7 @@ const worker: DemoScenario = {
     const sb = await sandbox({ timeScale, managementWorkers: 'write' })
     let world
     try {
-      world = await startCredentialsWorld(
-        { cloudflare: sb.cloudflare, r2: sb.r2, log: sb.log },
-        {
-          scriptName: SCRIPT,
-          r2: {
-            bucket: sb.bucket,
-            key: HEALTH_OBJECT_KEY,
-            accessKeyId: sb.current.id,
-            secretAccessKey: sb.current.secretAccessKey
-          }
-        }
-      )
+      world = await startCredentialsWorldBeside(sb, { scriptName: SCRIPT })
     } catch (error) {
       await sb.stop()
       throw error

@@ -6,13 +6,15 @@
  */
 import type { ChildProcess } from 'node:child_process'
 import {
-  HEALTH_OBJECT_KEY,
   startSandbox,
   watchHealth,
   type Sandbox,
   type SandboxOptions
 } from '../../sandbox/index.js'
-import { startCredentialsWorld, type CredentialsWorld } from '../../sandbox/credentials-world.js'
+import {
+  startCredentialsWorldBeside,
+  type CredentialsWorld
+} from '../../sandbox/credentials-world.js'
 import { findLeaks, runAction, sandboxInputs, type ActionResult } from '../../sandbox/runner.js'
 import {
   expectOneLiveToken,
@@ -44,18 +46,7 @@ async function openWorld(
   options: SandboxOptions
 ): Promise<{ sb: Sandbox; world: CredentialsWorld }> {
   const sb = await startSandbox(options)
-  const world = await startCredentialsWorld(
-    { cloudflare: sb.cloudflare, r2: sb.r2, log: sb.log },
-    {
-      scriptName: SCRIPT,
-      r2: {
-        bucket: sb.bucket,
-        key: HEALTH_OBJECT_KEY,
-        accessKeyId: sb.current.id,
-        secretAccessKey: sb.current.secretAccessKey
-      }
-    }
-  )
+  const world = await startCredentialsWorldBeside(sb, { scriptName: SCRIPT })
   return { sb, world }
 }
 
