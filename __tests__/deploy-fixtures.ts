@@ -5,6 +5,18 @@ export const TOKEN = 'github_pat_deploy_test'
 export const quiet = { info: () => {}, warning: () => {}, debug: () => {} }
 export const site = { owner: 'acme', repo: 'site' }
 
+/** Every conclusion of a workflow run other than `success`: each must fail the deploy phase. */
+export const FAILED_CONCLUSIONS = [
+  'failure',
+  'cancelled',
+  'timed_out',
+  'skipped',
+  'neutral',
+  'action_required',
+  'startup_failure',
+  'stale'
+]
+
 export const DEPLOY_YAML = `name: Deploy
 on:
   workflow_dispatch:

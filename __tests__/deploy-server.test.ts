@@ -7,7 +7,7 @@ import { Service, type Handler } from '../sandbox/service.js'
 import { createGitHubClient, type GitHubClient } from '../src/github/client.js'
 import { virtualClock } from '../src/backoff.js'
 import { type WorkflowInfo, dispatchWorkflow, followRun } from '../src/github/deploy.js'
-import { TOKEN, quiet, site } from './deploy-fixtures.js'
+import { FAILED_CONCLUSIONS, TOKEN, quiet, site } from './deploy-fixtures.js'
 
 describe('with a local server of its own', () => {
   const running: Service[] = []
@@ -226,16 +226,7 @@ describe('with a local server of its own', () => {
       }
     }
 
-    it.each([
-      'failure',
-      'cancelled',
-      'timed_out',
-      'skipped',
-      'neutral',
-      'action_required',
-      'startup_failure',
-      'stale'
-    ])('%s fails with the failed jobs', async conclusion => {
+    it.each(FAILED_CONCLUSIONS)('%s fails with the failed jobs', async conclusion => {
       const { github } = await serve(completedServer(conclusion))
       const outcome = await followRun(github, site, 9, { timeoutMs: 1000 })
       expect(outcome).toEqual({

@@ -16,6 +16,7 @@ import type { SimRun } from '../../sandbox/github.js'
 import { findLeaks, runAction, sandboxInputs, type ActionResult } from '../../sandbox/runner.js'
 import type { RequestEntry } from '../../sandbox/log.js'
 import { startNamed, HEALTH_POLL_MS } from './scenario.js'
+import { FAILED_CONCLUSIONS } from '../deploy-fixtures.js'
 
 interface Scenario {
   sb: Sandbox
@@ -135,22 +136,20 @@ const APPROVAL = 'a run waiting for an approval'
 const NEVER_STARTS = 'a run that never starts'
 const RERUN = 'a run re-run during the wait'
 const COUNTED = 'a run polled while it waits'
-const CONCLUSIONS = [
-  'failure',
-  'cancelled',
-  'timed_out',
-  'skipped',
-  'neutral',
-  'action_required',
-  'startup_failure',
-  'stale'
-]
 
 /** How many GETs of one run the action has sent so far. */
 const runReads = (sb: Sandbox, runId: number): number =>
   sb.log
     .requests({ service: 'github', method: 'GET' })
     .filter(e => e.path.split('?')[0]!.endsWith(`/actions/runs/${runId}`)).length
+
+/** Approves the run waiting for an approval once the action has read it `reads` times. */
+async function approveAfterReads(sb: Sandbox, reads: number): Promise<void> {
+  while (sb.log.events('run.waiting').length === 0) await pause(20)
+  const runId = sb.log.events('run.waiting')[0]!.detail.run_id as number
+  while (runReads(sb, runId) < reads) await pause(20)
+  sb.github.approve(runId)
+}
 
 /** Every scenario runs at once (four at a time); each test awaits its own by name. */
 const scenarios = startNamed<Scenario>(
@@ -179,7 +178,7 @@ const scenarios = startNamed<Scenario>(
         )
       }),
     ...Object.fromEntries(
-      CONCLUSIONS.map(conclusion => [
+      FAILED_CONCLUSIONS.map(conclusion => [
         `concluded ${conclusion}`,
         () => rotate({}, {}, sb => sb.github.queueRun({ conclusion }))
       ])
@@ -189,13 +188,8 @@ const scenarios = startNamed<Scenario>(
         { environment: 'production' },
         {},
         sb => sb.github.queueRun({ waitingMs: Infinity }),
-        async sb => {
-          // A person approves the deployment once the action has seen the run waiting a while.
-          while (sb.log.events('run.waiting').length === 0) await pause(20)
-          const runId = sb.log.events('run.waiting')[0]!.detail.run_id as number
-          while (runReads(sb, runId) < 3) await pause(20)
-          sb.github.approve(runId)
-        }
+        // A person approves the deployment once the action has seen the run waiting a while.
+        sb => approveAfterReads(sb, 3)
       ),
     [NEVER_STARTS]: () =>
       rotate({}, { 'deploy-timeout': '3s' }, sb => sb.github.queueRun({ neverStarts: true })),
@@ -214,14 +208,8 @@ const scenarios = startNamed<Scenario>(
         { environment: 'production' },
         {},
         sb => sb.github.queueRun({ waitingMs: Infinity }),
-        async sb => {
-          // The run waits until the action has read it four times: unchanged reads are 304s,
-          // however slowly a loaded machine lets the action poll.
-          while (sb.log.events('run.waiting').length === 0) await pause(20)
-          const runId = sb.log.events('run.waiting')[0]!.detail.run_id as number
-          while (runReads(sb, runId) < 4) await pause(20)
-          sb.github.approve(runId)
-        }
+        // Unchanged reads are 304s, however slowly a loaded machine lets the action poll.
+        sb => approveAfterReads(sb, 4)
       )
   },
   4
@@ -287,7 +275,7 @@ describe('the right run, when the server rejects return_run_details', () => {
 })
 
 describe('every conclusion but success fails the deploy, and nothing is revoked', () => {
-  it.each(CONCLUSIONS)('%s', async conclusion => {
+  it.each(FAILED_CONCLUSIONS)('%s', async conclusion => {
     const scenario = await scenarios(`concluded ${conclusion}`)
     const { sb, result } = scenario
     expectOldTokenKept(scenario)
