@@ -1,7 +1,8 @@
 /**
- * Runs the bundled action (dist/index.js) exactly as the runner does: inputs as INPUT_<NAME>
- * environment variables, GITHUB_OUTPUT and GITHUB_STEP_SUMMARY files, GITHUB_API_URL pointing at
- * the sandbox. Used by the end-to-end tests and by `npm run demo`.
+ * Runs the bundled action (dist/index.js) as the runner does: inputs as INPUT_<NAME> environment
+ * variables, GITHUB_OUTPUT and GITHUB_STEP_SUMMARY files, GITHUB_API_URL pointing at the sandbox.
+ * Used by the end-to-end tests and by `npm run demo`. Node gets one V8 flag the runner does not
+ * pass (`SANDBOX_NODE_FLAGS`); `nodeFlags: []` runs exactly `node dist/index.js`.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -30,6 +31,18 @@ export interface ActionResult {
 
 export { SANDBOX_TIME_SCALE } from './index.js'
 
+/**
+ * The V8 flags the action's process starts with. `--liftoff-only` compiles WebAssembly with V8's
+ * baseline compiler only. The fetch built into Node parses HTTP with llhttp, compiled to
+ * WebAssembly, and V8's optimizing compiler spent about 120 ms of CPU on it in every process that
+ * made a request: about a fifth of a whole rotation's CPU (about 0.8 s → 0.65 s per run on this
+ * project's 2-core machine, three series of 8 runs), and some 60 s of a full `npm test`, which starts the
+ * action about 370 times. It changes which compiler translates the WebAssembly, not what it does:
+ * the action's code, requests and output are the same. The standard rotations of
+ * `__tests__/e2e/rotation.test.ts` run without it, exactly as the runner does.
+ */
+export const SANDBOX_NODE_FLAGS: readonly string[] = ['--liftoff-only']
+
 export interface RunOptions {
   /** Extra environment (e.g. GITHUB_RUN_ID). */
   env?: Record<string, string>
@@ -41,6 +54,8 @@ export interface RunOptions {
   timeoutMs?: number
   /** The bundle to run (default dist/index.js; R2_ROTATION_ENTRY overrides it for private builds). */
   entry?: string
+  /** Node's own flags before the bundle (default `SANDBOX_NODE_FLAGS`; `[]` as the runner does). */
+  nodeFlags?: readonly string[]
   /**
    * Run as a run of the repository's rotation workflow (`ROTATE_WORKFLOW_PATH`), in progress
    * until the action exits, so that another run sees it going (the race tests).
@@ -74,8 +89,10 @@ export function sandboxInputs(
     'smoke-urls': `${sb.appUrl}/healthz expect=200 contains=ok`,
     'smoke-headers': 'X-Smoke-Check: r2-token-rotation',
     'smoke-timeout': '1m',
-    // Simulated seconds (see SANDBOX_TIME_SCALE): 0.6 s of real time by default.
-    'revoke-watch': '30s',
+    // Simulated seconds (see SANDBOX_TIME_SCALE): five rounds of checks, one a second, 0.1 s of
+    // real time. A stale deploy fails the first round; the tests that measure the watch itself
+    // set their own (proof.test.ts).
+    'revoke-watch': '5s',
     'r2-endpoint': sb.r2Endpoint
   }
   for (const [name, value] of Object.entries(overrides)) {
@@ -122,7 +139,7 @@ export function serviceTokenInputs(
     ].join('\n'),
     'smoke-headers': 'CF-Access-Client-Id: {client-id}\nCF-Access-Client-Secret: {client-secret}',
     'smoke-timeout': '1m',
-    'revoke-watch': '30s'
+    'revoke-watch': '5s'
   }
   for (const [name, value] of Object.entries(overrides)) {
     if (value === undefined) delete inputs[name]
@@ -213,7 +230,10 @@ export async function runAction(
     String(ownRun?.id ?? 1_000_000 + Math.floor(Math.random() * 1_000_000))
   const started = Date.now()
   const entry = options.entry ?? process.env.R2_ROTATION_ENTRY ?? ACTION_ENTRY
-  const child = spawn(process.execPath, [entry], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [...(options.nodeFlags ?? SANDBOX_NODE_FLAGS), entry], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
   options.onSpawn?.(child)
   let stdout = ''
   let stderr = ''

@@ -639,7 +639,7 @@ describe('dry-run', () => {
         ),
         expect.stringContaining('dispatch .github/workflows/deploy.yml on main'),
         'plan: 1 smoke check(s)',
-        `plan: disable the previous token ${sb.current.id}, watch the checks for 30 s, then leave it disabled`
+        `plan: disable the previous token ${sb.current.id}, watch the checks for 5 s, then leave it disabled`
       ])
       expect(result.summary).toContain('Plan')
       expect(result.summary).toContain(`as a copy of ${sb.current.id}`)

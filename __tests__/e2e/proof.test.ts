@@ -107,7 +107,7 @@ const staleThenSecondsPass = (sb: Sandbox): void => {
 
 const scenarios = {
   staleCaught: () => scenario({}, proving, stale),
-  staleWatched: () => scenario({}, () => ({}), staleThenSecondsPass),
+  staleWatched: () => scenario({}, () => ({ 'revoke-watch': '30s' }), staleThenSecondsPass),
   shadowed: () =>
     scenario(
       // The deploy job runs in environment production, which holds its own R2 secrets.

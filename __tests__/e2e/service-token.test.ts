@@ -184,7 +184,7 @@ describe('a dry run', () => {
     expect(result!.outputs.result).toBe('dry-run')
     expect(r.mutations[0]).toEqual([])
     expect(result!.stdout).toContain('plan: rotate the client secret of service token')
-    expect(result!.stdout).toContain('valid for 34 min more')
+    expect(result!.stdout).toContain('valid for 33 min more')
     expect(issuedSecrets(r.sb)).toHaveLength(1)
     expectNoAccessLeaks(r.sb, r.results)
   })
