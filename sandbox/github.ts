@@ -21,6 +21,7 @@ import { parse as parseYaml } from 'yaml'
 import type { RequestLog } from './log.js'
 import { OpenApiValidator, type MatchedOperation } from './openapi.js'
 import { Service, type IncomingRequest, type OutgoingResponse } from './service.js'
+import { sharedCache } from './shared-cache.js'
 
 export type SecretScope =
   | { kind: 'repo'; repo: string }
@@ -643,7 +644,31 @@ function stepName(step: unknown, index: number): string {
   return `Step ${index + 1}`
 }
 
+/**
+ * Parsed workflow files by their text, per process or Jest worker: a dispatch parses its
+ * workflow, and so does every run it creates and every read of its jobs. Frozen, so that no
+ * caller changes what another gets.
+ */
+const parsedWorkflows = sharedCache('parsed-workflows', () => new Map<string, ParsedWorkflow>())
+
 function parseWorkflow(content: string): ParsedWorkflow {
+  const known = parsedWorkflows.get(content)
+  if (known) return known
+  const parsed = deepFreeze(parseWorkflowText(content))
+  if (parsedWorkflows.size >= 500) parsedWorkflows.clear()
+  parsedWorkflows.set(content, parsed)
+  return parsed
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const inner of Object.values(value)) deepFreeze(inner)
+  }
+  return value
+}
+
+function parseWorkflowText(content: string): ParsedWorkflow {
   let doc: unknown
   try {
     doc = parseYaml(content)

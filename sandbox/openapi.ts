@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url'
 import path from 'node:path'
 import { readFileSync } from 'node:fs'
 import type { OpenAPIBackend, Operation } from 'openapi-backend'
+import { sharedCache } from './shared-cache.js'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 
@@ -150,13 +151,6 @@ export class OpenApiValidator {
 export async function checkExcerpt(spec: SpecName): Promise<void> {
   const text = readFileSync(path.join(here, 'openapi', `${spec}-openapi.json`), 'utf8')
   await backend(JSON.parse(text) as Record<string, unknown>, 'full check')
-}
-
-function sharedCache<T>(key: string, create: () => T): T {
-  const shared = (globalThis as { __r2SandboxShared?: Map<string, unknown> }).__r2SandboxShared
-  if (!shared) return create()
-  if (!shared.has(key)) shared.set(key, create())
-  return shared.get(key) as T
 }
 
 /**

@@ -11,6 +11,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parse as parseYaml } from 'yaml'
 import { ROTATE_WORKFLOW_PATH, type Sandbox } from './index.js'
+import { sharedCache } from './shared-cache.js'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 export const ACTION_ENTRY = path.join(root, 'dist', 'index.js')
@@ -32,16 +33,27 @@ export interface ActionResult {
 export { SANDBOX_TIME_SCALE } from './index.js'
 
 /**
- * The V8 flags the action's process starts with. `--liftoff-only` compiles WebAssembly with V8's
- * baseline compiler only. The fetch built into Node parses HTTP with llhttp, compiled to
- * WebAssembly, and V8's optimizing compiler spent about 120 ms of CPU on it in every process that
- * made a request: about a fifth of a whole rotation's CPU (about 0.8 s → 0.65 s per run on this
- * project's 2-core machine, three series of 8 runs), and some 60 s of a full `npm test`, which starts the
- * action about 370 times. It changes which compiler translates the WebAssembly, not what it does:
- * the action's code, requests and output are the same. The standard rotations of
- * `__tests__/e2e/rotation.test.ts` run without it, exactly as the runner does.
+ * The V8 flags the action's process starts with: tiers of V8 that a process living about a second
+ * pays for and never gets back. None changes what the code does, only how V8 compiles it and when
+ * it collects garbage; the standard rotations of `__tests__/e2e/rotation.test.ts` run without
+ * them, exactly as the runner does (`nodeFlags: []`).
+ * - `--liftoff-only`: WebAssembly on the baseline compiler only. The fetch built into Node parses
+ *   HTTP with llhttp, compiled to WebAssembly, and V8's optimizing compiler spent about 120 ms of
+ *   CPU on it in every process that made a request: about 0.8 s → 0.65 s per rotation.
+ * - `--no-opt`, `--no-maglev`, `--no-sparkplug`: JavaScript stays in the interpreter, with no
+ *   optimizing or baseline JIT compiling the functions that turn warm.
+ * - `--single-threaded-gc`: the collector works on the main thread, without helper threads.
+ * Together, the JIT and GC flags take about another 0.06 s of a rotation's 0.62 s (24 runs of
+ * each, paired, 23 of them cheaper). Measured on this project's 2-core machine, where `npm test`
+ * starts the action about 370 times.
  */
-export const SANDBOX_NODE_FLAGS: readonly string[] = ['--liftoff-only']
+export const SANDBOX_NODE_FLAGS: readonly string[] = [
+  '--liftoff-only',
+  '--no-opt',
+  '--no-maglev',
+  '--no-sparkplug',
+  '--single-threaded-gc'
+]
 
 export interface RunOptions {
   /** Extra environment (e.g. GITHUB_RUN_ID). */
@@ -148,20 +160,23 @@ export function serviceTokenInputs(
   return inputs
 }
 
-/** action.yml's defaults, read once per process (every run of the action asks for them). */
-let defaultInputs: Record<string, string> | undefined
+/**
+ * action.yml's defaults, read once per process or Jest worker (every run of the action asks for
+ * them, and parsing action.yml took a few hundredths of a second each time).
+ */
+const defaultInputs = sharedCache('action-defaults', () => {
+  const action = parseYaml(readFileSync(path.join(root, 'action.yml'), 'utf8')) as {
+    inputs: Record<string, { default?: string }>
+  }
+  const defaults: Record<string, string> = {}
+  for (const [name, input] of Object.entries(action.inputs)) {
+    if (input.default !== undefined) defaults[name] = String(input.default)
+  }
+  return Object.freeze(defaults)
+})
 
 /** The action.yml defaults: the runner passes them for every input the workflow leaves out. */
 export function actionDefaults(): Record<string, string> {
-  if (!defaultInputs) {
-    const action = parseYaml(readFileSync(path.join(root, 'action.yml'), 'utf8')) as {
-      inputs: Record<string, { default?: string }>
-    }
-    defaultInputs = {}
-    for (const [name, input] of Object.entries(action.inputs)) {
-      if (input.default !== undefined) defaultInputs[name] = String(input.default)
-    }
-  }
   return { ...defaultInputs }
 }
 
