@@ -137,7 +137,10 @@ export class OpenApiValidator {
       return [`status ${status} is not documented for ${matched.operationId}`]
     }
     if (body === undefined) return []
-    const result = this.responses.validator.validateResponse(body, matched.operationId, status)
+    // The operation, not its id: given an id, openapi-backend finds the operation by listing every
+    // operation of the description again (lodash over all paths), on every response. Only its
+    // `operationId` is read, to pick the validators this backend compiled.
+    const result = this.responses.validator.validateResponse(body, matched.operation, status)
     return result.valid
       ? []
       : (result.errors ?? []).map(e => `${e.instancePath || '/'} ${e.message ?? ''}`.trim())
