@@ -1,9 +1,36 @@
 /** What the deploy tests share: a token, the repository, and the workflows they dispatch. */
-import type { RequestLog } from '../sandbox/log.js'
+import type { GitHubSim } from '../sandbox/github.js'
+import type { RequestEntry, RequestLog } from '../sandbox/log.js'
 
 export const TOKEN = 'github_pat_deploy_test'
 export const quiet = { info: () => {}, warning: () => {}, debug: () => {} }
 export const site = { owner: 'acme', repo: 'site' }
+
+/**
+ * Approves the first run that waits for an approval once `enough` holds for the client's GETs of
+ * that run so far, as a person would after the action had seen it waiting a while. It stops
+ * trying after `giveUpMs`: the run then never starts, and the client's deploy-timeout fails the
+ * test with the reason.
+ */
+export async function approveWhen(
+  log: RequestLog,
+  sim: GitHubSim,
+  enough: (reads: RequestEntry[]) => boolean,
+  giveUpMs = 30_000
+): Promise<void> {
+  const deadline = Date.now() + giveUpMs
+  while (Date.now() <= deadline) {
+    const runId = log.events('run.waiting')[0]?.detail.run_id as number | undefined
+    const reads = log
+      .requests({ method: 'GET' })
+      .filter(r => runId !== undefined && r.path.split('?')[0]!.endsWith(`/actions/runs/${runId}`))
+    if (runId !== undefined && enough(reads)) {
+      sim.approve(runId)
+      return
+    }
+    await new Promise(resolve => setTimeout(resolve, 10))
+  }
+}
 
 /** Every conclusion of a workflow run other than `success`: each must fail the deploy phase. */
 export const FAILED_CONCLUSIONS = [

@@ -4,7 +4,7 @@
  * clock; deploy-server.test.ts uses a small local server where a scenario needs exact control.
  */
 import { jest } from '@jest/globals'
-import { RequestLog, type RequestEntry } from '../sandbox/log.js'
+import { RequestLog } from '../sandbox/log.js'
 import { GitHubSim } from '../sandbox/github.js'
 import { createGitHubClient, type GitHubClient } from '../src/github/client.js'
 import { virtualClock } from '../src/backoff.js'
@@ -17,6 +17,7 @@ import {
 import {
   DEPLOY_YAML,
   PUSH_ONLY_YAML,
+  approveWhen,
   TOKEN,
   quiet,
   requestViolations,
@@ -245,24 +246,19 @@ describe('with the GitHub simulator', () => {
       // slowly a loaded machine lets the client poll (a fixed queue time could see fewer).
       sim.queueRun({ waitingMs: Infinity, runningMs: 50 })
       const run = await dispatchWorkflow(github, site, workflow, 'trunk', { target: 'production' })
-      const runPolls = (): RequestEntry[] =>
-        log.requests({ method: 'GET' }).filter(r => r.path.includes(`/runs/${run.runId}?`))
-      const approval = (async () => {
-        // A client that never gets a 304 is never approved: followRun then times out.
-        const deadline = Date.now() + 10_000
-        while (
-          log.events('run.waiting').length === 0 ||
-          runPolls().filter(r => r.status === 304).length < 3
-        ) {
-          if (Date.now() > deadline) return
-          await new Promise(resolve => setTimeout(resolve, 10))
-        }
-        sim.approve(run.runId)
-      })()
+      // A client that never gets a 304 is never approved: followRun then times out.
+      const approval = approveWhen(
+        log,
+        sim,
+        reads => reads.filter(r => r.status === 304).length >= 3,
+        10_000
+      )
       const outcome = await followRun(github, site, run.runId, { timeoutMs: 10_000, pollMs: 10 })
       await approval
       expect(outcome.ok).toBe(true)
-      const polls = runPolls()
+      const polls = log
+        .requests({ method: 'GET' })
+        .filter(r => r.path.includes(`/runs/${run.runId}?`))
       const notModified = polls.filter(r => r.status === 304)
       expect(notModified.length).toBeGreaterThanOrEqual(3)
       expect(notModified.every(r => typeof r.headers['if-none-match'] === 'string')).toBe(true)

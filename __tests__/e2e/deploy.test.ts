@@ -16,7 +16,7 @@ import type { SimRun } from '../../sandbox/github.js'
 import { findLeaks, runAction, sandboxInputs, type ActionResult } from '../../sandbox/runner.js'
 import type { RequestEntry } from '../../sandbox/log.js'
 import { startNamed, HEALTH_POLL_MS } from './scenario.js'
-import { FAILED_CONCLUSIONS } from '../deploy-fixtures.js'
+import { approveWhen, FAILED_CONCLUSIONS } from '../deploy-fixtures.js'
 
 interface Scenario {
   sb: Sandbox
@@ -137,20 +137,6 @@ const NEVER_STARTS = 'a run that never starts'
 const RERUN = 'a run re-run during the wait'
 const COUNTED = 'a run polled while it waits'
 
-/** How many GETs of one run the action has sent so far. */
-const runReads = (sb: Sandbox, runId: number): number =>
-  sb.log
-    .requests({ service: 'github', method: 'GET' })
-    .filter(e => e.path.split('?')[0]!.endsWith(`/actions/runs/${runId}`)).length
-
-/** Approves the run waiting for an approval once the action has read it `reads` times. */
-async function approveAfterReads(sb: Sandbox, reads: number): Promise<void> {
-  while (sb.log.events('run.waiting').length === 0) await pause(20)
-  const runId = sb.log.events('run.waiting')[0]!.detail.run_id as number
-  while (runReads(sb, runId) < reads) await pause(20)
-  sb.github.approve(runId)
-}
-
 /** Every scenario runs at once (four at a time); each test awaits its own by name. */
 const scenarios = startNamed<Scenario>(
   {
@@ -189,7 +175,7 @@ const scenarios = startNamed<Scenario>(
         {},
         sb => sb.github.queueRun({ waitingMs: Infinity }),
         // A person approves the deployment once the action has seen the run waiting a while.
-        sb => approveAfterReads(sb, 3)
+        sb => approveWhen(sb.log, sb.github, reads => reads.length >= 3)
       ),
     [NEVER_STARTS]: () =>
       rotate({}, { 'deploy-timeout': '3s' }, sb => sb.github.queueRun({ neverStarts: true })),
@@ -209,7 +195,7 @@ const scenarios = startNamed<Scenario>(
         {},
         sb => sb.github.queueRun({ waitingMs: Infinity }),
         // Unchanged reads are 304s, however slowly a loaded machine lets the action poll.
-        sb => approveAfterReads(sb, 4)
+        sb => approveWhen(sb.log, sb.github, reads => reads.length >= 4)
       )
   },
   4
@@ -363,7 +349,3 @@ describe('waiting, timing out and re-runs', () => {
     expectSound(scenario)
   })
 })
-
-function pause(ms: number): Promise<void> {
-  return new Promise(resolve => setTimeout(resolve, ms))
-}
