@@ -1,8 +1,8 @@
 /**
  * Runs the bundled action (dist/index.js) as the runner does: inputs as INPUT_<NAME> environment
  * variables, GITHUB_OUTPUT and GITHUB_STEP_SUMMARY files, GITHUB_API_URL pointing at the sandbox.
- * Used by the end-to-end tests and by `npm run demo`. Node gets one V8 flag the runner does not
- * pass (`SANDBOX_NODE_FLAGS`); `nodeFlags: []` runs exactly `node dist/index.js`.
+ * Used by the end-to-end tests and by `npm run demo`. Node gets V8 flags the runner does not pass
+ * (`SANDBOX_NODE_FLAGS`); `nodeFlags: []` runs exactly `node dist/index.js`.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
