@@ -126,10 +126,13 @@ describe('Access service tokens through the SDK', () => {
   it('rotate with a grace window: both secrets work until it ends, by the simulator clock', async () => {
     const seeded = sim.access.addServiceToken({ accountId: ACCOUNT, name: 'deploy-bot' })
     const cf = client()
+    const graceEnd = at(HOUR)
     const rotated = await cf.zeroTrust.access.serviceTokens.rotate(seeded.id, {
       account_id: ACCOUNT,
-      previous_client_secret_expires_at: at(HOUR)
+      previous_client_secret_expires_at: graceEnd
     })
+    // Health watchers check when the grace ends (the next timed change, on the real clock).
+    expect(log.nextTimedChange()).toBe(Date.parse(graceEnd))
     // The client id never changes; only the secret does.
     expect(rotated.client_id).toBe(seeded.clientId)
     expect(rotated.client_secret).toMatch(/^cfast_/)
@@ -142,6 +145,11 @@ describe('Access service tokens through the SDK', () => {
     })
 
     sim.skewMs += HOUR + 1000
+    // Past the grace, the next is the token's own expiry (a year; its state shows whole seconds),
+    // less the clock's skew.
+    const expiresAt = Date.parse(sim.access.serviceToken(seeded.id)!.expiresAt!)
+    expect(log.nextTimedChange()! - (expiresAt - sim.skewMs)).toBeGreaterThanOrEqual(0)
+    expect(log.nextTimedChange()! - (expiresAt - sim.skewMs)).toBeLessThan(1000)
     expect(check(seeded, seeded.clientSecret)).toEqual({
       ok: false,
       reason: 'previous secret expired',

@@ -290,6 +290,42 @@ describe('startSandbox() with defaults', () => {
     expect(failures.map(f => f.status)).toEqual([503])
   })
 
+  it('checks just after time alone ends a credential, and at once when the clock moves', async () => {
+    // Its own sandbox: the app's token ends here. The interval is longer than the test, and the
+    // expiry is written into the record directly (no event): only the watcher's schedule can see it.
+    const own = await startSandbox()
+    try {
+      const token = own.cloudflare.findById(own.liveAccessKeyId()!)!
+      const expiresAt = Date.now() + 300
+      token.expires_on = new Date(expiresAt).toISOString()
+      const watch = own.watchHealth(60_000)
+      await until(() => own.app.healthChecks.length >= 2)
+      const checks = own.app.healthChecks.map(c => c.status)
+      const failures = await watch.stop()
+      expect(checks).toEqual([200, 503])
+      expect(failures).toHaveLength(1)
+      expect(failures[0]!.at).toBeGreaterThanOrEqual(expiresAt)
+
+      // A token that lives an hour more: moving the simulators' clock two hours ends it at once.
+      const live = own.cloudflare.addToken({
+        name: 'lives an hour',
+        policies: token.policies,
+        ...(token.condition ? { condition: token.condition } : {}),
+        expires_on: new Date(Date.now() + 3_600_000).toISOString()
+      })
+      own.app.deploy({ accessKeyId: live.id, secretAccessKey: sha256Hex(live.value) }, 'an hour')
+      const before = own.app.healthChecks.length
+      const again = own.watchHealth(60_000)
+      await until(() => own.app.healthChecks.length >= before + 1)
+      own.cloudflare.skewMs += 7_200_000
+      await until(() => own.app.healthChecks.length >= before + 2)
+      expect((await again.stop()).map(f => f.status)).toEqual([503])
+      expect(own.app.healthChecks.slice(before).map(c => c.status)).toEqual([200, 503])
+    } finally {
+      await own.stop()
+    }
+  })
+
   it("sends the app's address with each of its R2 requests", async () => {
     await healthz(sb)
     const read = sb.log.requests({ service: 'r2', method: 'GET' }).at(-1)!

@@ -267,6 +267,17 @@ export class AccessSim implements AccountApi {
       .map(t => this.state(t))
   }
 
+  /**
+   * The instants (epoch ms, simulator time) at which time alone changes what a token accepts: its
+   * expiry, and the end of its previous secret's grace window. Past ones included.
+   */
+  timedInstants(): number[] {
+    return [...this.tokens.values()].flatMap(t => [
+      ...(t.expiresAt !== undefined ? [t.expiresAt] : []),
+      ...(t.previous ? [t.previous.expiresAt] : [])
+    ])
+  }
+
   /** Every client secret ever issued or seeded, current, previous and deleted alike. */
   secretValues(): string[] {
     return [...this.issued]

@@ -402,9 +402,17 @@ export class CloudflareSim {
    * `modified_on`, `last_used_on`, the expiry and not_before checks, the rate-limit windows and
    * blocks, the `Date` header, and the R2 simulator's time. `skewMs = -3000` puts the runner 3 s
    * ahead of Cloudflare; moving it forward also ends a rate-limit block without waiting. May be
-   * changed at any time.
+   * changed at any time: setting it tells the health watchers (`RequestLog.changed`), since moving
+   * the clock may end a token's life or a grace window.
    */
-  skewMs = 0
+  get skewMs(): number {
+    return this.skew
+  }
+  set skewMs(ms: number) {
+    this.skew = ms
+    this.log.changed()
+  }
+  private skew = 0
   /**
    * The client address the simulator "sees", standing for the runner's egress address (all
    * sandbox traffic comes from 127.0.0.1). Undefined (the default): the socket's address.
@@ -448,11 +456,31 @@ export class CloudflareSim {
     })
     this.access = new AccessSim(log, () => this.now())
     this.workers = new WorkersSim(log, () => this.now())
+    log.addTimedChanges(() => this.nextTimedChange())
   }
 
   /** The simulator's time in epoch milliseconds: `Date.now() + skewMs`. */
   now(): number {
-    return Date.now() + this.skewMs
+    return Date.now() + this.skew
+  }
+
+  /**
+   * The next instant, on the real clock (epoch ms), at which time alone changes what a credential
+   * of this simulator allows: a live token's `expires_on` or `not_before` passing, an Access
+   * service token expiring or its previous secret's grace ending. Undefined when none is ahead.
+   */
+  nextTimedChange(): number | undefined {
+    const now = this.now()
+    let next = Infinity
+    const consider = (at: number): void => {
+      if (at > now && at < next) next = at
+    }
+    for (const token of this.tokens.values()) {
+      if (token.expires_on !== undefined) consider(Date.parse(token.expires_on))
+      if (token.not_before !== undefined) consider(Date.parse(token.not_before))
+    }
+    for (const at of this.access.timedInstants()) consider(at)
+    return next === Infinity ? undefined : next - this.skew
   }
 
   get apiUrl(): string {

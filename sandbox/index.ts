@@ -766,10 +766,14 @@ function accessCredentialsFrom(
 
 /**
  * Requests `url` every `intervalMs` until stopped; returns every answer that was not 200. With a
- * `log`, it also checks as soon as the sandbox's state may have changed (`RequestLog.onChange`: a
- * token disabled or deleted, a secret written, a deploy): a failing window begins with such a
- * change, so it is seen however short it is, and the interval only has to catch what time alone
- * changes (an expiry). A change during a check starts one more check right after it.
+ * `log`, it also checks
+ * - as soon as the sandbox's state may have changed (`RequestLog.onChange`: a token disabled or
+ *   deleted, a secret written, a deploy, the simulators' clock moved). A change during a check
+ *   starts one more check right after it;
+ * - just after each instant at which time alone changes what a consumer sees
+ *   (`RequestLog.nextTimedChange`: a token's expiry or not_before, an Access grace window's end).
+ * A failing window begins with one of those, so it is seen however short it is; the interval is
+ * only a backstop for a change no simulator announces.
  */
 export function watchHealth(
   url: string,
@@ -781,6 +785,12 @@ export function watchHealth(
   let timer: NodeJS.Timeout | undefined
   let inflight: Promise<void> | undefined
   let again = false
+  // The next check: after `intervalMs`, or just past the next instant at which time alone changes
+  // what a consumer sees (`RequestLog.nextTimedChange`), whichever comes first.
+  const untilNextCheck = (): number => {
+    const due = log?.nextTimedChange()
+    return due === undefined ? intervalMs : Math.min(intervalMs, Math.max(0, due - Date.now()) + 1)
+  }
   const tick = (): void => {
     timer = undefined
     again = false
@@ -796,7 +806,7 @@ export function watchHealth(
       inflight = undefined
       if (stopped) return
       if (again) tick()
-      else timer = setTimeout(tick, intervalMs)
+      else timer = setTimeout(tick, untilNextCheck())
     })
   }
   const unsubscribe = log?.onChange(() => {

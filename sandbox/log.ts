@@ -67,12 +67,14 @@ export class RequestLog {
   readonly violations: string[] = []
   private seq = 0
   private readonly changeListeners = new Set<() => void>()
+  private readonly timedChangeSources = new Set<() => number | undefined>()
 
   /**
    * Calls `listener` after anything that may change what a consumer of the credentials sees: a
    * token created, updated or deleted, a service token rotated, a deploy (events, see
-   * `STATE_EVENT`), or a secret written (`changed()`). Health watchers check at once then, so that
-   * a failing window shows however short it is. Returns the unsubscribe function.
+   * `STATE_EVENT`), a secret written or the simulators' clock moved (`changed()`). Health watchers
+   * check at once then, so that a failing window shows however short it is. Returns the
+   * unsubscribe function.
    */
   onChange(listener: () => void): () => void {
     this.changeListeners.add(listener)
@@ -82,6 +84,28 @@ export class RequestLog {
   /** Tells the `onChange` listeners that state may have changed. */
   changed(): void {
     for (const listener of this.changeListeners) listener()
+  }
+
+  /**
+   * Registers a simulator that knows when time alone will next change what a consumer sees: a
+   * token's `expires_on` or `not_before` passing, an Access grace window ending. `source` returns
+   * that instant on the real clock (epoch ms, after now), or undefined when nothing is due.
+   */
+  addTimedChanges(source: () => number | undefined): void {
+    this.timedChangeSources.add(source)
+  }
+
+  /**
+   * The next instant (real clock, epoch ms) at which time alone changes what a consumer sees, over
+   * every registered simulator; undefined when none is due. Health watchers check right then.
+   */
+  nextTimedChange(): number | undefined {
+    let next: number | undefined
+    for (const source of this.timedChangeSources) {
+      const at = source()
+      if (at !== undefined && (next === undefined || at < next)) next = at
+    }
+    return next
   }
 
   addRequest(entry: Omit<RequestEntry, 'kind' | 'seq'>): RequestEntry {
