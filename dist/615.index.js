@@ -21,7 +21,7 @@ __webpack_require__.r(__webpack_exports__);
 /* harmony import */ var _redact_js__WEBPACK_IMPORTED_MODULE_0__ = __webpack_require__(6670);
 /**
  * The official `cloudflare` SDK, with only the token resources, the Workers script secrets and
- * deployments, and the Access service tokens (`cloudflare/tree-shakable`; the `Base…` classes leave out their subresources).
+ * deployments, and the Access service tokens (`cloudflare/tree-shakable`; the `Base\u2026` classes leave out their subresources).
  * tokens.ts loads this module on its first call (`import()`): the SDK's client module imports
  * every resource of the API, about 3 MB of the bundle and most of the start-up time, and ncc puts a
  * dynamically imported module into a chunk of its own.

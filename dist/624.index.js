@@ -45,7 +45,7 @@ var APIPromise = /* @__PURE__ */ (() => {
          * If you want to parse the response body but still get the `Response`
          * instance, you can use {@link withResponse()}.
          *
-         * 👋 Getting the wrong TypeScript type for `Response`?
+         * \ud83d\udc4b Getting the wrong TypeScript type for `Response`?
          * Try setting `"moduleResolution": "NodeNext"` or add `"lib": ["DOM"]`
          * to your `tsconfig.json`.
          */
@@ -58,7 +58,7 @@ var APIPromise = /* @__PURE__ */ (() => {
          * If you just want to get the raw `Response` instance without parsing it,
          * you can use {@link asResponse()}.
          *
-         * 👋 Getting the wrong TypeScript type for `Response`?
+         * \ud83d\udc4b Getting the wrong TypeScript type for `Response`?
          * Try setting `"moduleResolution": "NodeNext"` or add `"lib": ["DOM"]`
          * to your `tsconfig.json`.
          */
@@ -2688,7 +2688,7 @@ function stringify(object, opts = {}) {
             prefix += 'utf8=%26%2310003%3B&';
         }
         else {
-            // encodeURIComponent('✓')
+            // encodeURIComponent('\u2713')
             prefix += 'utf8=%E2%9C%93&';
         }
     }
@@ -3553,19 +3553,19 @@ var Cloudflare = /* @__PURE__ */ (/* unused pure expression or super */ null && 
              *
              * Before using this API, ensure:
              *
-             * 1. **Cloudflare account** — the caller must have a valid Cloudflare account.
-             * 2. **Billing profile** — the account must have a billing profile with a valid,
+             * 1. **Cloudflare account** \u2014 the caller must have a valid Cloudflare account.
+             * 2. **Billing profile** \u2014 the account must have a billing profile with a valid,
              *   current default payment method (credit card or other accepted method).
-             *   This cannot be set up via API — the account owner must configure billing
+             *   This cannot be set up via API \u2014 the account owner must configure billing
              *   at `https://dash.cloudflare.com/{account_id}/billing/payment-info` before
              *   calling `POST /registrations`.
-             * 3. **API authentication** — use an API token or API key with the appropriate
+             * 3. **API authentication** \u2014 use an API token or API key with the appropriate
              *   Registrar permissions for the operations you are calling.
              *
              * ## Terminology: domain extension
              *
              * Throughout this API, "extension" refers to the domain extension part of a fully
-             * qualified domain name — the portion after the registrable label. For example,
+             * qualified domain name \u2014 the portion after the registrable label. For example,
              * in `example.co.uk`, the extension is `co.uk` (not just `uk`). This covers both
              * top-level domains like `com` and multi-level extensions like `co.uk`. This is
              * distinct from other uses of the word "extension" (e.g., EPP extensions).
@@ -3582,31 +3582,31 @@ var Cloudflare = /* @__PURE__ */ (/* unused pure expression or super */ null && 
              *
              * ## Typical workflow
              *
-             * 1. **Search** — call `GET /domain-search?q={keyword}` to discover available domains.
-             * 2. **Check** — call `POST /domain-check` with candidate domains to verify real-time
+             * 1. **Search** \u2014 call `GET /domain-search?q={keyword}` to discover available domains.
+             * 2. **Check** \u2014 call `POST /domain-check` with candidate domains to verify real-time
              *   availability and pricing.
-             * 3. **Review the response** — if `registrable: false`, inspect `reason` to
+             * 3. **Review the response** \u2014 if `registrable: false`, inspect `reason` to
              *   understand whether the domain is unavailable, the extension is not supported
              *   by this API, the extension is not supported by Cloudflare Registrar at all,
              *   or the extension's registry has frozen new registrations.
-             * 4. **Handle premium domains** — if `tier: premium`, premium registration is
+             * 4. **Handle premium domains** \u2014 if `tier: premium`, premium registration is
              *   not currently supported by this API. Surface the premium pricing to the user,
              *   but do not proceed to `POST /registrations` for that domain.
-             * 5. **Observe the registration schema** — call `GET /extensions/:extension_name`
+             * 5. **Observe the registration schema** \u2014 call `GET /extensions/:extension_name`
              *   to discover the required values for registering this extension.
-             * 6. **Register** — call `POST /registrations` with the chosen domain name for
+             * 6. **Register** \u2014 call `POST /registrations` with the chosen domain name for
              *   supported non-premium registrations.
-             * 7. **Confirm completion** — if the response is `201 Created`, registration
+             * 7. **Confirm completion** \u2014 if the response is `201 Created`, registration
              *   completed within the default timeout and no polling is needed.
-             * 8. **Poll when needed** — if the response is `202 Accepted`, poll
+             * 8. **Poll when needed** \u2014 if the response is `202 Accepted`, poll
              *   `links.self` from the workflow response.
-             * 9. **Stop for user action** — if `state: action_required`, stop polling and
+             * 9. **Stop for user action** \u2014 if `state: action_required`, stop polling and
              *   surface `context.action` to the user.
              *   The workflow will not resolve on its own.
-             * 10. **Continue when blocked** — if `state: blocked`, continue polling and
+             * 10. **Continue when blocked** \u2014 if `state: blocked`, continue polling and
              *   inform the user that a third party, such as the extension registry or losing
              *   registrar, is delaying progress.
-             * 11. **Review failures before retrying** — if `state: failed`, review
+             * 11. **Review failures before retrying** \u2014 if `state: failed`, review
              *   `error.code` and `error.message`, then decide whether user action or a new
              *   Check call is needed.
              *
@@ -3651,19 +3651,19 @@ var Cloudflare = /* @__PURE__ */ (/* unused pure expression or super */ null && 
              *
              * Before using this API, make sure you have:
              *
-             * 1. **Cloudflare account** — the caller must have a valid Cloudflare account.
-             * 2. **API authentication** — create an API token with Registrar Sandbox permissions.
+             * 1. **Cloudflare account** \u2014 the caller must have a valid Cloudflare account.
+             * 2. **API authentication** \u2014 create an API token with Registrar Sandbox permissions.
              *
              * ## How the Sandbox API differs from the production Registrar API
              *
              * Because the Sandbox API is intended for testing, it behaves differently from
              * the production Registrar API in a few important ways:
              *
-             * 1. **No billing** — you will not be charged real money for purchasing a domain.
-             * 2. **No real domains** — purchased domains are test records and will not be
+             * 1. **No billing** \u2014 you will not be charged real money for purchasing a domain.
+             * 2. **No real domains** \u2014 purchased domains are test records and will not be
              *   reachable on the Internet.
-             * 3. **No DNS zones** — purchasing a domain does not create a zone resource.
-             * 4. **No Registration Express Mode** — you must provide full contact data.
+             * 3. **No DNS zones** \u2014 purchasing a domain does not create a zone resource.
+             * 4. **No Registration Express Mode** \u2014 you must provide full contact data.
              *
              * Sandbox purchases are still persisted. If you purchase a domain in the sandbox,
              * that domain will not be available for others to purchase in the sandbox.
@@ -3671,7 +3671,7 @@ var Cloudflare = /* @__PURE__ */ (/* unused pure expression or super */ null && 
              * ## Terminology: domain extension
              *
              * Throughout this API, "extension" refers to the domain extension part of a fully
-             * qualified domain name — the portion after the registrable label. For example,
+             * qualified domain name \u2014 the portion after the registrable label. For example,
              * in `example.co.uk`, the extension is `co.uk` (not just `uk`). This covers both
              * top-level domains like `com` and multi-level extensions like `co.uk`. This is
              * distinct from other uses of the word "extension" (e.g., EPP extensions).
@@ -3690,34 +3690,34 @@ var Cloudflare = /* @__PURE__ */ (/* unused pure expression or super */ null && 
              *
              * ## Typical workflow
              *
-             * 1. **Search** — call `GET /domain-search?q={keyword}` to discover available domains.
-             * 2. **Check** — call `POST /domain-check` with candidate domains to verify real-time
+             * 1. **Search** \u2014 call `GET /domain-search?q={keyword}` to discover available domains.
+             * 2. **Check** \u2014 call `POST /domain-check` with candidate domains to verify real-time
              *   availability and pricing.
-             * 3. **Review the response** — if `registrable: false`, inspect `reason` to
+             * 3. **Review the response** \u2014 if `registrable: false`, inspect `reason` to
              *   understand whether the domain is unavailable, the extension is not supported
              *   by this API, the extension is not supported by Cloudflare Registrar at all,
              *   or the extension's registry has frozen new registrations.
-             * 4. **Handle premium domains** — if `tier: premium`, premium registration is
+             * 4. **Handle premium domains** \u2014 if `tier: premium`, premium registration is
              *   not currently supported by this API. The Sandbox API currently supports
              *   only `com` and `net`, which do not have premium registrations, but clients
              *   should still handle this response for consistency with the production
              *   Registrar API. Surface the premium pricing to the user, but do not proceed
              *   to `POST /registrations` for that domain.
-             * 5. **Observe the registration schema** — call `GET /extensions/:extension_name`
+             * 5. **Observe the registration schema** \u2014 call `GET /extensions/:extension_name`
              *   to discover the required values for registering this extension.
-             * 6. **Register** — call `POST /registrations` with the chosen domain name for
+             * 6. **Register** \u2014 call `POST /registrations` with the chosen domain name for
              *   supported non-premium registrations.
-             * 7. **Confirm completion** — if the response is `201 Created`, registration
+             * 7. **Confirm completion** \u2014 if the response is `201 Created`, registration
              *   completed within the default timeout and no polling is needed.
-             * 8. **Poll when needed** — if the response is `202 Accepted`, poll
+             * 8. **Poll when needed** \u2014 if the response is `202 Accepted`, poll
              *   `links.self` from the workflow response.
-             * 9. **Stop for user action** — if `state: action_required`, stop polling and
+             * 9. **Stop for user action** \u2014 if `state: action_required`, stop polling and
              *   surface `context.action` to the user.
              *   The workflow will not resolve on its own.
-             * 10. **Continue when blocked** — if `state: blocked`, continue polling and
+             * 10. **Continue when blocked** \u2014 if `state: blocked`, continue polling and
              *   inform the user that a third party, such as the extension registry or losing
              *   registrar, is delaying progress.
-             * 11. **Review failures before retrying** — if `state: failed`, review
+             * 11. **Review failures before retrying** \u2014 if `state: failed`, review
              *   `error.code` and `error.message`, then decide whether user action or a new
              *   Check call is needed.
              *
