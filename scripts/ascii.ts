@@ -27,9 +27,11 @@ import { parse, type Node } from 'acorn'
 const NON_ASCII = /[\u0080-\u{10ffff}]/gu
 const HAS_NON_ASCII = /[\u0080-\u{10ffff}]/u
 
+/** `\uXXXX` for each UTF-16 unit of `char` (two, a surrogate pair, beyond the BMP). */
 function escape(char: string): string {
-  return [...Array(char.length).keys()]
-    .map(i => `\\u${char.charCodeAt(i).toString(16).padStart(4, '0')}`)
+  return char
+    .split('')
+    .map(unit => `\\u${unit.charCodeAt(0).toString(16).padStart(4, '0')}`)
     .join('')
 }
 
