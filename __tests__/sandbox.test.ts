@@ -327,6 +327,35 @@ describe('startSandbox() with defaults', () => {
     }
   })
 
+  it('checks on a secret written only when the app reads the secrets, and never on a token created', async () => {
+    // The interval outlasts the test: every check after the first is set off by a change.
+    const deployed = await startSandbox()
+    const reading = await startSandbox({ consumer: 'reads-secrets' })
+    try {
+      // A deployed app sees a secret only through a deploy: minting and publishing set off no
+      // check. Moving the clock (by nothing) is a change it sees: the one check after the first.
+      const watch = deployed.watchHealth(60_000)
+      await until(() => deployed.app.healthChecks.length >= 1)
+      await publishSecrets(deployed, await mintReplacement(deployed))
+      deployed.cloudflare.skewMs += 0
+      await until(() => deployed.app.healthChecks.length >= 2)
+      expect(await watch.stop()).toEqual([])
+      expect(deployed.app.healthChecks).toHaveLength(2)
+
+      // An app that reads the secrets at every check sees each write at once.
+      const readingWatch = reading.watchHealth(60_000)
+      await until(() => reading.app.healthChecks.length >= 1)
+      const replacement = await mintReplacement(reading)
+      expect(reading.app.healthChecks).toHaveLength(1)
+      await publishSecrets(reading, replacement)
+      await until(() => reading.app.healthChecks.length >= 2)
+      expect(await readingWatch.stop()).toEqual([])
+      expect(reading.liveAccessKeyId()).toBe(replacement.id)
+    } finally {
+      await Promise.all([deployed.stop(), reading.stop()])
+    }
+  })
+
   it("sends the app's address with each of its R2 requests", async () => {
     await healthz(sb)
     const read = sb.log.requests({ service: 'r2', method: 'GET' }).at(-1)!

@@ -410,7 +410,7 @@ export class CloudflareSim {
   }
   set skewMs(ms: number) {
     this.skew = ms
-    this.log.changed()
+    this.log.changed('clock')
   }
   private skew = 0
   /**

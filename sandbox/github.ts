@@ -2350,7 +2350,7 @@ export class GitHubSim {
       })
     }
     // A consumer that reads the secrets at every check (`consumer: 'reads-secrets'`) sees this now.
-    this.log.changed()
+    this.log.changed('secret')
     return status === 201 ? { status: 201, body: {} } : { status: 204 }
   }
 

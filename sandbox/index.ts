@@ -488,7 +488,9 @@ export async function startSandbox(options: SandboxOptions = {}): Promise<Sandbo
       return [...values]
     },
     watchHealth: intervalMs => {
-      const watcher = watchHealth(`${app.url}/healthz`, intervalMs ?? 100, log)
+      const watcher = watchHealth(`${app.url}/healthz`, intervalMs ?? 100, log, {
+        readsSecrets: consumer === 'reads-secrets'
+      })
       const handle = {
         stop: async () => {
           watchers.delete(handle)
@@ -764,12 +766,21 @@ function accessCredentialsFrom(
     : undefined
 }
 
+export interface WatchOptions {
+  /**
+   * The consumer reads the GitHub secrets at every check (the app with `consumer:
+   * 'reads-secrets'`): a secret written is a change it sees. Default false: a secret reaches the
+   * consumer through a deploy, which is a change of its own, so a write alone sets off no check.
+   */
+  readsSecrets?: boolean
+}
+
 /**
  * Requests `url` every `intervalMs` until stopped; returns every answer that was not 200. With a
  * `log`, it also checks
  * - as soon as the sandbox's state may have changed (`RequestLog.onChange`: a token disabled or
- *   deleted, a secret written, a deploy, the simulators' clock moved). A change during a check
- *   starts one more check right after it;
+ *   deleted, a deploy, the simulators' clock moved, a secret written if the consumer reads the
+ *   secrets). A change during a check starts one more check right after it;
  * - just after each instant at which time alone changes what a consumer sees
  *   (`RequestLog.nextTimedChange`: a token's expiry or not_before, an Access grace window's end).
  * A failing window begins with one of those, so it is seen however short it is; the interval is
@@ -778,7 +789,8 @@ function accessCredentialsFrom(
 export function watchHealth(
   url: string,
   intervalMs: number,
-  log?: RequestLog
+  log?: RequestLog,
+  options: WatchOptions = {}
 ): { stop(): Promise<Array<{ at: number; status: number }>> } {
   const failures: Array<{ at: number; status: number }> = []
   let stopped = false
@@ -809,8 +821,8 @@ export function watchHealth(
       else timer = setTimeout(tick, untilNextCheck())
     })
   }
-  const unsubscribe = log?.onChange(() => {
-    if (stopped) return
+  const unsubscribe = log?.onChange(change => {
+    if (stopped || (change === 'secret' && !options.readsSecrets)) return
     if (inflight) {
       again = true
     } else {

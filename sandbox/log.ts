@@ -56,34 +56,44 @@ export interface EventEntry {
 export type LogEntry = RequestEntry | EventEntry
 
 /**
- * The events that record a change of state a consumer can see (not a refusal, which a watcher's
- * own check may cause and which must not set off another check).
+ * The events that record a change of state a consumer can see: a credential changed (updated,
+ * deleted, rolled, its secret rotated or its life extended) or a deploy. Not a refusal, which a
+ * watcher's own check may cause and which must not set off another check; nor a credential
+ * created, which no consumer holds yet (it reaches one through a deploy, or a secret write for a
+ * consumer that reads the secrets, and those are changes).
  */
-const STATE_EVENT = /^(token|service_token)\.|\.deployed$/
+const STATE_EVENT =
+  /^(token\.(updated|deleted|rolled)|service_token\.(updated|deleted|refreshed|rotated))$|\.deployed$/
+
+/**
+ * What changed, as `RequestLog.onChange` tells it: the name of a `STATE_EVENT` (`token.deleted`,
+ * `app.deployed`…), `secret` (a GitHub secret written) or `clock` (the simulators' clock moved).
+ */
+export type Change = string
 
 export class RequestLog {
   readonly entries: LogEntry[] = []
   /** Contract violations found by the OpenAPI validators; an end-to-end test asserts it is empty. */
   readonly violations: string[] = []
   private seq = 0
-  private readonly changeListeners = new Set<() => void>()
+  private readonly changeListeners = new Set<(change: Change) => void>()
   private readonly timedChangeSources = new Set<() => number | undefined>()
 
   /**
-   * Calls `listener` after anything that may change what a consumer of the credentials sees: a
-   * token created, updated or deleted, a service token rotated, a deploy (events, see
-   * `STATE_EVENT`), a secret written or the simulators' clock moved (`changed()`). Health watchers
-   * check at once then, so that a failing window shows however short it is. Returns the
-   * unsubscribe function.
+   * Calls `listener` with what changed after anything that may change what a consumer of the
+   * credentials sees: a token updated, rolled or deleted, a service token rotated, a deploy
+   * (events, see `STATE_EVENT`), a GitHub secret written or the simulators' clock moved
+   * (`changed()`). Health watchers check at once then, so that a failing window shows however
+   * short it is. Returns the unsubscribe function.
    */
-  onChange(listener: () => void): () => void {
+  onChange(listener: (change: Change) => void): () => void {
     this.changeListeners.add(listener)
     return () => this.changeListeners.delete(listener)
   }
 
-  /** Tells the `onChange` listeners that state may have changed. */
-  changed(): void {
-    for (const listener of this.changeListeners) listener()
+  /** Tells the `onChange` listeners that state may have changed, and what. */
+  changed(change: Change): void {
+    for (const listener of this.changeListeners) listener(change)
   }
 
   /**
@@ -124,7 +134,7 @@ export class RequestLog {
       detail
     }
     this.entries.push(full)
-    if (STATE_EVENT.test(name)) this.changed()
+    if (STATE_EVENT.test(name)) this.changed(name)
     return full
   }
 
