@@ -25,7 +25,8 @@ import {
   nextRunInputs,
   secretsNow,
   startAll,
-  waitForRuns
+  waitForRuns,
+  HEALTH_POLL_MS
 } from './scenario.js'
 
 const PUBLISH = [
@@ -74,7 +75,7 @@ async function run(
     prepare(sb)
     let child: ChildProcess | undefined
     const unhook = options.killAfter ? killWhen(sb, () => child, options.killAfter) : () => {}
-    const watch = sb.watchHealth(25)
+    const watch = sb.watchHealth(HEALTH_POLL_MS)
     const first = await runAction(sb, sandboxInputs(sb, options.overrides ?? {}), {
       onSpawn: c => (child = c)
     })

@@ -21,13 +21,14 @@ import {
   journalOf,
   mutationList,
   secretsNow,
-  startAll
+  startAll,
+  HEALTH_POLL_MS
 } from './scenario.js'
 
 interface Scenario {
   sb: Sandbox
   result: ActionResult
-  /** The app's failed health checks while the action ran (the watcher polls every 25 ms). */
+  /** The app's failed health checks while the action ran (the watcher, see HEALTH_POLL_MS). */
   healthFailures: Array<{ at: number; status: number }>
 }
 
@@ -39,7 +40,7 @@ async function scenario(
   const sb = await startSandbox(options)
   try {
     prepare?.(sb)
-    const watch = sb.watchHealth(25)
+    const watch = sb.watchHealth(HEALTH_POLL_MS)
     const result = await runAction(sb, sandboxInputs(sb, overrides(sb)))
     const healthFailures = await watch.stop()
     return { sb, result, healthFailures }
@@ -217,10 +218,11 @@ describe('a deploy that keeps the old credentials, caught by the watch', () => {
   })
 
   it('bounds and reports the window the app failed: from the disable to the re-enable', () => {
-    // The outside watcher (a check every 25 ms) may miss a window this short on a loaded
-    // machine; the app's own record cannot. Its R2 read is refused only while the token is
-    // disabled, so each failed check ended after the disable reached Cloudflare and began before
-    // the re-enable had taken effect (answered).
+    // The outside watcher checks at the disable, but on a loaded machine its check may begin
+    // after the window closed; the app's own record (the action's watch checks it too) cannot
+    // miss it. Its R2 read is refused only while the token is disabled, so each failed check
+    // ended after the disable reached Cloudflare and began before the re-enable had taken
+    // effect (answered).
     const failed = s.sb.app.healthChecks.filter(h => h.status !== 200)
     expect(failed.length).toBeGreaterThan(0)
     for (const check of failed) {

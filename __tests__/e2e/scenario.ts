@@ -18,12 +18,13 @@ export const JOURNAL = 'R2_ROTATION_STATE'
 /**
  * How often a scenario's health watcher polls the app between changes (real ms; 50 s of simulated
  * time). The watcher also checks at once after every change a consumer can see (a token updated or
- * deleted, a secret written, a deploy, the simulators' clock moved: `RequestLog.onChange`) and just
- * after every instant at which time alone changes one (a token's expiry: `nextTimedChange`). A
- * failing window begins with one of those, so this interval is only a backstop.
- * proof.test.ts and invariant.test.ts, which measure short failing windows, poll every 25 ms as
- * well. Each poll costs an app request and an R2 read: at 250 ms the backstop's polls were three
- * quarters of all checks and a fifth of the Jest workers' CPU.
+ * deleted, a deploy, the simulators' clock moved, a secret written when the app reads the secrets:
+ * `RequestLog.onChange`) and just after every instant at which time alone changes one (a token's
+ * expiry: `nextTimedChange`). A failing window begins with one of those, so this interval is only a
+ * backstop, in every end-to-end test (proof.test.ts and invariant.test.ts polled every 25 ms,
+ * workers.test.ts every 50 ms, from before the watchers followed the changes). Each poll costs an
+ * app request and an R2 read: at 250 ms the backstop's polls were three quarters of all checks and
+ * a fifth of the Jest workers' CPU.
  */
 export const HEALTH_POLL_MS = 1000
 

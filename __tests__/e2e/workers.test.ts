@@ -26,7 +26,8 @@ import {
   nextRunInputs,
   sha256,
   startNamed,
-  waitForRuns
+  waitForRuns,
+  HEALTH_POLL_MS
 } from './scenario.js'
 
 const SCRIPT = 'avatars-worker'
@@ -81,8 +82,8 @@ async function scenario(
 ): Promise<World> {
   const { sb, world } = await openWorld(options.sandbox ?? { managementWorkers: 'write' })
   options.prepare?.({ sb, world })
-  const workerWatch = watchHealth(`${world.workerUrl}/healthz`, 50, sb.log)
-  const appWatch = sb.watchHealth(50)
+  const workerWatch = watchHealth(`${world.workerUrl}/healthz`, HEALTH_POLL_MS, sb.log)
+  const appWatch = sb.watchHealth(HEALTH_POLL_MS)
   const results: ActionResult[] = []
   let lastRunSeq = 0
   try {
