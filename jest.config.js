@@ -1,4 +1,12 @@
 /** Jest in ESM mode with ts-jest; run through `npm test` (NODE_OPTIONS=--experimental-vm-modules). */
+
+// The allocator settings the action's test runs get (sandbox/runner.ts, SANDBOX_MALLOC_TUNABLES),
+// for the Jest workers too: glibc reads them when a process starts, and Jest starts its workers
+// after reading this file, with this environment. The workers' page faults fell by 30% and their
+// CPU by about a tenth (faults, policy and deploy tests, two runs each way).
+process.env.GLIBC_TUNABLES ??=
+  'glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1:glibc.malloc.top_pad=16777216'
+
 export default {
   // Node's environment with a cache its test files share (the simulators' parsed OpenAPI validators).
   testEnvironment: '<rootDir>/__tests__/helpers/environment.js',

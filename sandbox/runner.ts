@@ -1,8 +1,9 @@
 /**
  * Runs the bundled action (dist/index.js) as the runner does: inputs as INPUT_<NAME> environment
  * variables, GITHUB_OUTPUT and GITHUB_STEP_SUMMARY files, GITHUB_API_URL pointing at the sandbox.
- * Used by the end-to-end tests and by `npm run demo`. Node gets V8 flags the runner does not pass
- * (`SANDBOX_NODE_FLAGS`); `nodeFlags: []` runs exactly `node dist/index.js`.
+ * Used by the end-to-end tests and by `npm run demo`. Node gets V8 flags and allocator settings the
+ * runner does not pass (`SANDBOX_NODE_FLAGS`, `SANDBOX_MALLOC_TUNABLES`); `nodeFlags: []` runs
+ * exactly `node dist/index.js`.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -66,6 +67,21 @@ export const SANDBOX_NODE_FLAGS: readonly string[] = [
   '--no-incremental-marking'
 ]
 
+/**
+ * The C library's allocator settings for the action's process, as `GLIBC_TUNABLES` (glibc 2.35 or
+ * later reads them at start; other C libraries ignore the variable), with `SANDBOX_NODE_FLAGS`:
+ * - `hugetlb=1`: the allocator asks the kernel for transparent huge pages (`MADV_HUGEPAGE`), so
+ *   its memory faults in 2 MB at a time instead of 4 KB;
+ * - `arena_max=1`: one arena, the main one, rather than one per thread that allocates;
+ * - `top_pad=16777216`: the heap grows 16 MB at a time, not 128 KB.
+ * A page fault is the dearest thing a short process does on a virtual machine: a rotation took
+ * about 7,500 of them, 12% of its CPU, and takes about 5,200 with these (paired rotations: 0.048
+ * and 0.034 s less of 0.55 s, 14 and 12 of 16 pairs cheaper). jest.config.js gives the Jest
+ * workers the same settings. None changes what the code does.
+ */
+export const SANDBOX_MALLOC_TUNABLES =
+  'glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1:glibc.malloc.top_pad=16777216'
+
 export interface RunOptions {
   /** Extra environment (e.g. GITHUB_RUN_ID). */
   env?: Record<string, string>
@@ -77,7 +93,10 @@ export interface RunOptions {
   timeoutMs?: number
   /** The bundle to run (default dist/index.js; R2_ROTATION_ENTRY overrides it for private builds). */
   entry?: string
-  /** Node's own flags before the bundle (default `SANDBOX_NODE_FLAGS`; `[]` as the runner does). */
+  /**
+   * Node's own flags before the bundle (default `SANDBOX_NODE_FLAGS`). `[]` runs the process as the
+   * runner does: no flags, and no `SANDBOX_MALLOC_TUNABLES` either.
+   */
   nodeFlags?: readonly string[]
   /**
    * Run as a run of the repository's rotation workflow (`ROTATE_WORKFLOW_PATH`), in progress
@@ -226,6 +245,7 @@ export async function runAction(
   const summaryFile = path.join(dir, 'summary')
   writeFileSync(outputFile, '')
   writeFileSync(summaryFile, '')
+  const nodeFlags = options.nodeFlags ?? SANDBOX_NODE_FLAGS
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? '',
     HOME: process.env.HOME ?? dir,
@@ -239,6 +259,7 @@ export async function runAction(
     RUNNER_TEMP: dir,
     // The action's clock runs on the sandbox's scale (honoured on loopback only).
     R2_ROTATION_TIME_SCALE: String(sb.timeScale),
+    ...(nodeFlags.length > 0 ? { GLIBC_TUNABLES: SANDBOX_MALLOC_TUNABLES } : {}),
     ...options.env
   }
   for (const [name, value] of Object.entries({ ...actionDefaults(), ...inputs })) {
@@ -256,7 +277,7 @@ export async function runAction(
     String(ownRun?.id ?? 1_000_000 + Math.floor(Math.random() * 1_000_000))
   const started = Date.now()
   const entry = options.entry ?? process.env.R2_ROTATION_ENTRY ?? ACTION_ENTRY
-  const child = spawn(process.execPath, [...(options.nodeFlags ?? SANDBOX_NODE_FLAGS), entry], {
+  const child = spawn(process.execPath, [...nodeFlags, entry], {
     env,
     stdio: ['ignore', 'pipe', 'pipe']
   })

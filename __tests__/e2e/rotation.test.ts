@@ -66,7 +66,7 @@ describe.each(['user', 'account'] as const)('a %s-owned R2 token', owner => {
   let scenario: Scenario
   beforeAll(async () => {
     // `node dist/index.js` and nothing else, exactly as the runner starts it (the other scenarios
-    // add SANDBOX_NODE_FLAGS, which only make them cheaper).
+    // add SANDBOX_NODE_FLAGS and SANDBOX_MALLOC_TUNABLES, which only make them cheaper).
     scenario = await rotateIn(
       { owner, environment: owner === 'account' ? 'production' : undefined },
       {},
