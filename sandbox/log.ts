@@ -67,9 +67,12 @@ const STATE_EVENT =
 
 /**
  * What changed, as `RequestLog.onChange` tells it: the name of a `STATE_EVENT` (`token.deleted`,
- * `app.deployed`…), `secret` (a GitHub secret written) or `clock` (the simulators' clock moved).
+ * `app.deployed`…), or a change no event records (`RequestLog.changed`).
  */
 export type Change = string
+
+/** A change no event records: a GitHub secret written, or the simulators' clock moved. */
+export type UnloggedChange = 'secret' | 'clock'
 
 export class RequestLog {
   readonly entries: LogEntry[] = []
@@ -92,7 +95,11 @@ export class RequestLog {
   }
 
   /** Tells the `onChange` listeners that state may have changed, and what. */
-  changed(change: Change): void {
+  changed(change: UnloggedChange): void {
+    this.notify(change)
+  }
+
+  private notify(change: Change): void {
     for (const listener of this.changeListeners) listener(change)
   }
 
@@ -134,7 +141,7 @@ export class RequestLog {
       detail
     }
     this.entries.push(full)
-    if (STATE_EVENT.test(name)) this.changed(name)
+    if (STATE_EVENT.test(name)) this.notify(name)
     return full
   }
 
