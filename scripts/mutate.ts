@@ -123,15 +123,17 @@ export const FAULTS: Fault[] = [
   {
     id: 'D11',
     file: D,
-    find: "if (!request.restoredEverywhere) return no('not every target holds the previous token again')",
-    replace: '',
+    // With the line before it: the management token's pending case makes the same check.
+    find: "return no('it is the token restored to service')\n      if (!request.restoredEverywhere) return no('not every target holds the previous token again')",
+    replace: "return no('it is the token restored to service')",
     what: 'a rolled-back token may be deleted before every target holds the previous one'
   },
   {
     id: 'D12',
     file: D,
-    find: "if (request.tokenId === request.previousId) return no('it is the token restored to service')",
-    replace: '',
+    // With the case label: the management token's pending case makes the same check.
+    find: "case 'rolled-back':\n      if (request.tokenId === request.previousId) return no('it is the token restored to service')",
+    replace: "case 'rolled-back':",
     what: 'a rollback may delete the token it restored'
   },
   {
@@ -173,8 +175,10 @@ export const FAULTS: Fault[] = [
   {
     id: 'D18',
     file: D,
-    find: "if (facts.settings.onFailure === 'keep-both') {",
-    replace: "if (facts.settings.onFailure === 'never' as string) {",
+    // With the line after it: the service token's failure path makes the same check.
+    find: "if (facts.settings.onFailure === 'keep-both') {\n    return { kind: 'keep-both', why: 'on-failure is keep-both' }",
+    replace:
+      "if (facts.settings.onFailure === 'never' as string) {\n    return { kind: 'keep-both', why: 'on-failure is keep-both' }",
     what: 'on-failure: keep-both rolls back anyway'
   },
   {
@@ -188,8 +192,9 @@ export const FAULTS: Fault[] = [
   {
     id: 'D20',
     file: D,
-    find: "if (facts.journalRun === 'running') {",
-    replace: "if (facts.journalRun === 'self' as string) {",
+    // With the line before it: the management token's recovery makes the same check.
+    find: "const { record } = facts\n  if (facts.journalRun === 'running') {",
+    replace: "const { record } = facts\n  if (facts.journalRun === 'self' as string) {",
     what: 'a run recovers a rotation that another run is still doing'
   },
   {
@@ -237,8 +242,9 @@ export const FAULTS: Fault[] = [
   {
     id: 'D27',
     file: D,
-    find: "return !['minting', 'minted', 'done', 'rolled-back'].includes(phase)",
-    replace: "return !['minting', 'minted', 'publishing', 'done', 'rolled-back'].includes(phase)",
+    find: "return !['minting', 'minted', 'done', 'rolled-back', 'rotating'].includes(phase)",
+    replace:
+      "return !['minting', 'minted', 'publishing', 'done', 'rolled-back', 'rotating'].includes(phase)",
     what: 'a rotation killed during its publish counts as unpublished (its token deleted)'
   },
   // ---------------------------------------------------------------- decide: lock, revocation, plan
@@ -259,8 +265,9 @@ export const FAULTS: Fault[] = [
   {
     id: 'D30',
     file: D,
-    find: 'EXPIRY_WARNING_MS) {\n    return { due: true, why: `it expires on',
-    replace: '0) {\n    return { due: true, why: `it expires on',
+    // The R2 token's (`expires_on`); a service token's is `expiresAt`.
+    find: 'EXPIRY_WARNING_MS) {\n    return { due: true, why: `it expires on ${token.expires_on}',
+    replace: '0) {\n    return { due: true, why: `it expires on ${token.expires_on}',
     what: 'a token expiring within 7 days is not due'
   },
   {
@@ -423,8 +430,8 @@ export const FAULTS: Fault[] = [
   {
     id: 'S06',
     file: S,
-    find: "        placeholders: { 'access-key-id': credentials.id },",
-    replace: "        placeholders: { 'access-key-id': '' },",
+    find: "    return { placeholders: { 'access-key-id': credentials.id } }",
+    replace: "    return { placeholders: { 'access-key-id': '' } }",
     what: 'the smoke checks cannot tell the new credentials from the old'
   }
 ]
