@@ -25,7 +25,6 @@ import { join, resolve } from 'node:path'
 import { parse, type Node } from 'acorn'
 
 const NON_ASCII = /[\u0080-\u{10ffff}]/gu
-const HAS_NON_ASCII = /[\u0080-\u{10ffff}]/u
 
 /** `\uXXXX` for each UTF-16 unit of `char` (two, a surrogate pair, beyond the BMP). */
 function escape(char: string): string {
@@ -73,11 +72,13 @@ function toAscii(source: string, file: string): string {
   for (const node of nodes(tree)) {
     if (node.type !== 'TaggedTemplateExpression') continue
     const text = source.slice(node.start, node.end)
-    if (HAS_NON_ASCII.test(text))
+    if (text.search(NON_ASCII) !== -1)
       throw new Error(`${file}:${node.start}: a tagged template (raw text)`)
   }
   const output = source.replace(NON_ASCII, (char, offset: number) => {
-    const backslashes = /\\*$/.exec(source.slice(Math.max(0, offset - 16), offset))![0].length
+    // An odd run of backslashes right before it escapes the character itself.
+    let backslashes = 0
+    while (source[offset - 1 - backslashes] === '\\') backslashes++
     if (backslashes % 2 === 1) throw new Error(`${file}:${offset}: a backslash before "${char}"`)
     return escape(char)
   })
