@@ -44,7 +44,7 @@ export type { RotationReport } from './model.js'
 export async function rotate(ctx: RotationContext): Promise<RotationReport> {
   const { settings } = ctx
   const report = newReport(ctx.settings.secretTargets.map(describeTarget))
-  const progress: Progress = newProgress()
+  let progress: Progress = newProgress()
   let plan: Plan | undefined
   let locked = false
   try {
@@ -61,6 +61,10 @@ export async function rotate(ctx: RotationContext): Promise<RotationReport> {
       report.result = 'rotated'
       return report
     }
+    // The earlier rotation is over (restored, or its unpublished token deleted). This run's own
+    // starts from nothing: a restore's secret writes were of the previous values, and must not
+    // count as a publish of the token minted next (its failure would roll back, not delete it).
+    progress = newProgress()
     if (!p.due.due) return skip(report, p)
     const next = await phase(report, 'mint', () => mint(ctx, report, p, progress))
     await phase(report, 'verify', async () => {
@@ -142,7 +146,6 @@ async function recover(
         return true
       case 'restore':
         await reenableIfDisabled(ctx, report, plan.owner, recovery.previous.id)
-        progress.publishStarted = true
         await retreat(ctx, report, plan, progress, recovery.previous, recovery.pendingId)
         return false
     }

@@ -229,6 +229,34 @@ const firstSecretWrite = reference.points.find(
 )!
 const WITHOUT_VALUE = 'killed midway through publishing, then run without current-token'
 
+/**
+ * Killed after the journal's `publishing`, before any secret write: the next run restores the
+ * previous token (which the secrets still hold) and starts a rotation of its own, whose new
+ * token then fails the check of its copy. That token was never in a secret: the restore's
+ * writes were of the previous values.
+ */
+const publishingJournaled = reference.points.find(p => p.what === 'journal: publishing')!
+const RESTORE_THEN_FAIL =
+  'killed after journal: publishing; the next run restores, and its own new token then fails its check'
+
+/** The next token created fails the check of its copy: its re-read answers 403 (not retried). */
+function failNextCopyCheck(sb: Sandbox): void {
+  const before = sb.log.events('token.created').length
+  sb.cloudflare.service.beforeAnswer = () => {
+    const created = sb.log.events('token.created')
+    if (created.length > before) {
+      sb.cloudflare.service.beforeAnswer = undefined
+      const id = created.at(-1)!.detail.id as string
+      sb.cloudflare.service.inject({
+        method: 'GET',
+        path: new RegExp(`^/client/v4/user/tokens/${id}$`),
+        status: 403
+      })
+    }
+    return undefined
+  }
+}
+
 /** Crash scenarios running at once (each mostly waits for its child process and the simulator). */
 const CONCURRENCY = 4
 const crash = startNamed(
@@ -238,6 +266,13 @@ const crash = startNamed(
       crashAndRerun(firstSecretWrite, undefined, [
         sb => nextRunInputs(sb, { 'current-token': '' }),
         sb => nextRunInputs(sb)
+      ]),
+    [RESTORE_THEN_FAIL]: () =>
+      crashAndRerun(publishingJournaled, undefined, [
+        sb => {
+          failNextCopyCheck(sb)
+          return nextRunInputs(sb)
+        }
       ])
   },
   CONCURRENCY
@@ -356,6 +391,32 @@ describe(WITHOUT_VALUE, () => {
     expect(c.afterCrash).toMatchSnapshot()
     expect(c.healthFailures).toEqual([])
     expectNoLeaks(c.sb, [c.killed, ...c.reruns])
+    expect(c.sb.log.violations).toEqual([])
+  })
+})
+
+describe(RESTORE_THEN_FAIL, () => {
+  let c: Crash
+  beforeAll(async () => {
+    c = await crash(RESTORE_THEN_FAIL)
+  }, 180_000)
+
+  it('deletes its own new token at once: no secret written with it, no deploy, no rollback', () => {
+    expect(c.rerun.exitCode).toBe(1)
+    expect(c.rerun.outputs.result).toBe('failed')
+    expect(c.rerun.stdout).toMatch(/^::error::/m)
+    const [, minted] = c.sb.log.events('token.created').map(e => e.detail.id as string)
+    expect(c.sb.cloudflare.tokens.has(minted!)).toBe(false)
+    expect(expectOneLiveToken(c.sb)).toBe(c.sb.current.id)
+    expect(journalOf(c.sb)).toMatchObject({ phase: 'rolled-back' })
+    const afterMint = c.afterCrash.slice(c.afterCrash.indexOf('POST /user/tokens → {new#2}'))
+    expect(afterMint.filter(m => /secret|dispatch|rolling-back/.test(m))).toEqual([])
+    expect(c.afterCrash).toMatchSnapshot()
+  })
+
+  it('kept the app serving, leaked nothing, and broke no API contract', () => {
+    expect(c.healthFailures).toEqual([])
+    expectNoLeaks(c.sb, [c.killed, c.rerun])
     expect(c.sb.log.violations).toEqual([])
   })
 })
