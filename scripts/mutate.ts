@@ -331,9 +331,9 @@ export const FAULTS: Fault[] = [
   {
     id: 'R08',
     file: R,
-    find: '        progress.publishStarted = true\n        await retreat(',
-    replace: '        await retreat(',
-    what: 'a restore does not count as a publish (a failure in it deletes a token in the secrets)'
+    find: '    progress = newProgress()\n',
+    replace: '',
+    what: "the rotation after a restore takes the restore's writes for its own publish (a failure rolls back instead of deleting its unpublished token)"
   },
   {
     id: 'R09',
