@@ -2,8 +2,9 @@
  * Runs the bundled action (dist/index.js) as the runner does: inputs as INPUT_<NAME> environment
  * variables, GITHUB_OUTPUT and GITHUB_STEP_SUMMARY files, GITHUB_API_URL pointing at the sandbox.
  * Used by the end-to-end tests and by `npm run demo`. Node gets V8 flags and allocator settings the
- * runner does not pass (`SANDBOX_NODE_FLAGS`, `SANDBOX_MALLOC_TUNABLES`); `nodeFlags: []` runs
- * exactly `node dist/index.js`.
+ * runner does not pass (`SANDBOX_NODE_FLAGS`, `SANDBOX_MALLOC_TUNABLES`), and the bundle a code
+ * cache kept between runs (sandbox/code-cache.mjs); `nodeFlags: []` runs exactly
+ * `node dist/index.js`.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -16,6 +17,9 @@ import { sharedCache } from './shared-cache.js'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 export const ACTION_ENTRY = path.join(root, 'dist', 'index.js')
+/** Runs a bundle with a V8 code cache (see the file); the cache lives in CODE_CACHE_DIR. */
+const CODE_CACHE_ENTRY = path.join(root, 'sandbox', 'code-cache.mjs')
+export const CODE_CACHE_DIR = path.join(root, 'node_modules', '.cache', 'r2-token-rotation', 'v8')
 
 export interface ActionResult {
   exitCode: number | null
@@ -98,6 +102,12 @@ export interface RunOptions {
    * runner does: no flags, and no `SANDBOX_MALLOC_TUNABLES` either.
    */
   nodeFlags?: readonly string[]
+  /**
+   * Compile the bundle with the code cache of earlier runs (sandbox/code-cache.mjs): default with
+   * the sandbox's flags, never with `nodeFlags: []`. The benchmark turns it off, to measure what a
+   * runner's first and only start of the action costs.
+   */
+  codeCache?: boolean
   /**
    * Run as a run of the repository's rotation workflow (`ROTATE_WORKFLOW_PATH`), in progress
    * until the action exits, so that another run sees it going (the race tests).
@@ -277,7 +287,9 @@ export async function runAction(
     String(ownRun?.id ?? 1_000_000 + Math.floor(Math.random() * 1_000_000))
   const started = Date.now()
   const entry = options.entry ?? process.env.R2_ROTATION_ENTRY ?? ACTION_ENTRY
-  const child = spawn(process.execPath, [...nodeFlags, entry], {
+  const codeCache = nodeFlags.length > 0 && options.codeCache !== false
+  const args = codeCache ? [CODE_CACHE_ENTRY, CODE_CACHE_DIR, entry] : [entry]
+  const child = spawn(process.execPath, [...nodeFlags, ...args], {
     env,
     stdio: ['ignore', 'pipe', 'pipe']
   })

@@ -163,7 +163,8 @@ async function rotateOnce(
     const result = await runAction(sb, sandboxInputs(sb, overrides), {
       onSpawn: () => (spawnedAt = Date.now()),
       timeoutMs: 300_000,
-      entry
+      entry,
+      codeCache: false
     })
     const endedAt = Date.now()
     if (result.exitCode !== 0 || result.outputs.result !== 'rotated') {

@@ -68,6 +68,7 @@ async function actionFirstRequest(entry: string): Promise<number> {
     }
     await runAction(sb, sandboxInputs(sb), {
       entry,
+      codeCache: false,
       onSpawn: c => {
         child = c
         started = performance.now()

@@ -1,0 +1,117 @@
+/**
+ * sandbox/code-cache.mjs, on a bundle of ncc's shape (an entry that imports createRequire, reads
+ * import.meta.url and loads a chunk with import(), and a chunk that exports id, ids and modules):
+ * it prints what `node <bundle>` prints, writes its cache only after a clean exit, uses that cache
+ * on the next run without writing it again, and refuses a bundle of another shape.
+ */
+import { spawnSync } from 'node:child_process'
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+const loader = path.join(root, 'sandbox', 'code-cache.mjs')
+
+const ENTRY = `import { createRequire as __WEBPACK_EXTERNAL_createRequire } from "module";
+const node_path = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
+var __nccwpck_require__ = { u: chunkId => "" + chunkId + ".index.js" };
+var chunkId = 7;
+import("./" + __nccwpck_require__.u(chunkId)).then(chunk => {
+  const strict = (function () { return this === undefined })();
+  console.log(JSON.stringify({
+    entry: node_path.basename(new URL(import.meta.url).pathname),
+    ids: chunk.ids,
+    id: chunk.id,
+    chunk: node_path.basename(new URL(chunk.modules[1]()).pathname),
+    strict
+  }));
+  process.exitCode = Number(process.env.FIXTURE_EXIT ?? 0);
+});
+`
+const CHUNK = `export const id = 7;
+export const ids = [7];
+export const modules = {
+1: () => import.meta.url
+};
+`
+
+describe('sandbox/code-cache.mjs', () => {
+  let dir: string
+  let cache: string
+
+  beforeEach(() => {
+    dir = mkdtempSync(path.join(tmpdir(), 'r2-rotation-code-cache-'))
+    cache = path.join(dir, 'cache')
+    writeFileSync(path.join(dir, 'package.json'), '{"type":"module"}')
+    writeFileSync(path.join(dir, 'index.js'), ENTRY)
+    writeFileSync(path.join(dir, '7.index.js'), CHUNK)
+  })
+  afterEach(() => rmSync(dir, { recursive: true, force: true }))
+
+  const run = (args: string[], env: Record<string, string> = {}) =>
+    spawnSync(process.execPath, args, {
+      cwd: dir,
+      env: { PATH: process.env.PATH ?? '', ...env },
+      encoding: 'utf8'
+    })
+  const cached = (env: Record<string, string> = {}) =>
+    run([loader, cache, path.join(dir, 'index.js')], env)
+  const files = (): Array<[string, number]> =>
+    readdirSync(cache)
+      .sort()
+      .map(name => [name, statSync(path.join(cache, name)).ino])
+
+  it('prints what node prints for the bundle as it is', () => {
+    const plain = run([path.join(dir, 'index.js')])
+    expect(plain.stderr).toBe('')
+    expect(JSON.parse(plain.stdout)).toEqual({
+      entry: 'index.js',
+      ids: [7],
+      id: 7,
+      chunk: '7.index.js',
+      strict: true
+    })
+    const first = cached()
+    expect(first.stderr).toBe('')
+    expect(first.status).toBe(0)
+    expect(first.stdout).toBe(plain.stdout)
+  })
+
+  it('writes one cache file per script after a clean exit, and reads them on the next run', () => {
+    expect(cached().status).toBe(0)
+    const written = files()
+    expect(written.map(([name]) => name)).toEqual([
+      expect.stringMatching(/^[0-9a-f]{64}\.v8$/),
+      expect.stringMatching(/^[0-9a-f]{64}\.v8$/)
+    ])
+    const again = cached()
+    expect(again.status).toBe(0)
+    expect(again.stderr).toBe('')
+    // Accepted, so not written again: the same files, not new ones renamed into place.
+    expect(files()).toEqual(written)
+  })
+
+  it('writes nothing after a run that exits with an error', () => {
+    expect(cached({ FIXTURE_EXIT: '1' }).status).toBe(1)
+    expect(() => readdirSync(cache)).toThrow(/ENOENT/)
+  })
+
+  it('refuses a bundle of another shape, naming it', () => {
+    writeFileSync(path.join(dir, 'index.js'), `import { readFileSync } from "node:fs";\n`)
+    const result = cached()
+    expect(result.status).not.toBe(0)
+    expect(result.stderr).toContain(
+      `sandbox/code-cache.mjs: ${path.join(dir, 'index.js')} is not an ncc output of the expected shape`
+    )
+  })
+
+  it('fails the run when a chunk is not of the expected shape', () => {
+    writeFileSync(path.join(dir, '7.index.js'), `export default {};\n`)
+    const result = cached()
+    expect(result.status).not.toBe(0)
+    expect(result.stderr).toContain(
+      `${path.join(dir, '7.index.js')} is not an ncc output of the expected shape`
+    )
+  })
+})
