@@ -14,8 +14,10 @@
  *   bare `node -e ''` and a bare Node process whose first act is a request, alternated in one
  *   run; the ratio is the figure to compare across machines. The bundle's start chunk and the
  *   whole of dist/ (the Cloudflare SDK and libsodium are chunks loaded on first use).
- * - Cold start: from spawning `node dist/index.js` (exactly as the runner does, sandbox/runner.ts)
- *   to the first request any simulator receives; and the size of the bundle's directory.
+ * - Cold start: from spawning `node dist/index.js` (with the runner's environment and the
+ *   sandbox's Node flags, sandbox/runner.ts, but never its code cache: a runner compiles the bundle
+ *   afresh in every job) to the first request any simulator receives; and the size of the bundle's
+ *   directory.
  * - One rotation (one secret target, deploy run 0.15 s queued + 0.4 s running): wall time, less
  *   the simulated deploy (the simulator's run.created → run.completed) and the smoke checks' waits
  *   between attempts, is the action's own overhead. The floor is the longest chain of requests

@@ -1,8 +1,8 @@
 /**
  * End to end, the rotation policy (issue 4): least privilege (the Security Matrix and the probe
  * each class gets), due dates, expiry, token names, revoke modes, dry-run and the management
- * token's preflight. dist/index.js (or R2_ROTATION_ENTRY) runs as the runner runs it, against the
- * sandbox. Every scenario also proves that no value leaked, that every request and answer matched
+ * token's preflight. dist/index.js (or R2_ROTATION_ENTRY) runs with the runner's environment,
+ * against the sandbox. Every scenario also proves that no value leaked, that every request and answer matched
  * the OpenAPI descriptions, and that the app kept serving.
  */
 import { createHash } from 'node:crypto'

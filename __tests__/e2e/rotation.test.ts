@@ -66,7 +66,8 @@ describe.each(['user', 'account'] as const)('a %s-owned R2 token', owner => {
   let scenario: Scenario
   beforeAll(async () => {
     // `node dist/index.js` and nothing else, exactly as the runner starts it (the other scenarios
-    // add SANDBOX_NODE_FLAGS and SANDBOX_MALLOC_TUNABLES, which only make them cheaper).
+    // add SANDBOX_NODE_FLAGS, SANDBOX_MALLOC_TUNABLES and the code cache of sandbox/code-cache.mjs,
+    // which only make them cheaper).
     scenario = await rotateIn(
       { owner, environment: owner === 'account' ? 'production' : undefined },
       {},
