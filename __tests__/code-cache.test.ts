@@ -2,7 +2,8 @@
  * sandbox/code-cache.mjs, on a bundle of ncc's shape (an entry that imports createRequire, reads
  * import.meta.url and loads a chunk with import(), and a chunk that exports id, ids and modules):
  * it prints what `node <bundle>` prints, writes its cache only after a clean exit, uses that cache
- * on the next run without writing it again, and refuses a bundle of another shape.
+ * on the next run without writing it again, replaces one written by a run that loaded fewer
+ * scripts, and refuses a bundle of another shape.
  */
 import { spawnSync } from 'node:child_process'
 import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
@@ -17,7 +18,10 @@ const ENTRY = `import { createRequire as __WEBPACK_EXTERNAL_createRequire } from
 const node_path = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
 var __nccwpck_require__ = { u: chunkId => "" + chunkId + ".index.js" };
 var chunkId = 7;
-import("./" + __nccwpck_require__.u(chunkId)).then(chunk => {
+const load = process.env.FIXTURE_CHUNK === '0'
+  ? Promise.resolve({ id: 0, ids: [], modules: { 1: () => import.meta.url } })
+  : import("./" + __nccwpck_require__.u(chunkId));
+load.then(chunk => {
   const strict = (function () { return this === undefined })();
   console.log(JSON.stringify({
     entry: node_path.basename(new URL(import.meta.url).pathname),
@@ -81,15 +85,33 @@ describe('sandbox/code-cache.mjs', () => {
   it('writes one cache file per script after a clean exit, and reads them on the next run', () => {
     expect(cached().status).toBe(0)
     const written = files()
+    // Named by the script's hash and by how many scripts the writer loaded (the entry and the chunk).
     expect(written.map(([name]) => name)).toEqual([
-      expect.stringMatching(/^[0-9a-f]{64}\.v8$/),
-      expect.stringMatching(/^[0-9a-f]{64}\.v8$/)
+      expect.stringMatching(/^[0-9a-f]{64}-2\.v8$/),
+      expect.stringMatching(/^[0-9a-f]{64}-2\.v8$/)
     ])
     const again = cached()
     expect(again.status).toBe(0)
     expect(again.stderr).toBe('')
     // Accepted, so not written again: the same files, not new ones renamed into place.
     expect(files()).toEqual(written)
+  })
+
+  it('replaces a cache written by a run that loaded fewer scripts, and only that', () => {
+    expect(cached({ FIXTURE_CHUNK: '0' }).status).toBe(0)
+    const early = files().map(([name]) => name)
+    expect(early).toEqual([expect.stringMatching(/^[0-9a-f]{64}-1\.v8$/)])
+    expect(cached().status).toBe(0)
+    const upgraded = files()
+    // The entry's cache written anew by the run that loaded both scripts, the old file gone.
+    const names = upgraded.map(([name]) => name)
+    expect(names).toHaveLength(2)
+    expect(names).toContain(early[0]!.replace(/-1\.v8$/, '-2.v8'))
+    expect(names.filter(name => /^[0-9a-f]{64}-2\.v8$/.test(name))).toEqual(names)
+    // Neither a run that loads as many scripts nor one that loads fewer writes it again.
+    expect(cached().status).toBe(0)
+    expect(cached({ FIXTURE_CHUNK: '0' }).status).toBe(0)
+    expect(files()).toEqual(upgraded)
   })
 
   it('writes nothing after a run that exits with an error', () => {
