@@ -3,7 +3,8 @@
  * import.meta.url and loads a chunk with import(), and a chunk that exports id, ids and modules):
  * it prints what `node <bundle>` prints, writes its cache only after a clean exit, uses that cache
  * on the next run without writing it again, replaces one written by a run that loaded fewer
- * scripts, and refuses a bundle of another shape.
+ * scripts or one that V8 rejects, never runs a cache for other text of the same length, and
+ * refuses a bundle of another shape.
  */
 import { spawnSync } from 'node:child_process'
 import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
@@ -28,7 +29,8 @@ load.then(chunk => {
     ids: chunk.ids,
     id: chunk.id,
     chunk: node_path.basename(new URL(chunk.modules[1]()).pathname),
-    strict
+    strict,
+    tag: 'A'
   }));
   process.exitCode = Number(process.env.FIXTURE_EXIT ?? 0);
 });
@@ -74,7 +76,8 @@ describe('sandbox/code-cache.mjs', () => {
       ids: [7],
       id: 7,
       chunk: '7.index.js',
-      strict: true
+      strict: true,
+      tag: 'A'
     })
     const first = cached()
     expect(first.stderr).toBe('')
@@ -95,6 +98,34 @@ describe('sandbox/code-cache.mjs', () => {
     expect(again.stderr).toBe('')
     // Accepted, so not written again: the same files, not new ones renamed into place.
     expect(files()).toEqual(written)
+  })
+
+  it('runs an edited bundle as edited, even at the same length (V8 checks only the length)', () => {
+    expect(JSON.parse(cached().stdout)).toMatchObject({ tag: 'A' })
+    const entry = path.join(dir, 'index.js')
+    writeFileSync(entry, ENTRY.replace("tag: 'A'", "tag: 'B'"))
+    const edited = cached()
+    expect(edited.stderr).toBe('')
+    expect(JSON.parse(edited.stdout)).toMatchObject({ tag: 'B' })
+  })
+
+  it('compiles afresh over a damaged cache file, and writes it anew', () => {
+    expect(cached().status).toBe(0)
+    const written = files()
+    for (const [name] of written) {
+      const file = path.join(cache, name)
+      writeFileSync(file, Buffer.alloc(statSync(file).size, 0x5a))
+    }
+    const damaged = files()
+    const again = cached()
+    expect({ status: again.status, stderr: again.stderr }).toEqual({ status: 0, stderr: '' })
+    expect(JSON.parse(again.stdout)).toMatchObject({ tag: 'A', chunk: '7.index.js' })
+    const rewritten = files()
+    expect(rewritten.map(([name]) => name)).toEqual(written.map(([name]) => name))
+    for (const [i, [, inode]] of rewritten.entries()) expect(inode).not.toBe(damaged[i]![1])
+    // And the new files are good: the next run leaves them alone.
+    expect(cached().status).toBe(0)
+    expect(files()).toEqual(rewritten)
   })
 
   it('replaces a cache written by a run that loaded fewer scripts, and only that', () => {
